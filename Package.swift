@@ -1,0 +1,109 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+/// Settings every Trent target shares: Swift 6 strict concurrency plus the upcoming features the
+/// Swift server ecosystem (Hummingbird, NIO) builds with, so every re-export is a visible `public import`.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "trent",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "trent", targets: ["trent"]),
+        .library(name: "KMS", targets: ["KMS"]),
+        .library(name: "PKCS11", targets: ["PKCS11"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    ],
+    targets: [
+        // C boundary: p11-kit's pkcs11.h, imported only by PKCS11.
+        .systemLibrary(name: "CPKCS11", pkgConfig: "p11-kit-1", providers: [.apt(["libp11-kit-dev"])]),
+        .target(
+            name: "PKCS11",
+            dependencies: ["CPKCS11"],
+            swiftSettings: swiftSettings,
+            linkerSettings: [.linkedLibrary("dl")]
+        ),
+        // The KMS domain: model, rules, ports. No C, no SQL, no HTTP, no NIO.
+        .target(
+            name: "KMS",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "KMSHSM",
+            dependencies: [
+                "KMS", "PKCS11",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "KMSSQLite",
+            dependencies: ["KMS", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "KMSServer",
+            dependencies: [
+                "KMS",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "trent",
+            dependencies: [
+                "KMS", "KMSHSM", "KMSSQLite", "KMSServer", "PKCS11",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Shared by the test targets only: a SoftHSM token per test process.
+        .target(
+            name: "TrentTestSupport",
+            dependencies: ["PKCS11", "KMS", "KMSHSM", "KMSSQLite"],
+            path: "Tests/TrentTestSupport",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "PKCS11Tests", dependencies: ["PKCS11", "TrentTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "KMSHSMTests",
+            dependencies: ["KMSHSM", "KMS", "PKCS11", "KMSSQLite", "TrentTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "KMSSQLiteTests", dependencies: ["KMSSQLite", "KMS", "TrentTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "KMSTests",
+            dependencies: ["KMS", "KMSHSM", "KMSSQLite", "TrentTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KMSServerTests",
+            dependencies: [
+                "KMSServer", "KMS",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

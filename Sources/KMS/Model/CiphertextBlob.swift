@@ -1,0 +1,53 @@
+/// The ciphertext format, version 1:
+/// `u8 version=1 | 16 bytes key id | u32 BE backing-key version | 12 bytes IV | ciphertext | 16 bytes tag`.
+///
+/// The blob names its key, so Decrypt needs no KeyId, and its backing-key version, so every ciphertext made
+/// before a rotation or a nonce-budget rollover still decrypts.
+public struct CiphertextBlob: Sendable, Equatable {
+    public static let formatVersion: UInt8 = 1
+    public static let headerLength = 1 + 16 + 4
+    public static let ivLength = 12
+    public static let tagLength = 16
+    static let minimumLength = headerLength + ivLength + tagLength
+
+    public var keyID: KeyID
+    public var backingKeyVersion: UInt32
+    public var iv: [UInt8]
+    /// Ciphertext followed by the 16-byte GCM tag.
+    public var sealed: [UInt8]
+
+    public init(keyID: KeyID, backingKeyVersion: UInt32, iv: [UInt8], sealed: [UInt8]) {
+        self.keyID = keyID
+        self.backingKeyVersion = backingKeyVersion
+        self.iv = iv
+        self.sealed = sealed
+    }
+
+    /// Parses a blob; anything malformed is InvalidCiphertextException, as AWS answers it.
+    public init(parsing bytes: [UInt8]) throws(KMSError) {
+        guard bytes.count >= Self.minimumLength, bytes[0] == Self.formatVersion else {
+            throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
+        }
+        keyID = KeyID(bytes: bytes[1..<17])
+        backingKeyVersion = bytes[17..<21].reduce(0) { $0 << 8 | UInt32($1) }
+        iv = Array(bytes[21..<33])
+        sealed = Array(bytes[33...])
+    }
+
+    /// The bytes authenticated ahead of the encryption context: version, key id and backing-key version.
+    public static func header(keyID: KeyID, backingKeyVersion: UInt32) -> [UInt8] {
+        var header: [UInt8] = [formatVersion]
+        header.append(contentsOf: keyID.bytes)
+        header.appendUInt32(backingKeyVersion)
+        return header
+    }
+
+    /// AES-GCM additional data: the header, then the canonical encryption context.
+    public static func additionalData(keyID: KeyID, backingKeyVersion: UInt32, context: EncryptionContext) -> [UInt8] {
+        header(keyID: keyID, backingKeyVersion: backingKeyVersion) + context.canonicalBytes
+    }
+
+    public var bytes: [UInt8] {
+        Self.header(keyID: keyID, backingKeyVersion: backingKeyVersion) + iv + sealed
+    }
+}

@@ -1,0 +1,167 @@
+public import Foundation
+
+/// The lifecycle states of a KMS key, spelled as the API spells them.
+public enum KeyState: String, Sendable, Codable, CaseIterable {
+    case creating = "Creating"
+    case enabled = "Enabled"
+    case disabled = "Disabled"
+    case pendingDeletion = "PendingDeletion"
+    case pendingImport = "PendingImport"
+    case unavailable = "Unavailable"
+    case updating = "Updating"
+}
+
+public enum KeySpec: String, Sendable, Codable, CaseIterable {
+    case symmetricDefault = "SYMMETRIC_DEFAULT"
+    case rsa2048 = "RSA_2048", rsa3072 = "RSA_3072", rsa4096 = "RSA_4096"
+    case eccNistP256 = "ECC_NIST_P256", eccNistP384 = "ECC_NIST_P384", eccNistP521 = "ECC_NIST_P521"
+    case eccSecgP256k1 = "ECC_SECG_P256K1"
+    case hmac224 = "HMAC_224", hmac256 = "HMAC_256", hmac384 = "HMAC_384", hmac512 = "HMAC_512"
+    case sm2 = "SM2"
+    case mlDSA44 = "ML_DSA_44", mlDSA65 = "ML_DSA_65", mlDSA87 = "ML_DSA_87"
+    case eccNistEdwards25519 = "ECC_NIST_EDWARDS25519"
+}
+
+public enum KeyUsage: String, Sendable, Codable, CaseIterable {
+    case encryptDecrypt = "ENCRYPT_DECRYPT"
+    case signVerify = "SIGN_VERIFY"
+    case generateVerifyMAC = "GENERATE_VERIFY_MAC"
+    case keyAgreement = "KEY_AGREEMENT"
+}
+
+public enum KeyOrigin: String, Sendable, Codable, CaseIterable {
+    case awsKMS = "AWS_KMS"
+    case external = "EXTERNAL"
+    case awsCloudHSM = "AWS_CLOUDHSM"
+    case externalKeyStore = "EXTERNAL_KEY_STORE"
+}
+
+public enum KeyManager: String, Sendable, Codable {
+    case customer = "CUSTOMER"
+    case aws = "AWS"
+}
+
+/// Everything Trent keeps about a KMS key except its wrapped material.
+public struct KeyRecord: Sendable, Equatable {
+    public var id: KeyID
+    public var accountID: String
+    public var creationDate: Date
+    public var description: String
+    public var keySpec: KeySpec
+    public var keyUsage: KeyUsage
+    public var origin: KeyOrigin
+    public var keyManager: KeyManager
+    public var state: KeyState
+    public var deletionDate: Date?
+    public var pendingWindowInDays: Int?
+    public var policy: String
+    /// The backing-key version new encryptions use.
+    public var currentVersion: UInt32
+
+    public init(
+        id: KeyID, accountID: String, creationDate: Date, description: String, keySpec: KeySpec, keyUsage: KeyUsage,
+        origin: KeyOrigin, keyManager: KeyManager, state: KeyState, deletionDate: Date? = nil,
+        pendingWindowInDays: Int? = nil, policy: String, currentVersion: UInt32
+    ) {
+        self.id = id
+        self.accountID = accountID
+        self.creationDate = creationDate
+        self.description = description
+        self.keySpec = keySpec
+        self.keyUsage = keyUsage
+        self.origin = origin
+        self.keyManager = keyManager
+        self.state = state
+        self.deletionDate = deletionDate
+        self.pendingWindowInDays = pendingWindowInDays
+        self.policy = policy
+        self.currentVersion = currentVersion
+    }
+
+    public var isEnabled: Bool { state == .enabled }
+
+    public var encryptionAlgorithms: [String] {
+        keySpec == .symmetricDefault && keyUsage == .encryptDecrypt ? ["SYMMETRIC_DEFAULT"] : []
+    }
+}
+
+/// A backing key (HSM backing key, HBK) version of a KMS key, as the store keeps it: only wrapped.
+public struct BackingKeyRecord: Sendable, Equatable {
+    public var keyID: KeyID
+    public var version: UInt32
+    /// The exported key token: the backing key wrapped under the domain key, inside the token.
+    public var wrappedKey: [UInt8]
+    /// Proof, made by the backing key itself, that it belongs to `keyID` and `version` (see the provider).
+    public var binding: [UInt8]
+    /// Which domain key wrapped it.
+    public var wrappingKeyLabel: String
+    public var creationDate: Date
+    /// Encryptions reserved so far under this version; the nonce budget is counted against it.
+    public var noncesReserved: UInt64
+
+    public init(
+        keyID: KeyID, version: UInt32, wrappedKey: [UInt8], binding: [UInt8], wrappingKeyLabel: String,
+        creationDate: Date, noncesReserved: UInt64 = 0
+    ) {
+        self.keyID = keyID
+        self.version = version
+        self.wrappedKey = wrappedKey
+        self.binding = binding
+        self.wrappingKeyLabel = wrappingKeyLabel
+        self.creationDate = creationDate
+        self.noncesReserved = noncesReserved
+    }
+}
+
+public struct AliasRecord: Sendable, Equatable {
+    /// With its `alias/` prefix.
+    public var name: String
+    public var targetKeyID: KeyID
+    public var creationDate: Date
+    public var lastUpdatedDate: Date
+
+    public init(name: String, targetKeyID: KeyID, creationDate: Date, lastUpdatedDate: Date) {
+        self.name = name
+        self.targetKeyID = targetKeyID
+        self.creationDate = creationDate
+        self.lastUpdatedDate = lastUpdatedDate
+    }
+}
+
+public struct Tag: Sendable, Equatable, Hashable {
+    public var key: String
+    public var value: String
+    public init(key: String, value: String) {
+        self.key = key
+        self.value = value
+    }
+}
+
+/// Who is calling. Authentication establishes it; every operation receives it, so authorization (key
+/// policies, grants) can be added without changing an operation's signature.
+public struct Caller: Sendable, Equatable {
+    public var accountID: String
+    public var principalARN: String
+    public var accessKeyID: String
+    public var sourceIP: String?
+    public var userAgent: String?
+
+    public init(accountID: String, principalARN: String, accessKeyID: String, sourceIP: String? = nil, userAgent: String? = nil) {
+        self.accountID = accountID
+        self.principalARN = principalARN
+        self.accessKeyID = accessKeyID
+        self.sourceIP = sourceIP
+        self.userAgent = userAgent
+    }
+}
+
+/// One page of a listing.
+public struct Page<Item: Sendable>: Sendable {
+    public var items: [Item]
+    /// Present when more items follow; pass it back as the marker.
+    public var nextMarker: String?
+    public init(items: [Item], nextMarker: String?) {
+        self.items = items
+        self.nextMarker = nextMarker
+    }
+}

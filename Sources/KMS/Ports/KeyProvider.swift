@@ -1,0 +1,45 @@
+/// Performs every operation that touches key material. Implementations keep the material inside a
+/// hardware or software token; the service above never sees a backing key in plaintext.
+///
+/// Errors are ``KMSError``s: a failed authentication check is `.invalidCiphertext`, a device failure
+/// `.internalFailure` or `.dependencyTimeout`.
+public protocol KeyProvider: Sendable {
+    /// Generates a backing key for `keyID` at `version` inside the token and returns it wrapped, bound to both.
+    func createBackingKey(for keyID: KeyID, version: UInt32) async throws -> BackingKeyMaterial
+
+    /// AES-GCM encryption under the backing key, with a fresh random IV made by or for the token.
+    func encrypt(_ plaintext: [UInt8], under key: BackingKeyRecord, additionalData: [UInt8]) async throws -> SealedData
+
+    /// AES-GCM decryption; a tag mismatch is `.invalidCiphertext`.
+    func decrypt(_ sealed: SealedData, under key: BackingKeyRecord, additionalData: [UInt8]) async throws -> [UInt8]
+
+    /// Bytes from the token's random number generator.
+    func generateRandom(count: Int) async throws -> [UInt8]
+
+    /// Drops every cached working copy of `keyID`'s backing keys (the key is being destroyed).
+    func forget(_ keyID: KeyID) async
+}
+
+/// A freshly generated backing key, in the only form that leaves the token.
+public struct BackingKeyMaterial: Sendable {
+    public var wrappedKey: [UInt8]
+    public var binding: [UInt8]
+    public var wrappingKeyLabel: String
+
+    public init(wrappedKey: [UInt8], binding: [UInt8], wrappingKeyLabel: String) {
+        self.wrappedKey = wrappedKey
+        self.binding = binding
+        self.wrappingKeyLabel = wrappingKeyLabel
+    }
+}
+
+public struct SealedData: Sendable, Equatable {
+    public var iv: [UInt8]
+    /// Ciphertext followed by the tag.
+    public var ciphertextAndTag: [UInt8]
+
+    public init(iv: [UInt8], ciphertextAndTag: [UInt8]) {
+        self.iv = iv
+        self.ciphertextAndTag = ciphertextAndTag
+    }
+}

@@ -1,0 +1,137 @@
+public import Foundation
+
+/// Friendly names for keys.
+extension KeyManagementService {
+    static let reservedAliasPrefix = "alias/aws/"
+
+    private func validateAliasName(_ name: String) throws(KMSError) {
+        try validateLength(name.utf8.count, "aliasName", min: 1, max: 256)
+        let allowed = name.unicodeScalars.allSatisfy { scalar in
+            scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) || ":/_-".unicodeScalars.contains(scalar))
+        }
+        guard allowed else {
+            throw KMSError.constraint("aliasName", "Member must satisfy regular expression pattern: ^[a-zA-Z0-9:/_-]+$", value: name)
+        }
+        guard name.hasPrefix("alias/"), name.count > "alias/".count else {
+            throw KMSError(.validation, "Alias must start with the prefix \"alias/\". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html")
+        }
+        guard !name.hasPrefix(Self.reservedAliasPrefix) else {
+            throw KMSError(.notAuthorized, "Alias names beginning with \(Self.reservedAliasPrefix) are reserved for AWS managed keys.")
+        }
+    }
+
+    public func createAlias(_ name: String, targetKeyID: String, caller: Caller) async throws {
+        try validateAliasName(name)
+        let key = try await resolveKey(targetKeyID, member: "targetKeyId", allowAlias: false)
+        try requireNotPendingDeletion(key)
+        let now = clock.now()
+        do {
+            try await store.insertAlias(AliasRecord(name: name, targetKeyID: key.id, creationDate: now, lastUpdatedDate: now))
+        } catch MetadataStoreError.duplicate {
+            throw KMSError(.alreadyExists, "An alias with the name \(location.aliasARN(name)) already exists")
+        }
+    }
+
+    /// Points an existing alias at another key.
+    public func updateAlias(_ name: String, targetKeyID: String, caller: Caller) async throws {
+        try validateAliasName(name)
+        guard var alias = try await store.alias(named: name) else {
+            throw KMSError(.notFound, "Alias \(location.aliasARN(name)) is not found.")
+        }
+        let key = try await resolveKey(targetKeyID, member: "targetKeyId", allowAlias: false)
+        try requireNotPendingDeletion(key)
+        alias.targetKeyID = key.id
+        alias.lastUpdatedDate = clock.now()
+        try await store.updateAlias(alias)
+    }
+
+    public func deleteAlias(_ name: String, caller: Caller) async throws {
+        try validateAliasName(name)
+        guard try await store.alias(named: name) != nil else {
+            throw KMSError(.notFound, "Alias \(location.aliasARN(name)) is not found.")
+        }
+        try await store.deleteAlias(named: name)
+    }
+
+    public func listAliases(keyID: String?, limit: Int?, marker: String?, caller: Caller) async throws -> Page<AliasRecord> {
+        let limit = limit ?? 50
+        try validateRange(limit, "limit", min: 1, max: 100)
+        if let marker { try validateLength(marker.utf8.count, "marker", min: 1, max: 1024) }
+        let target = try await keyID.asyncMap { try await resolveKey($0, allowAlias: false).id }
+        do {
+            return try await store.listAliases(for: target, after: marker, limit: limit)
+        } catch MetadataStoreError.invalidMarker {
+            throw KMSError(.invalidMarker, "The marker '\(marker ?? "")' is not valid.")
+        }
+    }
+}
+
+/// Tags on keys.
+extension KeyManagementService {
+    static let maximumTagsPerKey = 50
+
+    func validateTags(_ tags: [Tag]) throws(KMSError) {
+        for tag in tags {
+            try validateTagKey(tag.key)
+            try validateLength(tag.value.utf8.count, "tags.member.tagValue", min: 0, max: 256)
+        }
+        guard Set(tags.map(\.key)).count == tags.count else {
+            throw KMSError(.tag, "Duplicate tag keys in the request.")
+        }
+        guard tags.count <= Self.maximumTagsPerKey else {
+            throw KMSError(.tag, "A key can have at most \(Self.maximumTagsPerKey) tags.")
+        }
+    }
+
+    private func validateTagKey(_ key: String) throws(KMSError) {
+        try validateLength(key.utf8.count, "tags.member.tagKey", min: 1, max: 128)
+        if key.lowercased().hasPrefix("aws:") {
+            throw KMSError(.tag, "Tag keys beginning with aws: are reserved for AWS use.")
+        }
+    }
+
+    public func tagResource(_ keyID: String, tags: [Tag], caller: Caller) async throws {
+        try validateTags(tags)
+        let key = try await resolveKey(keyID, allowAlias: false)
+        try requireNotPendingDeletion(key)
+        let existing = try await store.tags(of: key.id)
+        let resulting = Set(existing.map(\.key)).union(tags.map(\.key))
+        guard resulting.count <= Self.maximumTagsPerKey else {
+            throw KMSError(.limitExceeded, "A key can have at most \(Self.maximumTagsPerKey) tags.")
+        }
+        try await store.putTags(tags, on: key.id)
+    }
+
+    public func untagResource(_ keyID: String, tagKeys: [String], caller: Caller) async throws {
+        for tagKey in tagKeys { try validateTagKey(tagKey) }
+        let key = try await resolveKey(keyID, allowAlias: false)
+        try requireNotPendingDeletion(key)
+        try await store.removeTags(tagKeys, from: key.id)
+    }
+
+    /// Tags sorted by key, paged by an opaque marker (the last key returned).
+    public func listResourceTags(_ keyID: String, limit: Int?, marker: String?, caller: Caller) async throws -> Page<Tag> {
+        let limit = limit ?? 50
+        try validateRange(limit, "limit", min: 1, max: 50)
+        let key = try await resolveKey(keyID, allowAlias: false)
+        let tags = try await store.tags(of: key.id).sorted { $0.key < $1.key }
+        var start = 0
+        if let marker {
+            guard let decoded = Data(base64Encoded: marker).flatMap({ String(data: $0, encoding: .utf8) }) else {
+                throw KMSError(.invalidMarker, "The marker '\(marker)' is not valid.")
+            }
+            start = tags.firstIndex { $0.key > decoded } ?? tags.count
+        }
+        let page = Array(tags[start...].prefix(limit))
+        let more = start + page.count < tags.count
+        let next = more ? page.last.map { Data($0.key.utf8).base64EncodedString() } : nil
+        return Page(items: page, nextMarker: next)
+    }
+}
+
+extension Optional {
+    func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
+        guard let value = self else { return nil }
+        return try await transform(value)
+    }
+}

@@ -1,0 +1,176 @@
+/// Encrypt, Decrypt, ReEncrypt, data keys and random bytes with symmetric keys.
+extension KeyManagementService {
+    public static let symmetricAlgorithm = "SYMMETRIC_DEFAULT"
+    static let encryptionAlgorithms = ["SYMMETRIC_DEFAULT", "RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "SM2PKE"]
+
+    public struct EncryptResult: Sendable {
+        public var ciphertextBlob: [UInt8]
+        public var keyARN: String
+        public var encryptionAlgorithm: String
+    }
+
+    public struct DecryptResult: Sendable {
+        public var plaintext: [UInt8]
+        public var keyARN: String
+        public var encryptionAlgorithm: String
+    }
+
+    public struct ReEncryptResult: Sendable {
+        public var ciphertextBlob: [UInt8]
+        public var sourceKeyARN: String
+        public var keyARN: String
+        public var sourceEncryptionAlgorithm: String
+        public var destinationEncryptionAlgorithm: String
+    }
+
+    public struct DataKeyResult: Sendable {
+        /// Nil for GenerateDataKeyWithoutPlaintext.
+        public var plaintext: [UInt8]?
+        public var ciphertextBlob: [UInt8]
+        public var keyARN: String
+    }
+
+    // MARK: Operations
+
+    public func encrypt(
+        keyID: String, plaintext: [UInt8], context: EncryptionContext, algorithm: String?, dryRun: Bool?, caller: Caller
+    ) async throws -> EncryptResult {
+        try validateLength(plaintext.count, "plaintext", min: 1, max: 4096)
+        try context.validate(member: "encryptionContext")
+        let key = try await resolveKey(keyID, allowAlias: true)
+        let algorithm = try checkSymmetricAlgorithm(algorithm, member: "encryptionAlgorithm", for: key)
+        try requireEnabled(key)
+        try requireSymmetricEncryption(key)
+        try rejectDryRun(dryRun)
+        let blob = try await seal(plaintext, under: key, context: context)
+        return EncryptResult(ciphertextBlob: blob, keyARN: arn(key), encryptionAlgorithm: algorithm)
+    }
+
+    public func decrypt(
+        ciphertext: [UInt8], context: EncryptionContext, keyID: String?, algorithm: String?, dryRun: Bool?, caller: Caller
+    ) async throws -> DecryptResult {
+        try validateLength(ciphertext.count, "ciphertextBlob", min: 1, max: 6144)
+        let (key, plaintext, algorithm) = try await open(
+            ciphertext, context: context, keyID: keyID, algorithm: algorithm, members: ("keyId", "encryptionAlgorithm"),
+            dryRun: dryRun)
+        return DecryptResult(plaintext: plaintext, keyARN: arn(key), encryptionAlgorithm: algorithm)
+    }
+
+    public func reEncrypt(
+        ciphertext: [UInt8], sourceContext: EncryptionContext, sourceKeyID: String?, sourceAlgorithm: String?,
+        destinationKeyID: String, destinationContext: EncryptionContext, destinationAlgorithm: String?,
+        dryRun: Bool?, caller: Caller
+    ) async throws -> ReEncryptResult {
+        try validateLength(ciphertext.count, "ciphertextBlob", min: 1, max: 6144)
+        try destinationContext.validate(member: "destinationEncryptionContext")
+        let destination = try await resolveKey(destinationKeyID, member: "destinationKeyId", allowAlias: true)
+        let destinationAlgorithm = try checkSymmetricAlgorithm(
+            destinationAlgorithm, member: "destinationEncryptionAlgorithm", for: destination)
+        let (source, plaintext, sourceAlgorithm) = try await open(
+            ciphertext, context: sourceContext, keyID: sourceKeyID, algorithm: sourceAlgorithm,
+            members: ("sourceKeyId", "sourceEncryptionAlgorithm"), dryRun: nil)
+        try requireEnabled(destination)
+        try requireSymmetricEncryption(destination)
+        try rejectDryRun(dryRun)
+        let blob = try await seal(plaintext, under: destination, context: destinationContext)
+        return ReEncryptResult(
+            ciphertextBlob: blob, sourceKeyARN: arn(source), keyARN: arn(destination),
+            sourceEncryptionAlgorithm: sourceAlgorithm, destinationEncryptionAlgorithm: destinationAlgorithm)
+    }
+
+    /// Returns a data key from the token's RNG, and the same key encrypted under the KMS key.
+    public func generateDataKey(
+        keyID: String, keySpec: String?, numberOfBytes: Int?, context: EncryptionContext, includePlaintext: Bool,
+        dryRun: Bool?, caller: Caller
+    ) async throws -> DataKeyResult {
+        let length: Int
+        switch (keySpec, numberOfBytes) {
+        case (nil, nil), (.some, .some):
+            throw KMSError(.validation, "Please specify either number of bytes or key spec.")
+        case (let spec?, nil):
+            switch spec {
+            case "AES_256": length = 32
+            case "AES_128": length = 16
+            default: throw KMSError.constraint("keySpec", "Member must satisfy enum value set: [AES_256, AES_128]", value: spec)
+            }
+        case (nil, let count?):
+            try validateRange(count, "numberOfBytes", min: 1, max: 1024)
+            length = count
+        }
+        try context.validate(member: "encryptionContext")
+        let key = try await resolveKey(keyID, allowAlias: true)
+        try requireEnabled(key)
+        try requireSymmetricEncryption(key)
+        try rejectDryRun(dryRun)
+        let dataKey = try await provider.generateRandom(count: length)
+        let blob = try await seal(dataKey, under: key, context: context)
+        return DataKeyResult(plaintext: includePlaintext ? dataKey : nil, ciphertextBlob: blob, keyARN: arn(key))
+    }
+
+    public func generateRandom(numberOfBytes: Int?, customKeyStoreID: String?, caller: Caller) async throws -> [UInt8] {
+        guard let count = numberOfBytes else { throw KMSError.missing("numberOfBytes") }
+        try validateRange(count, "numberOfBytes", min: 1, max: 1024)
+        if customKeyStoreID != nil {
+            throw KMSError(.unsupportedOperation, "Custom key stores are not supported by Trent yet.")
+        }
+        return try await provider.generateRandom(count: count)
+    }
+
+    // MARK: Shared steps
+
+    private func checkSymmetricAlgorithm(_ algorithm: String?, member: String, for key: KeyRecord) throws(KMSError) -> String {
+        guard let algorithm else { return Self.symmetricAlgorithm }
+        guard Self.encryptionAlgorithms.contains(algorithm) else {
+            throw KMSError.constraint(
+                member, "Member must satisfy enum value set: [\(Self.encryptionAlgorithms.joined(separator: ", "))]", value: algorithm)
+        }
+        guard key.encryptionAlgorithms.contains(algorithm) else {
+            throw KMSError(.invalidKeyUsage, "The encryption algorithm \(algorithm) is not supported by \(arn(key)).")
+        }
+        return algorithm
+    }
+
+    private func requireSymmetricEncryption(_ key: KeyRecord) throws(KMSError) {
+        guard key.keySpec == .symmetricDefault, key.keyUsage == .encryptDecrypt else {
+            throw KMSError(.invalidKeyUsage, "\(arn(key)) key usage is \(key.keyUsage.rawValue) which is not valid for this operation.")
+        }
+    }
+
+    /// Encrypts under the key's current backing-key version, charging its nonce budget.
+    private func seal(_ plaintext: [UInt8], under key: KeyRecord, context: EncryptionContext) async throws -> [UInt8] {
+        let version = try await ledger.claimEncryption(for: key)
+        guard let backingKey = try await store.backingKey(key.id, version: version) else {
+            throw KMSError(.internalFailure, "Backing key version \(version) of \(arn(key)) is missing.")
+        }
+        let aad = CiphertextBlob.additionalData(keyID: key.id, backingKeyVersion: version, context: context)
+        let sealed = try await provider.encrypt(plaintext, under: backingKey, additionalData: aad)
+        return CiphertextBlob(keyID: key.id, backingKeyVersion: version, iv: sealed.iv, sealed: sealed.ciphertextAndTag).bytes
+    }
+
+    /// Decrypts a blob, checking the optional KeyId the caller named against the key the blob names.
+    private func open(
+        _ ciphertext: [UInt8], context: EncryptionContext, keyID: String?, algorithm: String?,
+        members: (keyID: String, algorithm: String), dryRun: Bool?
+    ) async throws -> (KeyRecord, [UInt8], String) {
+        let named = try await keyID.asyncMap { try await resolveKey($0, member: members.keyID, allowAlias: true) }
+        let blob = try CiphertextBlob(parsing: ciphertext)
+        if let named, named.id != blob.keyID {
+            throw KMSError(.incorrectKey, "The key ID in the request does not identify a CMK that can perform this operation.")
+        }
+        let blobKey: KeyRecord? = if let named { named } else { try await store.key(blob.keyID) }
+        guard let key = blobKey else {
+            throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
+        }
+        let algorithm = try checkSymmetricAlgorithm(algorithm, member: members.algorithm, for: key)
+        try requireEnabled(key)
+        try requireSymmetricEncryption(key)
+        try rejectDryRun(dryRun)
+        guard let backingKey = try await store.backingKey(key.id, version: blob.backingKeyVersion) else {
+            throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
+        }
+        let aad = CiphertextBlob.additionalData(keyID: key.id, backingKeyVersion: blob.backingKeyVersion, context: context)
+        let plaintext = try await provider.decrypt(
+            SealedData(iv: blob.iv, ciphertextAndTag: blob.sealed), under: backingKey, additionalData: aad)
+        return (key, plaintext, algorithm)
+    }
+}

@@ -1,0 +1,178 @@
+public import Foundation
+import Logging
+
+/// Creating keys and moving them through their lifecycle.
+extension KeyManagementService {
+    public struct CreateKeyRequest: Sendable {
+        public var policy: String?
+        public var description: String?
+        public var keyUsage: String?
+        public var keySpec: String?
+        public var origin: String?
+        public var customKeyStoreID: String?
+        public var tags: [Tag]
+        public var multiRegion: Bool?
+        public var xksKeyID: String?
+
+        public init(
+            policy: String? = nil, description: String? = nil, keyUsage: String? = nil, keySpec: String? = nil,
+            origin: String? = nil, customKeyStoreID: String? = nil, tags: [Tag] = [], multiRegion: Bool? = nil,
+            xksKeyID: String? = nil
+        ) {
+            self.policy = policy
+            self.description = description
+            self.keyUsage = keyUsage
+            self.keySpec = keySpec
+            self.origin = origin
+            self.customKeyStoreID = customKeyStoreID
+            self.tags = tags
+            self.multiRegion = multiRegion
+            self.xksKeyID = xksKeyID
+        }
+    }
+
+    public func createKey(_ request: CreateKeyRequest, caller: Caller) async throws -> KeyRecord {
+        let keySpec = try request.keySpec.map { text throws(KMSError) in try validateEnum(text, "keySpec", as: KeySpec.self) } ?? .symmetricDefault
+        let keyUsage = try request.keyUsage.map { text throws(KMSError) in try validateEnum(text, "keyUsage", as: KeyUsage.self) } ?? .encryptDecrypt
+        let origin = try request.origin.map { text throws(KMSError) in try validateEnum(text, "origin", as: KeyOrigin.self) } ?? .awsKMS
+        let description = request.description ?? ""
+        try validateLength(description.utf8.count, "description", min: 0, max: 8192)
+
+        guard keySpec == .symmetricDefault else {
+            throw KMSError(.unsupportedOperation, "KeySpec \(keySpec.rawValue) is not supported by Trent yet; use SYMMETRIC_DEFAULT.")
+        }
+        guard keyUsage == .encryptDecrypt else {
+            throw KMSError(.validation, "KeyUsage \(keyUsage.rawValue) is not compatible with KeySpec \(keySpec.rawValue).")
+        }
+        guard origin == .awsKMS else {
+            throw KMSError(.unsupportedOperation, "Origin \(origin.rawValue) is not supported by Trent yet.")
+        }
+        if request.customKeyStoreID != nil || request.xksKeyID != nil {
+            throw KMSError(.unsupportedOperation, "Custom key stores are not supported by Trent yet.")
+        }
+        if request.multiRegion == true {
+            throw KMSError(.unsupportedOperation, "Multi-Region keys are not supported by Trent yet.")
+        }
+        let policy = try request.policy.map { text throws(KMSError) in try validatePolicyDocument(text) } ?? defaultKeyPolicy(for: caller)
+        try validateTags(request.tags)
+
+        let id = KeyID()
+        let now = clock.now()
+        let material = try await provider.createBackingKey(for: id, version: 1)
+        let key = KeyRecord(
+            id: id, accountID: location.accountID, creationDate: now, description: description, keySpec: keySpec,
+            keyUsage: keyUsage, origin: origin, keyManager: .customer, state: .enabled, policy: policy, currentVersion: 1)
+        let backingKey = BackingKeyRecord(
+            keyID: id, version: 1, wrappedKey: material.wrappedKey, binding: material.binding,
+            wrappingKeyLabel: material.wrappingKeyLabel, creationDate: now)
+        try await store.insertKey(key, backingKey: backingKey, tags: request.tags)
+        logger.info("created key", metadata: ["kms.key.id": "\(id)", "kms.caller": "\(caller.principalARN)"])
+        return key
+    }
+
+    /// The policy AWS gives a key created without one: the account root may do everything, which delegates
+    /// access to the account's identity policies.
+    func defaultKeyPolicy(for caller: Caller) -> String {
+        """
+        {"Version":"2012-10-17","Id":"key-default-1","Statement":[{"Sid":"Enable IAM User Permissions",\
+        "Effect":"Allow","Principal":{"AWS":"arn:aws:iam::\(location.accountID):root"},"Action":"kms:*","Resource":"*"}]}
+        """
+    }
+
+    /// A key policy must be a JSON object of at most 32 KB. (Its statements are evaluated by the
+    /// authorization layer.)
+    func validatePolicyDocument(_ text: String) throws(KMSError) -> String {
+        try validateLength(text.utf8.count, "policy", min: 1, max: 32768)
+        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)), object is [String: Any] else {
+            throw KMSError(.malformedPolicyDocument, "The key policy is not a valid JSON policy document.")
+        }
+        return text
+    }
+
+    public func describeKey(_ keyID: String, caller: Caller) async throws -> KeyRecord {
+        try await resolveKey(keyID, allowAlias: true)
+    }
+
+    public func listKeys(limit: Int?, marker: String?, caller: Caller) async throws -> Page<KeyRecord> {
+        let limit = limit ?? 1000
+        try validateRange(limit, "limit", min: 1, max: 1000)
+        if let marker { try validateLength(marker.utf8.count, "marker", min: 1, max: 1024) }
+        do {
+            return try await store.listKeys(after: marker, limit: limit)
+        } catch MetadataStoreError.invalidMarker {
+            throw KMSError(.invalidMarker, "The marker '\(marker ?? "")' is not valid.")
+        }
+    }
+
+    public func enableKey(_ keyID: String, caller: Caller) async throws {
+        var key = try await resolveKey(keyID, allowAlias: false)
+        try requireNotPendingDeletion(key)
+        guard key.state == .enabled || key.state == .disabled else {
+            throw KMSError(.invalidState, "\(arn(key)) is \(key.state.rawValue).")
+        }
+        key.state = .enabled
+        try await store.updateKey(key)
+    }
+
+    public func disableKey(_ keyID: String, caller: Caller) async throws {
+        var key = try await resolveKey(keyID, allowAlias: false)
+        try requireNotPendingDeletion(key)
+        guard key.state == .enabled || key.state == .disabled else {
+            throw KMSError(.invalidState, "\(arn(key)) is \(key.state.rawValue).")
+        }
+        key.state = .disabled
+        try await store.updateKey(key)
+    }
+
+    public func updateKeyDescription(_ keyID: String, description: String, caller: Caller) async throws {
+        try validateLength(description.utf8.count, "description", min: 0, max: 8192)
+        var key = try await resolveKey(keyID, allowAlias: false)
+        try requireNotPendingDeletion(key)
+        key.description = description
+        try await store.updateKey(key)
+    }
+
+    /// Schedules destruction after a waiting period of 7 to 30 days (default 30); the key is unusable meanwhile.
+    public func scheduleKeyDeletion(_ keyID: String, pendingWindowInDays: Int?, caller: Caller) async throws -> KeyRecord {
+        let days = pendingWindowInDays ?? 30
+        try validateRange(days, "pendingWindowInDays", min: 1, max: 365)
+        guard (7...30).contains(days) else {
+            throw KMSError(.validation, "PendingWindowInDays must be between 7 and 30 days, not \(days).")
+        }
+        var key = try await resolveKey(keyID, allowAlias: false)
+        try requireNotPendingDeletion(key)
+        key.state = .pendingDeletion
+        key.deletionDate = clock.now().addingTimeInterval(TimeInterval(days) * 86_400)
+        key.pendingWindowInDays = days
+        try await store.updateKey(key)
+        logger.info("scheduled key deletion", metadata: ["kms.key.id": "\(key.id)", "kms.deletion.days": "\(days)"])
+        return key
+    }
+
+    /// Cancels a scheduled deletion; the key comes back disabled, as in AWS.
+    public func cancelKeyDeletion(_ keyID: String, caller: Caller) async throws -> KeyRecord {
+        var key = try await resolveKey(keyID, allowAlias: false)
+        guard key.state == .pendingDeletion else {
+            throw KMSError(.invalidState, "\(arn(key)) is not pending deletion.")
+        }
+        key.state = .disabled
+        key.deletionDate = nil
+        key.pendingWindowInDays = nil
+        try await store.updateKey(key)
+        return key
+    }
+
+    /// Destroys every key whose deletion date has passed: its metadata, wrapped backing keys, aliases and
+    /// tags leave the store, and the provider drops its working copies. Returns the destroyed ids.
+    @discardableResult
+    public func destroyExpiredKeys() async throws -> [KeyID] {
+        let due = try await store.keysPendingDeletion(dueBy: clock.now())
+        for key in due {
+            try await store.destroyKey(key.id)
+            await provider.forget(key.id)
+            await ledger.forget(key.id)
+            logger.info("destroyed key at the end of its deletion window", metadata: ["kms.key.id": "\(key.id)"])
+        }
+        return due.map(\.id)
+    }
+}

@@ -1,0 +1,99 @@
+/// Counts AES-GCM encryptions per backing-key version so that no backing key ever exceeds its nonce budget.
+///
+/// With random 96-bit IVs, a key is safe for about 2^32 encryptions. The ledger hands out encryptions from
+/// blocks reserved durably in the store before use, so a crash loses at most the rest of a block and never
+/// reuses budget. When a version's budget is spent, the ledger creates the next backing-key version in the
+/// token and moves the key to it; ciphertexts name their version, so older ones still decrypt.
+actor NonceLedger {
+    struct Limits: Sendable {
+        var budget: UInt64
+        var reservationBlock: UInt64
+    }
+
+    private struct Slot {
+        var used: UInt64
+        var reserved: UInt64
+    }
+
+    private struct VersionID: Hashable {
+        var keyID: KeyID
+        var version: UInt32
+    }
+
+    private let limits: Limits
+    private let store: any MetadataStore
+    private let provider: any KeyProvider
+    private let clock: any KMSClock
+    private var slots: [VersionID: Slot] = [:]
+    /// The newest version each key moved to while running (the caller's record may predate the move).
+    private var currentVersions: [KeyID: UInt32] = [:]
+    /// One refill at a time per key; other callers wait for it instead of reserving twice.
+    private var refills: [KeyID: Task<Void, any Error>] = [:]
+
+    init(limits: Limits, store: any MetadataStore, provider: any KeyProvider, clock: any KMSClock) {
+        precondition(limits.reservationBlock > 0 && limits.budget > 0)
+        self.limits = limits
+        self.store = store
+        self.provider = provider
+        self.clock = clock
+    }
+
+    /// Takes one encryption from the key's current backing-key version and returns that version.
+    func claimEncryption(for key: KeyRecord) async throws -> UInt32 {
+        while true {
+            let version = max(currentVersions[key.id] ?? 0, key.currentVersion)
+            let id = VersionID(keyID: key.id, version: version)
+            if var slot = slots[id], slot.used < slot.reserved {
+                slot.used += 1
+                slots[id] = slot
+                return version
+            }
+            if let refill = refills[key.id] {
+                try await refill.value
+                continue
+            }
+            let refill = Task { try await self.refill(id) }
+            refills[key.id] = refill
+            defer { refills[key.id] = nil }
+            try await refill.value
+        }
+    }
+
+    /// Reserves the next block of `id`'s budget, or moves the key to a new version when none is left.
+    private func refill(_ id: VersionID) async throws {
+        var slot: Slot
+        if let known = slots[id] {
+            slot = known
+        } else {
+            // First use since start: whatever was reserved before counts as used.
+            guard let record = try await store.backingKey(id.keyID, version: id.version) else {
+                throw KMSError(.internalFailure, "Backing key version \(id.version) of \(id.keyID) is missing.")
+            }
+            slot = Slot(used: record.noncesReserved, reserved: record.noncesReserved)
+        }
+        if slot.reserved < limits.budget {
+            let reserved = min(slot.reserved + limits.reservationBlock, limits.budget)
+            try await store.reserveNonces(id.keyID, version: id.version, upTo: reserved)
+            slot.reserved = reserved
+            slots[id] = slot
+            return
+        }
+        // Budget spent: a fresh backing key takes over for new encryptions.
+        let next = id.version + 1
+        let material = try await provider.createBackingKey(for: id.keyID, version: next)
+        let firstBlock = min(limits.reservationBlock, limits.budget)
+        try await store.addBackingKey(
+            BackingKeyRecord(
+                keyID: id.keyID, version: next, wrappedKey: material.wrappedKey, binding: material.binding,
+                wrappingKeyLabel: material.wrappingKeyLabel, creationDate: clock.now(), noncesReserved: firstBlock))
+        slots[id] = nil
+        slots[VersionID(keyID: id.keyID, version: next)] = Slot(used: 0, reserved: firstBlock)
+        currentVersions[id.keyID] = next
+    }
+
+    /// Forgets a destroyed key.
+    func forget(_ keyID: KeyID) {
+        slots = slots.filter { $0.key.keyID != keyID }
+        currentVersions[keyID] = nil
+    }
+}

@@ -1,0 +1,117 @@
+internal import CPKCS11
+
+/// A handle to a key or other object in the token. Session-object handles die with the session that
+/// created them and every handle dies at `C_Finalize`, so handles never leave the process.
+public struct ObjectHandle: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt
+    public init(rawValue: UInt) { self.rawValue = rawValue }
+    public var description: String { "object #\(rawValue)" }
+}
+
+/// A `CKA_*` attribute type.
+public struct AttributeType: RawRepresentable, Hashable, Sendable {
+    public var rawValue: UInt
+    public init(rawValue: UInt) { self.rawValue = rawValue }
+
+    public static let objectClass = AttributeType(rawValue: UInt(CKA_CLASS))
+    public static let token = AttributeType(rawValue: UInt(CKA_TOKEN))
+    public static let `private` = AttributeType(rawValue: UInt(CKA_PRIVATE))
+    public static let label = AttributeType(rawValue: UInt(CKA_LABEL))
+    public static let value = AttributeType(rawValue: UInt(CKA_VALUE))
+    public static let keyType = AttributeType(rawValue: UInt(CKA_KEY_TYPE))
+    public static let id = AttributeType(rawValue: UInt(CKA_ID))
+    public static let sensitive = AttributeType(rawValue: UInt(CKA_SENSITIVE))
+    public static let encrypt = AttributeType(rawValue: UInt(CKA_ENCRYPT))
+    public static let decrypt = AttributeType(rawValue: UInt(CKA_DECRYPT))
+    public static let wrap = AttributeType(rawValue: UInt(CKA_WRAP))
+    public static let unwrap = AttributeType(rawValue: UInt(CKA_UNWRAP))
+    public static let sign = AttributeType(rawValue: UInt(CKA_SIGN))
+    public static let verify = AttributeType(rawValue: UInt(CKA_VERIFY))
+    public static let derive = AttributeType(rawValue: UInt(CKA_DERIVE))
+    public static let valueLength = AttributeType(rawValue: UInt(CKA_VALUE_LEN))
+    public static let extractable = AttributeType(rawValue: UInt(CKA_EXTRACTABLE))
+    public static let local = AttributeType(rawValue: UInt(CKA_LOCAL))
+    public static let neverExtractable = AttributeType(rawValue: UInt(CKA_NEVER_EXTRACTABLE))
+    public static let alwaysSensitive = AttributeType(rawValue: UInt(CKA_ALWAYS_SENSITIVE))
+    public static let modifiable = AttributeType(rawValue: UInt(CKA_MODIFIABLE))
+    public static let checkValue = AttributeType(rawValue: UInt(CKA_CHECK_VALUE))
+    public static let allowedMechanisms = AttributeType(rawValue: UInt(CKA_ALLOWED_MECHANISMS))
+}
+
+/// `CKO_*` object classes Trent uses.
+public struct ObjectClass: RawRepresentable, Hashable, Sendable {
+    public var rawValue: UInt
+    public init(rawValue: UInt) { self.rawValue = rawValue }
+    public static let secretKey = ObjectClass(rawValue: UInt(CKO_SECRET_KEY))
+}
+
+/// `CKK_*` key types Trent uses.
+public struct KeyType: RawRepresentable, Hashable, Sendable {
+    public var rawValue: UInt
+    public init(rawValue: UInt) { self.rawValue = rawValue }
+    public static let aes = KeyType(rawValue: UInt(CKK_AES))
+    public static let genericSecret = KeyType(rawValue: UInt(CKK_GENERIC_SECRET))
+}
+
+/// One attribute with its value encoded as Cryptoki expects it (`CK_BBOOL` is one byte, `CK_ULONG` is
+/// a native-endian machine word).
+public struct Attribute: Sendable, Hashable {
+    public var type: AttributeType
+    public var value: [UInt8]
+
+    public init(_ type: AttributeType, bytes: [UInt8]) {
+        self.type = type
+        self.value = bytes
+    }
+
+    public init(_ type: AttributeType, _ flag: Bool) {
+        self.init(type, bytes: [flag ? 1 : 0])
+    }
+
+    public init(_ type: AttributeType, ulong: UInt) {
+        self.init(type, bytes: withUnsafeBytes(of: ulong) { Array($0) })
+    }
+
+    public init(_ type: AttributeType, string: String) {
+        self.init(type, bytes: Array(string.utf8))
+    }
+
+    public static func objectClass(_ value: ObjectClass) -> Attribute { Attribute(.objectClass, ulong: value.rawValue) }
+    public static func keyType(_ value: KeyType) -> Attribute { Attribute(.keyType, ulong: value.rawValue) }
+    public static func allowedMechanisms(_ mechanisms: [MechanismType]) -> Attribute {
+        Attribute(.allowedMechanisms, bytes: mechanisms.flatMap { m in withUnsafeBytes(of: m.rawValue) { Array($0) } })
+    }
+
+    /// Reads the value as a `CK_BBOOL`.
+    public var boolValue: Bool? { value.count == 1 ? value[0] != 0 : nil }
+
+    /// Reads the value as a `CK_ULONG`.
+    public var ulongValue: UInt? {
+        guard value.count == MemoryLayout<UInt>.size else { return nil }
+        return value.withUnsafeBytes { $0.loadUnaligned(as: UInt.self) }
+    }
+}
+
+/// Builds a `CK_ATTRIBUTE` array over the values of `attributes` for the duration of `body`.
+func withCTemplate<R>(
+    _ attributes: [Attribute], _ body: (UnsafeMutablePointer<CK_ATTRIBUTE>?, CK_ULONG) throws(PKCS11Error) -> R
+) throws(PKCS11Error) -> R {
+    // One contiguous buffer holds every value, so each CK_ATTRIBUTE can point into it safely.
+    var storage = attributes.flatMap(\.value)
+    let result: Result<R, PKCS11Error> = storage.withUnsafeMutableBytes { raw in
+        var offset = 0
+        var template = attributes.map { attribute -> CK_ATTRIBUTE in
+            defer { offset += attribute.value.count }
+            let pointer = attribute.value.isEmpty ? nil : raw.baseAddress! + offset
+            return CK_ATTRIBUTE(type: CK_ATTRIBUTE_TYPE(attribute.type.rawValue), pValue: pointer, ulValueLen: CK_ULONG(attribute.value.count))
+        }
+        return template.withUnsafeMutableBufferPointer { buffer in
+            do throws(PKCS11Error) {
+                return .success(try body(buffer.baseAddress, CK_ULONG(buffer.count)))
+            } catch {
+                return .failure(error)
+            }
+        }
+    }
+    return try result.get()
+}

@@ -1,0 +1,178 @@
+internal import CPKCS11
+
+/// A Cryptoki session. Sessions are not thread-safe (SoftHSM crashes when two threads share one), so a
+/// session is `~Copyable`, lent by ``Token/withSession(_:)`` to one caller at a time, and cannot escape it.
+///
+/// Every operation runs to completion: an `*Init` is always followed by its final call, and a failed
+/// call that could leave an operation active makes the session unusable (the pool then closes it).
+public struct Session: ~Copyable {
+    let functions: FunctionList
+    let handle: CK_SESSION_HANDLE
+
+    static func open(functions: FunctionList, slot: SlotID) throws(PKCS11Error) -> Session {
+        var handle: CK_SESSION_HANDLE = 0
+        try call(.openSession) {
+            functions.list.C_OpenSession?(CK_SLOT_ID(slot), CK_FLAGS(CKF_SERIAL_SESSION | CKF_RW_SESSION), nil, nil, &handle)
+        }
+        return Session(functions: functions, handle: handle)
+    }
+
+    func close() {
+        _ = functions.list.C_CloseSession?(handle)
+    }
+
+    public enum UserType: Sendable {
+        case user, securityOfficer
+        var rawValue: CK_USER_TYPE { self == .user ? CK_USER_TYPE(CKU_USER) : CK_USER_TYPE(CKU_SO) }
+    }
+
+    /// Logs the application in. Login state belongs to the process, so `CKR_USER_ALREADY_LOGGED_IN` is success.
+    public func login(_ userType: UserType = .user, pin: PIN) throws(PKCS11Error) {
+        var bytes = pin.bytes
+        do {
+            try call(.login) { functions.list.C_Login?(handle, userType.rawValue, &bytes, CK_ULONG(bytes.count)) }
+        } catch where error.returnValue == .userAlreadyLoggedIn {
+            return
+        }
+    }
+
+    func logout() throws(PKCS11Error) {
+        try call(.logout) { functions.list.C_Logout?(handle) }
+    }
+
+    // MARK: Random
+
+    /// Bytes from the token's random number generator.
+    public func generateRandom(count: Int) throws(PKCS11Error) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        if count == 0 { return bytes }
+        try call(.generateRandom) { functions.list.C_GenerateRandom?(handle, &bytes, CK_ULONG(count)) }
+        return bytes
+    }
+
+    // MARK: Keys
+
+    public func generateKey(_ mechanism: Mechanism, template: [Attribute]) throws(PKCS11Error) -> ObjectHandle {
+        var key: CK_OBJECT_HANDLE = 0
+        try mechanism.withCMechanism(for: .generateKey) { cMechanism throws(PKCS11Error) in
+            try withCTemplate(template) { attributes, count throws(PKCS11Error) in
+                try call(.generateKey) { functions.list.C_GenerateKey?(handle, cMechanism, attributes, count, &key) }
+            }
+        }
+        return ObjectHandle(rawValue: UInt(key))
+    }
+
+    /// Wraps (encrypts) `key` under `wrappingKey` inside the token.
+    public func wrapKey(_ key: ObjectHandle, with wrappingKey: ObjectHandle, mechanism: Mechanism) throws(PKCS11Error) -> [UInt8] {
+        try mechanism.withCMechanism(for: .wrapKey) { cMechanism throws(PKCS11Error) in
+            try twoCallOutput(.wrapKey) { output, length in
+                functions.list.C_WrapKey?(
+                    handle, cMechanism, CK_OBJECT_HANDLE(wrappingKey.rawValue), CK_OBJECT_HANDLE(key.rawValue), output, length)
+            }
+        }
+    }
+
+    /// Unwraps `wrapped` under `unwrappingKey` into a new object described by `template`.
+    public func unwrapKey(
+        _ wrapped: [UInt8], with unwrappingKey: ObjectHandle, mechanism: Mechanism, template: [Attribute]
+    ) throws(PKCS11Error) -> ObjectHandle {
+        var key: CK_OBJECT_HANDLE = 0
+        var input = wrapped
+        try mechanism.withCMechanism(for: .unwrapKey) { cMechanism throws(PKCS11Error) in
+            try withCTemplate(template) { attributes, count throws(PKCS11Error) in
+                try call(.unwrapKey) {
+                    functions.list.C_UnwrapKey?(
+                        handle, cMechanism, CK_OBJECT_HANDLE(unwrappingKey.rawValue), &input, CK_ULONG(input.count),
+                        attributes, count, &key)
+                }
+            }
+        }
+        return ObjectHandle(rawValue: UInt(key))
+    }
+
+    public func destroyObject(_ object: ObjectHandle) throws(PKCS11Error) {
+        try call(.destroyObject) { functions.list.C_DestroyObject?(handle, CK_OBJECT_HANDLE(object.rawValue)) }
+    }
+
+    // MARK: Encryption
+
+    public func encrypt(_ plaintext: [UInt8], key: ObjectHandle, mechanism: Mechanism) throws(PKCS11Error) -> [UInt8] {
+        var input = plaintext
+        return try mechanism.withCMechanism(for: .encryptInit) { cMechanism throws(PKCS11Error) in
+            try call(.encryptInit) { functions.list.C_EncryptInit?(handle, cMechanism, CK_OBJECT_HANDLE(key.rawValue)) }
+            return try twoCallOutput(.encrypt) { output, length in
+                functions.list.C_Encrypt?(handle, &input, CK_ULONG(input.count), output, length)
+            }
+        }
+    }
+
+    /// Decrypts in the token. For AES-GCM a failed tag check comes back as whatever the token uses for it
+    /// (SoftHSM: `CKR_GENERAL_ERROR`); the HSM profile says which codes mean that.
+    public func decrypt(_ ciphertext: [UInt8], key: ObjectHandle, mechanism: Mechanism) throws(PKCS11Error) -> [UInt8] {
+        var input = ciphertext
+        return try mechanism.withCMechanism(for: .decryptInit) { cMechanism throws(PKCS11Error) in
+            try call(.decryptInit) { functions.list.C_DecryptInit?(handle, cMechanism, CK_OBJECT_HANDLE(key.rawValue)) }
+            return try twoCallOutput(.decrypt) { output, length in
+                functions.list.C_Decrypt?(handle, &input, CK_ULONG(input.count), output, length)
+            }
+        }
+    }
+
+    // MARK: Objects
+
+    /// Reads one attribute. A sensitive value fails with `CKR_ATTRIBUTE_SENSITIVE`.
+    public func attribute(_ type: AttributeType, of object: ObjectHandle) throws(PKCS11Error) -> Attribute {
+        var query = CK_ATTRIBUTE(type: CK_ATTRIBUTE_TYPE(type.rawValue), pValue: nil, ulValueLen: 0)
+        try call(.getAttributeValue) { functions.list.C_GetAttributeValue?(handle, CK_OBJECT_HANDLE(object.rawValue), &query, 1) }
+        guard query.ulValueLen != CPKCS11_UNAVAILABLE_INFORMATION else {
+            throw PKCS11Error(.attributeTypeInvalid, in: .getAttributeValue, detail: "attribute is unavailable")
+        }
+        var value = [UInt8](repeating: 0, count: Int(query.ulValueLen))
+        try call(.getAttributeValue) {
+            value.withUnsafeMutableBytes { buffer in
+                query.pValue = buffer.baseAddress
+                return functions.list.C_GetAttributeValue?(handle, CK_OBJECT_HANDLE(object.rawValue), &query, 1)
+            }
+        }
+        return Attribute(type, bytes: Array(value.prefix(Int(query.ulValueLen))))
+    }
+
+    /// Finds objects matching `template`. `C_FindObjectsFinal` always follows `C_FindObjectsInit`.
+    public func findObjects(matching template: [Attribute], limit: Int = 16) throws(PKCS11Error) -> [ObjectHandle] {
+        try withCTemplate(template) { attributes, count throws(PKCS11Error) in
+            try call(.findObjectsInit) { functions.list.C_FindObjectsInit?(handle, attributes, count) }
+            var found = [CK_OBJECT_HANDLE](repeating: 0, count: max(limit, 1))
+            var foundCount: CK_ULONG = 0
+            var findError: PKCS11Error?
+            do throws(PKCS11Error) {
+                try call(.findObjects) { functions.list.C_FindObjects?(handle, &found, CK_ULONG(found.count), &foundCount) }
+            } catch {
+                findError = error
+            }
+            try call(.findObjectsFinal) { functions.list.C_FindObjectsFinal?(handle) }
+            if let findError { throw findError }
+            return found.prefix(Int(foundCount)).map { ObjectHandle(rawValue: UInt($0)) }
+        }
+    }
+
+    // MARK: Output buffers
+
+    /// The two-call convention: ask for the length, then fetch. A size query leaves the operation active, so
+    /// the second call always follows; `CKR_BUFFER_TOO_SMALL` also leaves it active and is retried.
+    private func twoCallOutput(
+        _ function: PKCS11Error.Function, _ body: (UnsafeMutablePointer<UInt8>?, UnsafeMutablePointer<CK_ULONG>) -> CK_RV?
+    ) throws(PKCS11Error) -> [UInt8] {
+        var length: CK_ULONG = 0
+        try call(function) { body(nil, &length) }
+        while true {
+            var output = [UInt8](repeating: 0, count: max(Int(length), 1))
+            var produced = CK_ULONG(output.count)
+            do {
+                try call(function) { output.withUnsafeMutableBufferPointer { body($0.baseAddress, &produced) } }
+                return Array(output.prefix(Int(produced)))
+            } catch where error.returnValue == .bufferTooSmall && produced > length {
+                length = produced
+            }
+        }
+    }
+}

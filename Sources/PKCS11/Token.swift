@@ -1,0 +1,88 @@
+internal import CPKCS11
+import Synchronization
+
+/// A token found by label and logged in once for the life of the process, lending sessions from a pool.
+///
+/// One long-lived session stays open as long as the token: closing the last session would log the process
+/// out, and session objects die with the session that created them, so objects that must outlive a pooled
+/// session (unwrapped working keys) are created through ``withLongLivedSession(_:)``.
+public final class Token: Sendable {
+    public let module: PKCS11Module
+    public let slot: SlotID
+    public let label: String
+    private let functions: FunctionList
+    private let longLived: Mutex<CK_SESSION_HANDLE>
+    private let idle = Mutex<[CK_SESSION_HANDLE]>([])
+    private let maxIdleSessions: Int
+
+    /// Finds the token labelled `label` and logs in with `pin`.
+    /// - Throws: `CKR_TOKEN_NOT_PRESENT` from `C_GetSlotList` when no initialised token has that label,
+    ///   `CKR_PIN_INCORRECT` from `C_Login` for a wrong PIN.
+    public init(module: PKCS11Module, label: String, pin: PIN, maxIdleSessions: Int = 64) throws(PKCS11Error) {
+        guard let slot = try module.slot(forTokenLabel: label) else {
+            throw PKCS11Error(.tokenNotPresent, in: .getSlotList, detail: "no initialised token is labelled '\(label)'")
+        }
+        let session = try Session.open(functions: module.functions, slot: slot)
+        do {
+            try session.login(pin: pin)
+        } catch {
+            session.close()
+            throw error
+        }
+        self.module = module
+        self.slot = slot
+        self.label = label
+        self.functions = module.functions
+        self.longLived = Mutex(session.handle)
+        self.maxIdleSessions = maxIdleSessions
+    }
+
+    /// Lends a session to `body` for its exclusive use. Blocking: call it from a thread that may block
+    /// (the HSM thread pool), never from the cooperative pool.
+    public func withSession<R>(_ body: (borrowing Session) throws(PKCS11Error) -> R) throws(PKCS11Error) -> R {
+        let session = try checkOut()
+        do {
+            let result = try body(session)
+            checkIn(session)
+            return result
+        } catch {
+            // An operation may still be active, or the session may be dead: never lend it again.
+            if error.invalidatesSession || error.returnValue == .operationActive {
+                session.close()
+            } else {
+                checkIn(session)
+            }
+            throw error
+        }
+    }
+
+    /// Runs `body` on the session that lives as long as the token, serialised with every other caller.
+    public func withLongLivedSession<R: Sendable>(_ body: (borrowing Session) throws(PKCS11Error) -> R) throws(PKCS11Error) -> R {
+        let functions = self.functions
+        let result: Result<R, PKCS11Error> = longLived.withLock { handle in
+            let session = Session(functions: functions, handle: handle)
+            do throws(PKCS11Error) { return .success(try body(session)) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
+    /// Number of sessions waiting in the pool (for tests and metrics).
+    public var idleSessionCount: Int { idle.withLock { $0.count } }
+
+    private func checkOut() throws(PKCS11Error) -> Session {
+        if let handle = idle.withLock({ $0.popLast() }) {
+            return Session(functions: functions, handle: handle)
+        }
+        return try Session.open(functions: functions, slot: slot)
+    }
+
+    private func checkIn(_ session: borrowing Session) {
+        let handle = session.handle
+        let kept = idle.withLock { sessions -> Bool in
+            guard sessions.count < maxIdleSessions else { return false }
+            sessions.append(handle)
+            return true
+        }
+        if !kept { session.close() }
+    }
+}
