@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -110,6 +111,21 @@ def test_decrypt_dry_run(kms, key):
     blob = encrypt(kms, key, b"dry")
     with expect_error("DryRunOperationException"):
         kms.decrypt(CiphertextBlob=blob, DryRun=True)
+
+
+def test_concurrent_encrypt_decrypt(kms, new_key):
+    keys = [new_key(), new_key()]
+
+    def round_trip(i: int) -> bool:
+        key_id = keys[i % 2]
+        plaintext = f"concurrent message {i:04d}".encode()
+        blob = encrypt(kms, key_id, plaintext, {"i": str(i)})
+        dec = kms.decrypt(CiphertextBlob=blob, EncryptionContext={"i": str(i)})
+        return dec["Plaintext"] == plaintext and dec["KeyId"] == key_arn(key_id)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(round_trip, range(64)))
+    assert all(results)
 
 
 # --------------------------------------------------------------------------- encryption context

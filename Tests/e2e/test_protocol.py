@@ -77,6 +77,10 @@ def test_unknown_operation(raw):
     assert_error(raw("TrentService.NoSuchOp", {}), "UnknownOperationException")
 
 
+def test_missing_target(raw):
+    assert_error(raw(None, {}), "UnknownOperationException")
+
+
 def test_malformed_json(raw):
     assert_error(raw("DescribeKey", data='{"KeyId":'), "SerializationException")
 

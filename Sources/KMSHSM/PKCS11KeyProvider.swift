@@ -1,0 +1,205 @@
+public import KMS
+public import Logging
+public import NIOPosix
+public import PKCS11
+
+/// The PKCS#11 key provider: backing keys are generated in the token, leave it only wrapped under the
+/// domain key, and are used as non-extractable session objects unwrapped on demand and cached.
+///
+/// Every Cryptoki call runs on a dedicated thread pool (they block), never on Swift's cooperative pool,
+/// and every call gets its own session from the token's pool.
+public final class PKCS11KeyProvider: KeyProvider {
+    public struct Configuration: Sendable {
+        public var domainKeyLabel: String
+        /// The RFC 3394 wrap mechanism the token offers for AES keys.
+        public var wrapMechanism: MechanismType
+        /// Return values the token uses for a failed AES-GCM tag check (SoftHSM: `CKR_GENERAL_ERROR`).
+        public var tagFailureReturnValues: Set<PKCS11Error.ReturnValue>
+        /// How many backing-key versions stay unwrapped in the token at once.
+        public var handleCacheCapacity: Int
+
+        public init(
+            domainKeyLabel: String, wrapMechanism: MechanismType = .aesKeyWrap,
+            tagFailureReturnValues: Set<PKCS11Error.ReturnValue> = [.generalError, .encryptedDataInvalid, .encryptedDataLenRange],
+            handleCacheCapacity: Int = 10_000
+        ) {
+            self.domainKeyLabel = domainKeyLabel
+            self.wrapMechanism = wrapMechanism
+            self.tagFailureReturnValues = tagFailureReturnValues
+            self.handleCacheCapacity = handleCacheCapacity
+        }
+    }
+
+    public let token: Token
+    let configuration: Configuration
+    let domainKey: ObjectHandle
+    let threadPool: NIOThreadPool
+    let cache: HandleCache
+    let logger: Logger
+
+    /// Finds the domain key. The thread pool must be started; the provider does not own it.
+    /// - Throws: ``HSMSetupError`` when the token has no domain key (run `trent token init`).
+    public init(token: Token, configuration: Configuration, threadPool: NIOThreadPool, logger: Logger) throws {
+        let label = configuration.domainKeyLabel
+        let domainKey = try DomainKey.find(in: token, label: label)
+        guard let domainKey else {
+            throw HSMSetupError("token '\(token.label)' has no domain key labelled '\(label)': run `trent token init`")
+        }
+        self.token = token
+        self.configuration = configuration
+        self.domainKey = domainKey
+        self.threadPool = threadPool
+        self.cache = HandleCache(capacity: configuration.handleCacheCapacity)
+        self.logger = logger
+    }
+
+    // MARK: KeyProvider
+
+    public func createBackingKey(for keyID: KeyID, version: UInt32) async throws -> BackingKeyMaterial {
+        try await onHSM("create a backing key") { [self] in
+            try token.withSession { session throws(PKCS11Error) -> BackingKeyMaterial in
+                // Generated extractable only so the token can wrap it; this copy is destroyed at once and the
+                // working copies are unwrapped non-extractable.
+                let fresh = try session.generateKey(
+                    .aesKeyGen, template: Self.backingKeyTemplate(extractable: true) + [Attribute(.valueLength, ulong: 32)])
+                defer { try? session.destroyObject(fresh) }
+                let wrapped = try session.wrapKey(fresh, with: domainKey, mechanism: .keyWrap(configuration.wrapMechanism))
+                let iv = try session.generateRandom(count: Mechanism.gcmIVLength)
+                let proof = try session.encrypt(
+                    Self.bindingPlaintext, key: fresh,
+                    mechanism: .aesGCM(iv: iv, additionalData: Self.bindingData(keyID, version)))
+                return BackingKeyMaterial(wrappedKey: wrapped, binding: iv + proof, wrappingKeyLabel: configuration.domainKeyLabel)
+            }
+        }
+    }
+
+    public func encrypt(_ plaintext: [UInt8], under key: BackingKeyRecord, additionalData: [UInt8]) async throws -> SealedData {
+        try await withWorkingKey(key, "encrypt") { session, handle throws(PKCS11Error) in
+            let iv = try session.generateRandom(count: Mechanism.gcmIVLength)
+            let sealed = try session.encrypt(plaintext, key: handle, mechanism: .aesGCM(iv: iv, additionalData: additionalData))
+            return SealedData(iv: iv, ciphertextAndTag: sealed)
+        }
+    }
+
+    public func decrypt(_ sealed: SealedData, under key: BackingKeyRecord, additionalData: [UInt8]) async throws -> [UInt8] {
+        do {
+            return try await withWorkingKey(key, "decrypt") { session, handle throws(PKCS11Error) in
+                try session.decrypt(sealed.ciphertextAndTag, key: handle, mechanism: .aesGCM(iv: sealed.iv, additionalData: additionalData))
+            }
+        } catch let error as PKCS11Error where error.function == .decrypt && configuration.tagFailureReturnValues.contains(error.returnValue) {
+            throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
+        }
+    }
+
+    public func generateRandom(count: Int) async throws -> [UInt8] {
+        try await onHSM("generate random bytes") { [self] in
+            try token.withSession { session throws(PKCS11Error) in try session.generateRandom(count: count) }
+        }
+    }
+
+    public func forget(_ keyID: KeyID) async {
+        let handles = cache.removeAll(of: keyID)
+        guard !handles.isEmpty else { return }
+        _ = try? await onHSM("destroy working keys") { [self] in destroy(handles) }
+    }
+
+    /// Number of unwrapped backing keys held in the token (for tests and metrics).
+    public var cachedKeyCount: Int { cache.count }
+
+    // MARK: Working keys
+
+    static let bindingPlaintext = Array("trent.backing-key.binding".utf8)
+
+    /// What the binding proof authenticates: the key id and version a backing key was made for.
+    static func bindingData(_ keyID: KeyID, _ version: UInt32) -> [UInt8] {
+        var data = Array("trent.backing-key.v1".utf8) + keyID.bytes
+        for shift in stride(from: 24, through: 0, by: -8) { data.append(UInt8((version >> UInt32(shift)) & 0xFF)) }
+        return data
+    }
+
+    static func backingKeyTemplate(extractable: Bool) -> [Attribute] {
+        [
+            .objectClass(.secretKey), .keyType(.aes), Attribute(.token, false), Attribute(.private, true),
+            Attribute(.sensitive, true), Attribute(.extractable, extractable),
+            Attribute(.encrypt, true), Attribute(.decrypt, true), Attribute(.wrap, false), Attribute(.unwrap, false),
+            Attribute(.derive, false), Attribute(.sign, false), Attribute(.verify, false),
+            .allowedMechanisms([.aesGCM]),
+        ]
+    }
+
+    /// Runs `body` with the session-object handle of `key`'s working copy, unwrapping it on a cache miss. A
+    /// handle evicted by another thread mid-use is reloaded once.
+    private func withWorkingKey<R: Sendable>(
+        _ key: BackingKeyRecord, _ what: String,
+        _ body: @escaping @Sendable (borrowing Session, ObjectHandle) throws(PKCS11Error) -> R
+    ) async throws -> R {
+        try await onHSM(what) { [self] in
+            let id = HandleCache.VersionID(keyID: key.keyID, version: key.version)
+            for attempt in 0..<2 {
+                let handle = try cache.handle(for: id) ?? load(key, id)
+                do {
+                    return try token.withSession { session throws(PKCS11Error) in try body(session, handle) }
+                } catch let error as PKCS11Error where attempt == 0 && (error.returnValue == .objectHandleInvalid || error.returnValue == .keyHandleInvalid) {
+                    _ = cache.remove(id, ifHandle: handle)
+                }
+            }
+            throw KMSError(.internalFailure, "The working copy of a backing key kept disappearing; retry the request.")
+        }
+    }
+
+    /// Unwraps an EKT into a non-extractable session object and proves it is the key made for this key id and
+    /// version before anyone uses it: an EKT copied onto another key's row fails here.
+    private func load(_ key: BackingKeyRecord, _ id: HandleCache.VersionID) throws -> ObjectHandle {
+        guard key.wrappingKeyLabel == configuration.domainKeyLabel else {
+            throw KMSError(.internalFailure, "Backing key \(key.version) of \(key.keyID) is wrapped under domain key '\(key.wrappingKeyLabel)', which this node does not use.")
+        }
+        let handle = try token.withLongLivedSession { session throws(PKCS11Error) in
+            try session.unwrapKey(
+                key.wrappedKey, with: domainKey, mechanism: .keyWrap(configuration.wrapMechanism),
+                template: Self.backingKeyTemplate(extractable: false))
+        }
+        guard verifyBinding(handle, key) else {
+            destroy([handle])
+            logger.error("refused a wrapped backing key that is not bound to its key", metadata: [
+                "kms.key.id": "\(key.keyID)", "kms.backing_key.version": "\(key.version)",
+            ])
+            throw KMSError(.internalFailure, "The stored backing key of \(key.keyID) version \(key.version) does not belong to it; refusing to use it.")
+        }
+        let (use, stale) = cache.insert(handle, for: id)
+        destroy(stale)
+        return use
+    }
+
+    private func verifyBinding(_ handle: ObjectHandle, _ key: BackingKeyRecord) -> Bool {
+        guard key.binding.count > Mechanism.gcmIVLength else { return false }
+        let iv = Array(key.binding.prefix(Mechanism.gcmIVLength))
+        let proof = Array(key.binding.dropFirst(Mechanism.gcmIVLength))
+        let opened = try? token.withSession { session throws(PKCS11Error) in
+            try session.decrypt(proof, key: handle, mechanism: .aesGCM(iv: iv, additionalData: Self.bindingData(key.keyID, key.version)))
+        }
+        return opened == Self.bindingPlaintext
+    }
+
+    private func destroy(_ handles: [ObjectHandle]) {
+        guard !handles.isEmpty else { return }
+        try? token.withSession { session throws(PKCS11Error) in
+            for handle in handles { try? session.destroyObject(handle) }
+        }
+    }
+
+    /// Runs blocking Cryptoki work on the HSM thread pool and translates PKCS#11 failures into KMS errors.
+    private func onHSM<R: Sendable>(_ what: String, _ work: @escaping @Sendable () throws -> R) async throws -> R {
+        do {
+            return try await threadPool.runIfActive(work)
+        } catch let error as KMSError {
+            throw error
+        } catch let error as PKCS11Error {
+            if error.function == .decrypt && configuration.tagFailureReturnValues.contains(error.returnValue) { throw error }
+            logger.error("HSM call failed", metadata: ["pkcs11.error": "\(error)", "kms.hsm.task": "\(what)"])
+            throw KMSError(.internalFailure, "The HSM could not \(what); the request can be retried.", cause: error)
+        } catch {
+            logger.error("HSM work failed", metadata: ["error": "\(error)", "kms.hsm.task": "\(what)"])
+            throw KMSError(.dependencyTimeout, "The HSM is not available; the request can be retried.", cause: error)
+        }
+    }
+}

@@ -1,0 +1,146 @@
+import Foundation
+import KMS
+
+/// The wire form of a key's metadata (`KeyMetadata`).
+struct WireKeyMetadata: Encodable, Sendable {
+    var AWSAccountId: String
+    var KeyId: String
+    var Arn: String
+    var CreationDate: Date
+    var Enabled: Bool
+    var Description: String
+    var KeyUsage: String
+    var KeyState: String
+    var DeletionDate: Date?
+    var Origin: String
+    var KeyManager: String
+    var CustomerMasterKeySpec: String
+    var KeySpec: String
+    var EncryptionAlgorithms: [String]?
+    var MultiRegion: Bool
+
+    init(_ key: KeyRecord, location: ServiceLocation) {
+        AWSAccountId = key.accountID
+        KeyId = key.id.description
+        Arn = location.keyARN(key.id)
+        CreationDate = key.creationDate
+        Enabled = key.isEnabled
+        Description = key.description
+        KeyUsage = key.keyUsage.rawValue
+        KeyState = key.state.rawValue
+        DeletionDate = key.deletionDate
+        Origin = key.origin.rawValue
+        KeyManager = key.keyManager.rawValue
+        CustomerMasterKeySpec = key.keySpec.rawValue
+        KeySpec = key.keySpec.rawValue
+        EncryptionAlgorithms = key.encryptionAlgorithms.isEmpty ? nil : key.encryptionAlgorithms
+        MultiRegion = false
+    }
+}
+
+struct KeyMetadataResponse: Encodable, Sendable { var KeyMetadata: WireKeyMetadata }
+struct KeyIDRequest: Decodable, Sendable { var KeyId: String? }
+
+struct CreateKeyInput: Decodable, Sendable {
+    var Policy: String?
+    var Description: String?
+    var KeyUsage: String?
+    var CustomerMasterKeySpec: String?
+    var KeySpec: String?
+    var Origin: String?
+    var CustomKeyStoreId: String?
+    var BypassPolicyLockoutSafetyCheck: Bool?
+    var Tags: [WireTag]?
+    var MultiRegion: Bool?
+    var XksKeyId: String?
+}
+
+struct ListKeysRequest: Decodable, Sendable {
+    var Limit: Int?
+    var Marker: String?
+}
+
+struct ListKeysResponse: Encodable, Sendable {
+    struct Entry: Encodable, Sendable {
+        var KeyId: String
+        var KeyArn: String
+    }
+    var Keys: [Entry]
+    var NextMarker: String?
+    var Truncated: Bool
+}
+
+struct UpdateKeyDescriptionRequest: Decodable, Sendable {
+    var KeyId: String?
+    var Description: String?
+}
+
+struct ScheduleKeyDeletionRequest: Decodable, Sendable {
+    var KeyId: String?
+    var PendingWindowInDays: Int?
+}
+
+struct ScheduleKeyDeletionResponse: Encodable, Sendable {
+    var KeyId: String
+    var DeletionDate: Date?
+    var KeyState: String
+    var PendingWindowInDays: Int?
+}
+
+struct CancelKeyDeletionResponse: Encodable, Sendable { var KeyId: String }
+
+extension KeyManagementService {
+    func keyOperations() -> [String: Operation] {
+        let location = self.location
+        return [
+            "CreateKey": .json(CreateKeyInput.self) { request, caller in
+                if let spec = request.KeySpec, let legacy = request.CustomerMasterKeySpec, spec != legacy {
+                    throw KMSError(.validation, "You cannot specify KeySpec and CustomerMasterKeySpec in the same request.")
+                }
+                let key = try await self.createKey(
+                    .init(
+                        policy: request.Policy, description: request.Description, keyUsage: request.KeyUsage,
+                        keySpec: request.KeySpec ?? request.CustomerMasterKeySpec, origin: request.Origin,
+                        customKeyStoreID: request.CustomKeyStoreId, tags: try (request.Tags ?? []).map { try $0.domain() },
+                        multiRegion: request.MultiRegion, xksKeyID: request.XksKeyId),
+                    caller: caller)
+                return KeyMetadataResponse(KeyMetadata: WireKeyMetadata(key, location: location))
+            },
+            "DescribeKey": .json(KeyIDRequest.self) { request, caller in
+                let key = try await self.describeKey(try required(request.KeyId, "KeyId"), caller: caller)
+                return KeyMetadataResponse(KeyMetadata: WireKeyMetadata(key, location: location))
+            },
+            "ListKeys": .json(ListKeysRequest.self) { request, caller in
+                let page = try await self.listKeys(limit: request.Limit, marker: request.Marker, caller: caller)
+                return ListKeysResponse(
+                    Keys: page.items.map { .init(KeyId: $0.id.description, KeyArn: location.keyARN($0.id)) },
+                    NextMarker: page.nextMarker, Truncated: page.nextMarker != nil)
+            },
+            "EnableKey": .json(KeyIDRequest.self) { request, caller in
+                try await self.enableKey(try required(request.KeyId, "KeyId"), caller: caller)
+                return NoOutput()
+            },
+            "DisableKey": .json(KeyIDRequest.self) { request, caller in
+                try await self.disableKey(try required(request.KeyId, "KeyId"), caller: caller)
+                return NoOutput()
+            },
+            "UpdateKeyDescription": .json(UpdateKeyDescriptionRequest.self) { request, caller in
+                try await self.updateKeyDescription(
+                    try required(request.KeyId, "KeyId"), description: try required(request.Description, "Description"),
+                    caller: caller)
+                return NoOutput()
+            },
+            "ScheduleKeyDeletion": .json(ScheduleKeyDeletionRequest.self) { request, caller in
+                let key = try await self.scheduleKeyDeletion(
+                    try required(request.KeyId, "KeyId"), pendingWindowInDays: request.PendingWindowInDays, caller: caller)
+                return ScheduleKeyDeletionResponse(
+                    KeyId: location.keyARN(key.id), DeletionDate: key.deletionDate, KeyState: key.state.rawValue,
+                    PendingWindowInDays: key.pendingWindowInDays)
+            },
+            "CancelKeyDeletion": .json(KeyIDRequest.self) { request, caller in
+                let key = try await self.cancelKeyDeletion(try required(request.KeyId, "KeyId"), caller: caller)
+                return CancelKeyDeletionResponse(KeyId: location.keyARN(key.id))
+            },
+        ]
+    }
+}

@@ -1,0 +1,47 @@
+import KMS
+
+/// One KMS operation on the wire: decodes its request, calls the service, encodes its response.
+struct Operation: Sendable {
+    let handle: @Sendable (_ body: [UInt8], _ caller: Caller) async throws -> [UInt8]
+
+    static func json<Request: Decodable, Response: Encodable>(
+        _ request: Request.Type, _ body: @escaping @Sendable (Request, Caller) async throws -> Response
+    ) -> Operation {
+        Operation { bytes, caller in
+            let request = try AWSJSON.decode(Request.self, from: bytes)
+            let response = try await body(request, caller)
+            return response is NoOutput ? [] : try AWSJSON.encode(response)
+        }
+    }
+}
+
+extension KeyManagementService {
+    /// Every operation of the AWS KMS API, by name. Operations Trent does not implement yet answer
+    /// `UnsupportedOperationException`; names outside the API are `UnknownOperationException` (see the app).
+    func operations() -> [String: Operation] {
+        var table: [String: Operation] = [:]
+        for name in Self.allOperationNames {
+            table[name] = Operation { _, _ in
+                throw KMSError(.unsupportedOperation, "Trent does not implement \(name) yet.")
+            }
+        }
+        table.merge(keyOperations(), uniquingKeysWith: { _, implemented in implemented })
+        table.merge(aliasAndTagOperations(), uniquingKeysWith: { _, implemented in implemented })
+        table.merge(cryptographicOperations(), uniquingKeysWith: { _, implemented in implemented })
+        return table
+    }
+
+    /// The operations of the AWS KMS API (API version 2014-11-01).
+    static let allOperationNames = [
+        "CancelKeyDeletion", "ConnectCustomKeyStore", "CreateAlias", "CreateCustomKeyStore", "CreateGrant", "CreateKey",
+        "Decrypt", "DeleteAlias", "DeleteCustomKeyStore", "DeleteImportedKeyMaterial", "DeriveSharedSecret",
+        "DescribeCustomKeyStores", "DescribeKey", "DisableKey", "DisableKeyRotation", "DisconnectCustomKeyStore", "EnableKey",
+        "EnableKeyRotation", "Encrypt", "GenerateDataKey", "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext",
+        "GenerateDataKeyWithoutPlaintext", "GenerateMac", "GenerateRandom", "GetKeyLastUsage", "GetKeyPolicy",
+        "GetKeyRotationStatus", "GetParametersForImport", "GetPublicKey", "ImportKeyMaterial", "ListAliases", "ListGrants",
+        "ListKeyPolicies", "ListKeyRotations", "ListKeys", "ListResourceTags", "ListRetirableGrants", "PutKeyPolicy",
+        "ReEncrypt", "ReplicateKey", "RetireGrant", "RevokeGrant", "RotateKeyOnDemand", "ScheduleKeyDeletion", "Sign",
+        "TagResource", "UntagResource", "UpdateAlias", "UpdateCustomKeyStore", "UpdateKeyDescription", "UpdatePrimaryRegion",
+        "Verify", "VerifyMac",
+    ]
+}

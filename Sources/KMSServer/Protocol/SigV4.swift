@@ -1,0 +1,277 @@
+import Crypto
+public import Foundation
+public import KMS
+import Synchronization
+
+/// Looks up the secret and identity behind an access key id.
+public protocol CredentialProvider: Sendable {
+    func credential(for accessKeyID: String) async throws -> Credential?
+}
+
+/// A secret access key and whose it is. The description never shows the secret.
+public struct Credential: Sendable, CustomStringConvertible {
+    public var accessKeyID: String
+    public var secretAccessKey: String
+    public var accountID: String
+    public var principalARN: String
+
+    public init(accessKeyID: String, secretAccessKey: String, accountID: String, principalARN: String) {
+        self.accessKeyID = accessKeyID
+        self.secretAccessKey = secretAccessKey
+        self.accountID = accountID
+        self.principalARN = principalARN
+    }
+
+    public var description: String { "Credential(\(accessKeyID), \(principalARN))" }
+}
+
+/// A fixed set of credentials from configuration.
+public struct StaticCredentialProvider: CredentialProvider {
+    private let credentials: [String: Credential]
+    public init(_ credentials: [Credential]) {
+        self.credentials = Dictionary(credentials.map { ($0.accessKeyID, $0) }, uniquingKeysWith: { first, _ in first })
+    }
+    public func credential(for accessKeyID: String) async throws -> Credential? { credentials[accessKeyID] }
+}
+
+/// The parts of an HTTP request that Signature Version 4 covers.
+public struct SignedRequest: Sendable {
+    public var method: String
+    public var path: String
+    public var query: String
+    /// The `Host` header (HTTP/1.1) or `:authority` (HTTP/2).
+    public var host: String?
+    /// Header values by lowercase name, in the order received.
+    public var headers: [String: [String]]
+    public var body: [UInt8]
+
+    public init(method: String, path: String, query: String, host: String?, headers: [String: [String]], body: [UInt8]) {
+        self.method = method
+        self.path = path
+        self.query = query
+        self.host = host
+        self.headers = headers
+        self.body = body
+    }
+}
+
+/// Verifies AWS Signature Version 4 (`AWS4-HMAC-SHA256`, header form) as AWS does for KMS: the scope
+/// must name this Region and service `kms`, the clock may be off by at most five minutes, and signatures are
+/// compared in constant time. Signing keys are cached per secret, day, Region and service.
+public final class SigV4Verifier: Sendable {
+    public let region: String
+    public let service: String
+    let credentials: any CredentialProvider
+    let allowedSkew: TimeInterval = 300
+    private let signingKeys = Mutex<[String: SymmetricKey]>([:])
+
+    public init(region: String, service: String = "kms", credentials: any CredentialProvider) {
+        self.region = region
+        self.service = service
+        self.credentials = credentials
+    }
+
+    /// Returns the credential whose secret signed `request`, or throws the AWS error a client expects.
+    public func verify(_ request: SignedRequest, now: Date = Date()) async throws -> Credential {
+        guard let authorization = request.headers["authorization"]?.first else {
+            throw KMSError(.missingAuthenticationToken, "Missing Authentication Token")
+        }
+        let parsed = try Authorization(parsing: authorization)
+        guard let credential = try await credentials.credential(for: parsed.accessKeyID) else {
+            throw KMSError(.unrecognizedClient, "The security token included in the request is invalid.")
+        }
+        guard parsed.region == region else {
+            throw KMSError(.invalidSignature, "Credential should be scoped to a valid region, not '\(parsed.region)'. ")
+        }
+        guard parsed.service == service else {
+            throw KMSError(.invalidSignature, "Credential should be scoped to correct service: '\(service)'. ")
+        }
+        guard parsed.signedHeaders.contains("host") else {
+            throw KMSError(.invalidSignature, "The host header must be signed.")
+        }
+        guard let amzDate = request.headers["x-amz-date"]?.first, let requestDate = Self.parseAmzDate(amzDate) else {
+            throw KMSError(.incompleteSignature, "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.")
+        }
+        guard amzDate.hasPrefix(parsed.date) else {
+            throw KMSError(.invalidSignature, "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '\(parsed.date)' != '\(amzDate.prefix(8))'")
+        }
+        if abs(requestDate.timeIntervalSince(now)) > allowedSkew {
+            let earliest = Self.formatAmzDate(now.addingTimeInterval(-allowedSkew))
+            let latest = Self.formatAmzDate(now.addingTimeInterval(allowedSkew))
+            throw KMSError(.invalidSignature, "Signature expired: \(amzDate) is now earlier than \(earliest) (or later than \(latest)).")
+        }
+
+        let canonical = canonicalRequest(request, signedHeaders: parsed.signedHeaders)
+        let scope = "\(parsed.date)/\(parsed.region)/\(parsed.service)/aws4_request"
+        let stringToSign = "AWS4-HMAC-SHA256\n\(amzDate)\n\(scope)\n\(Self.hex(SHA256.hash(data: Array(canonical.utf8))))"
+        let key = signingKey(secret: credential.secretAccessKey, date: parsed.date, region: parsed.region, service: parsed.service)
+        let expected = Self.hex(HMAC<SHA256>.authenticationCode(for: Array(stringToSign.utf8), using: key))
+        guard Self.constantTimeEqual(expected, parsed.signature) else {
+            throw KMSError(
+                .invalidSignature,
+                "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.")
+        }
+        return credential
+    }
+
+    func canonicalRequest(_ request: SignedRequest, signedHeaders: [String]) -> String {
+        let headerLines = signedHeaders.map { name -> String in
+            let values = name == "host" ? [request.host ?? ""] : (request.headers[name] ?? [])
+            return "\(name):\(values.map(Self.normalizeHeaderValue).joined(separator: ","))"
+        }
+        return [
+            request.method,
+            Self.canonicalPath(request.path),
+            Self.canonicalQuery(request.query),
+            headerLines.joined(separator: "\n") + "\n",
+            signedHeaders.joined(separator: ";"),
+            Self.hex(SHA256.hash(data: request.body)),
+        ].joined(separator: "\n")
+    }
+
+    private func signingKey(secret: String, date: String, region: String, service: String) -> SymmetricKey {
+        let cacheKey = "\(SHA256.hash(data: Array(secret.utf8)).hexDigest)/\(date)/\(region)/\(service)"
+        if let cached = signingKeys.withLock({ $0[cacheKey] }) { return cached }
+        var key = SymmetricKey(data: Array("AWS4\(secret)".utf8))
+        for part in [date, region, service, "aws4_request"] {
+            key = SymmetricKey(data: HMAC<SHA256>.authenticationCode(for: Array(part.utf8), using: key))
+        }
+        signingKeys.withLock { cache in
+            if cache.count > 1024 { cache.removeAll() }
+            cache[cacheKey] = key
+        }
+        return key
+    }
+
+    // MARK: Parsing and canonical forms
+
+    struct Authorization {
+        var accessKeyID: String
+        var date: String
+        var region: String
+        var service: String
+        var signedHeaders: [String]
+        var signature: String
+
+        init(parsing header: String) throws(KMSError) {
+            let prefix = "AWS4-HMAC-SHA256 "
+            guard header.hasPrefix(prefix) else {
+                throw KMSError(.incompleteSignature, "Authorization header must use the AWS4-HMAC-SHA256 algorithm.")
+            }
+            var fields: [String: String] = [:]
+            for part in header.dropFirst(prefix.count).split(separator: ",") {
+                let pair = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
+                if pair.count == 2 { fields[String(pair[0])] = String(pair[1]) }
+            }
+            guard let credential = fields["Credential"], let signedHeaders = fields["SignedHeaders"], let signature = fields["Signature"]
+            else {
+                throw KMSError(
+                    .incompleteSignature,
+                    "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' parameters.")
+            }
+            let scope = credential.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+            guard scope.count == 5, scope[4] == "aws4_request", !scope[0].isEmpty else {
+                throw KMSError(.incompleteSignature, "Credential must have the form <access key>/<date>/<region>/<service>/aws4_request.")
+            }
+            accessKeyID = scope[0]
+            date = scope[1]
+            region = scope[2]
+            service = scope[3]
+            self.signedHeaders = signedHeaders.split(separator: ";").map { $0.lowercased() }
+            self.signature = signature
+        }
+    }
+
+    static func parseAmzDate(_ text: String) -> Date? {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+        return formatter.date(from: text)
+    }
+
+    static func formatAmzDate(_ date: Date) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+        return formatter.string(from: date)
+    }
+
+    static func normalizeHeaderValue(_ value: String) -> String {
+        value.trimmingCharacters(in: .whitespaces).split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
+    }
+
+    /// The path as sent, with each segment URI-encoded once (AWS services other than S3 normalise it).
+    static func canonicalPath(_ path: String) -> String {
+        guard !path.isEmpty else { return "/" }
+        return path.split(separator: "/", omittingEmptySubsequences: false)
+            .map { uriEncode(String($0).removingPercentEncoding ?? String($0)) }
+            .joined(separator: "/")
+    }
+
+    static func canonicalQuery(_ query: String) -> String {
+        guard !query.isEmpty else { return "" }
+        var pairs: [(name: String, value: String)] = []
+        for pair in query.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let name = String(parts[0])
+            let value = parts.count > 1 ? String(parts[1]) : ""
+            pairs.append((uriEncode(name.removingPercentEncoding ?? name), uriEncode(value.removingPercentEncoding ?? value)))
+        }
+        pairs.sort { lhs, rhs in lhs.name == rhs.name ? lhs.value < rhs.value : lhs.name < rhs.name }
+        return pairs.map { pair in pair.name + "=" + pair.value }.joined(separator: "&")
+    }
+
+    /// Bytes SigV4 leaves unencoded: A-Z, a-z, 0-9, '-', '_', '.', '~'.
+    private static let unreserved: Set<UInt8> = Set(Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~".utf8))
+
+    static func uriEncode(_ text: String) -> String {
+        var result: [UInt8] = []
+        for byte in text.utf8 {
+            if unreserved.contains(byte) {
+                result.append(byte)
+            } else {
+                result.append(UInt8(ascii: "%"))
+                result.append(upperHexDigits[Int(byte >> 4)])
+                result.append(upperHexDigits[Int(byte & 0x0F)])
+            }
+        }
+        return String(decoding: result, as: UTF8.self)
+    }
+
+    private static let upperHexDigits = Array("0123456789ABCDEF".utf8)
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    static func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
+        var characters: [UInt8] = []
+        characters.reserveCapacity(64)
+        for byte in digest {
+            characters.append(hexDigits[Int(byte >> 4)])
+            characters.append(hexDigits[Int(byte & 0x0F)])
+        }
+        return String(decoding: characters, as: UTF8.self)
+    }
+
+    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        guard x.count == y.count else { return false }
+        var difference: UInt8 = 0
+        for i in x.indices { difference |= x[i] ^ y[i] }
+        return difference == 0
+    }
+}
+
+extension SHA256.Digest {
+    var hexDigest: String { SigV4Verifier.hex(self) }
+}
+
+extension KMSError.Code {
+    public static let missingAuthenticationToken = KMSError.Code(rawValue: "MissingAuthenticationTokenException")
+    public static let unrecognizedClient = KMSError.Code(rawValue: "UnrecognizedClientException")
+    public static let invalidSignature = KMSError.Code(rawValue: "InvalidSignatureException")
+    public static let incompleteSignature = KMSError.Code(rawValue: "IncompleteSignatureException")
+    public static let serialization = KMSError.Code(rawValue: "SerializationException")
+    public static let unknownOperation = KMSError.Code(rawValue: "UnknownOperationException")
+}

@@ -1,0 +1,165 @@
+import Foundation
+import Yams
+
+/// Every setting of Trent. Defaults are compiled in (and documented, key by key, in `Config/trent.yaml`);
+/// a YAML file overrides them, and `TRENT_*` environment variables override the file. Secrets (the HSM PIN,
+/// the secret access key) come only from the environment or from a file, never from the YAML or the command line.
+struct TrentConfiguration: Codable, Equatable {
+    struct Server: Codable, Equatable {
+        var host = "127.0.0.1"
+        var port = 4599
+    }
+
+    struct Service: Codable, Equatable {
+        var region = "us-east-1"
+        var accountId = "111122223333"
+    }
+
+    struct HSM: Codable, Equatable {
+        /// Path of the PKCS#11 module.
+        var module = "/usr/lib/softhsm/libsofthsm2.so"
+        var tokenLabel = "trent"
+        /// A file holding the user PIN (the environment variable TRENT_HSM_PIN wins over it).
+        var pinFile = ""
+        /// Passed to C_Initialize in pReserved (NSS softoken needs `configdir=...`).
+        var initString = ""
+        var domainKeyLabel = "trent-domain-key"
+        /// Create a SoftHSM token (and its PIN) inside the data directory on first run.
+        var embeddedSoftHSM = true
+        /// Threads that make blocking PKCS#11 calls; each uses its own session.
+        var threads = 4
+        /// Backing keys kept unwrapped in the token at once.
+        var handleCacheCapacity = 10_000
+    }
+
+    struct Store: Codable, Equatable {
+        /// The SQLite file; empty means `<dataDirectory>/trent.sqlite`.
+        var sqlitePath = ""
+    }
+
+    struct Credentials: Codable, Equatable {
+        /// Empty means: generated on first run and kept in `<dataDirectory>/credentials.json`.
+        var accessKeyId = ""
+        /// A file holding the secret access key (TRENT_SECRET_ACCESS_KEY wins over it).
+        var secretAccessKeyFile = ""
+        /// Empty means `arn:aws:iam::<accountId>:user/trent-admin`.
+        var principalArn = ""
+    }
+
+    struct KeyDeletion: Codable, Equatable {
+        var sweepIntervalSeconds = 60
+    }
+
+    struct NonceBudget: Codable, Equatable {
+        /// AES-GCM encryptions per backing-key version before Trent moves the key to a fresh one.
+        var perBackingKey: UInt64 = 1 << 32
+        /// Encryptions reserved durably at a time.
+        var reservationBlock: UInt64 = 1 << 16
+    }
+
+    var server = Server()
+    var service = Service()
+    var dataDirectory = ".trent"
+    var hsm = HSM()
+    var store = Store()
+    var credentials = Credentials()
+    var keyDeletion = KeyDeletion()
+    var nonceBudget = NonceBudget()
+    var logLevel = "info"
+
+    init() {}
+
+    /// Reads every section leniently: a missing key keeps its default.
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let defaults = TrentConfiguration()
+        server = try container.decodeIfPresent(Server.self, forKey: .server) ?? defaults.server
+        service = try container.decodeIfPresent(Service.self, forKey: .service) ?? defaults.service
+        dataDirectory = try container.decodeIfPresent(String.self, forKey: .dataDirectory) ?? defaults.dataDirectory
+        hsm = try container.decodeIfPresent(HSM.self, forKey: .hsm) ?? defaults.hsm
+        store = try container.decodeIfPresent(Store.self, forKey: .store) ?? defaults.store
+        credentials = try container.decodeIfPresent(Credentials.self, forKey: .credentials) ?? defaults.credentials
+        keyDeletion = try container.decodeIfPresent(KeyDeletion.self, forKey: .keyDeletion) ?? defaults.keyDeletion
+        nonceBudget = try container.decodeIfPresent(NonceBudget.self, forKey: .nonceBudget) ?? defaults.nonceBudget
+        logLevel = try container.decodeIfPresent(String.self, forKey: .logLevel) ?? defaults.logLevel
+    }
+
+    /// Loads the configuration: defaults, then the YAML file (`path`, else `TRENT_CONFIG`, else
+    /// `Config/trent.yaml` when it exists), then the environment.
+    static func load(path: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> TrentConfiguration {
+        var configuration = TrentConfiguration()
+        let file = path ?? environment["TRENT_CONFIG"]
+        if let file {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw StartupError("cannot read the configuration file \(file)")
+            }
+            configuration = try parse(text, source: file)
+        }
+        try configuration.applyEnvironment(environment)
+        return configuration
+    }
+
+    static func parse(_ text: String, source: String) throws -> TrentConfiguration {
+        do {
+            return try YAMLDecoder().decode(TrentConfiguration.self, from: text)
+        } catch {
+            throw StartupError("cannot parse \(source): \(error)")
+        }
+    }
+
+    mutating func applyEnvironment(_ environment: [String: String]) throws {
+        func string(_ name: String, _ apply: (String) -> Void) {
+            if let value = environment[name], !value.isEmpty { apply(value) }
+        }
+        func number<T: FixedWidthInteger>(_ name: String, _ apply: (T) -> Void) throws {
+            guard let text = environment[name], !text.isEmpty else { return }
+            guard let value = T(text) else { throw StartupError("\(name) must be a whole number, not '\(text)'") }
+            apply(value)
+        }
+        string("TRENT_HOST") { server.host = $0 }
+        try number("TRENT_PORT") { server.port = $0 }
+        string("TRENT_REGION") { service.region = $0 }
+        string("TRENT_ACCOUNT_ID") { service.accountId = $0 }
+        string("TRENT_DATA_DIR") { dataDirectory = $0 }
+        string("TRENT_HSM_MODULE") { hsm.module = $0 }
+        string("TRENT_HSM_TOKEN_LABEL") { hsm.tokenLabel = $0 }
+        string("TRENT_HSM_PIN_FILE") { hsm.pinFile = $0 }
+        string("TRENT_HSM_INIT_STRING") { hsm.initString = $0 }
+        string("TRENT_HSM_DOMAIN_KEY_LABEL") { hsm.domainKeyLabel = $0 }
+        string("TRENT_HSM_EMBEDDED_SOFTHSM") { hsm.embeddedSoftHSM = ["1", "true", "yes"].contains($0.lowercased()) }
+        try number("TRENT_HSM_THREADS") { hsm.threads = $0 }
+        try number("TRENT_HSM_HANDLE_CACHE") { hsm.handleCacheCapacity = $0 }
+        string("TRENT_SQLITE_PATH") { store.sqlitePath = $0 }
+        string("TRENT_ACCESS_KEY_ID") { credentials.accessKeyId = $0 }
+        string("TRENT_SECRET_ACCESS_KEY_FILE") { credentials.secretAccessKeyFile = $0 }
+        string("TRENT_PRINCIPAL_ARN") { credentials.principalArn = $0 }
+        try number("TRENT_DELETION_SWEEP_SECONDS") { keyDeletion.sweepIntervalSeconds = $0 }
+        try number("TRENT_NONCE_BUDGET") { nonceBudget.perBackingKey = $0 }
+        try number("TRENT_NONCE_RESERVATION_BLOCK") { nonceBudget.reservationBlock = $0 }
+        string("TRENT_LOG_LEVEL") { logLevel = $0 }
+        try validate()
+    }
+
+    func validate() throws {
+        guard (1...65535).contains(server.port) else { throw StartupError("server.port must be 1 to 65535, not \(server.port)") }
+        guard hsm.threads >= 1 else { throw StartupError("hsm.threads must be at least 1") }
+        guard hsm.handleCacheCapacity >= 1 else { throw StartupError("hsm.handleCacheCapacity must be at least 1") }
+        guard nonceBudget.perBackingKey >= 1, nonceBudget.reservationBlock >= 1 else {
+            throw StartupError("nonceBudget values must be at least 1")
+        }
+        guard nonceBudget.perBackingKey <= 1 << 32 else {
+            throw StartupError("nonceBudget.perBackingKey must not exceed 2^32 (AES-GCM with random IVs)")
+        }
+        guard keyDeletion.sweepIntervalSeconds >= 1 else { throw StartupError("keyDeletion.sweepIntervalSeconds must be at least 1") }
+    }
+
+    var dataDirectoryURL: URL { URL(fileURLWithPath: dataDirectory, isDirectory: true).standardizedFileURL }
+    var sqliteFile: String { store.sqlitePath.isEmpty ? dataDirectoryURL.appendingPathComponent("trent.sqlite").path : store.sqlitePath }
+    var principalARN: String { credentials.principalArn.isEmpty ? "arn:aws:iam::\(service.accountId):user/trent-admin" : credentials.principalArn }
+}
+
+/// A problem that stops startup, printed as one line that says what to fix.
+struct StartupError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
