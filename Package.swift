@@ -86,17 +86,35 @@ let package = Package(
         // Shared by the test targets only: a SoftHSM token per test process.
         .target(
             name: "TrentTestSupport",
-            dependencies: ["PKCS11", "KMS", "KMSHSM", "KMSSQLite"],
+            dependencies: [
+                "PKCS11", "KMS", "KMSHSM", "KMSSQLite",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             path: "Tests/TrentTestSupport",
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "PKCS11Tests", dependencies: ["PKCS11", "TrentTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "KMSHSMTests",
-            dependencies: ["KMSHSM", "KMS", "PKCS11", "KMSSQLite", "TrentTestSupport"],
+            name: "PKCS11Tests",
+            dependencies: [
+                "PKCS11", "TrentTestSupport", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "KMSSQLiteTests", dependencies: ["KMSSQLite", "KMS", "TrentTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "KMSHSMTests",
+            dependencies: [
+                "KMSHSM", "KMS", "PKCS11", "KMSSQLite", "TrentTestSupport",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KMSSQLiteTests",
+            dependencies: ["KMSSQLite", "KMS", "TrentTestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "KMSTests",
             dependencies: ["KMS", "KMSHSM", "KMSSQLite", "TrentTestSupport"],

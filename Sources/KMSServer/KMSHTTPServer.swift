@@ -59,7 +59,7 @@ public struct KMSHTTPServer: Sendable {
             do {
                 var buffer = try await request.body.collect(upTo: Self.maximumBodySize)
                 body = buffer.readBytes(length: buffer.readableBytes) ?? []
-            } catch let error as HTTPError where error.status == .contentTooLarge {
+            } catch is NIOTooManyBytesError {
                 throw KMSError(.validation, "The request body exceeds the limit of \(Self.maximumBodySize) bytes.")
             }
             let credential = try await verifier.verify(signedRequest(request, body: body))

@@ -1,0 +1,118 @@
+public import Foundation
+public import KMS
+public import KMSHSM
+public import KMSSQLite
+public import Logging
+public import NIOPosix
+public import PKCS11
+import Synchronization
+
+/// One SoftHSM token for the whole test process, in a folder of its own.
+///
+/// SoftHSM reads `SOFTHSM2_CONF` once, in `C_Initialize`, and login state belongs to the process, so every
+/// suite shares this token and isolates itself with fresh keys and labels. The module defaults to Debian's
+/// SoftHSM and can be changed with `TRENT_TEST_PKCS11_MODULE`.
+public final class TestHSM: Sendable {
+    public static let modulePath =
+        ProcessInfo.processInfo.environment["TRENT_TEST_PKCS11_MODULE"] ?? "/usr/lib/softhsm/libsofthsm2.so"
+    public static let tokenLabel = "trent-test"
+    public static let domainKeyLabel = "trent-test-domain-key"
+
+    private static let instance: Result<TestHSM, any Error> = Result { try TestHSM() }
+
+    /// The shared token. Fails every test that needs it, with the reason, when SoftHSM is missing.
+    public static func shared() throws -> TestHSM { try instance.get() }
+
+    public let directory: URL
+    public let module: PKCS11Module
+    public let token: Token
+    public let threadPool: NIOThreadPool
+
+    private init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("trent-tests-\(UUID().uuidString)")
+        let tokens = directory.appendingPathComponent("tokens")
+        try FileManager.default.createDirectory(at: tokens, withIntermediateDirectories: true)
+        let conf = directory.appendingPathComponent("softhsm2.conf")
+        try "directories.tokendir = \(tokens.path)\nobjectstore.backend = file\nlog.level = ERROR\n"
+            .write(to: conf, atomically: true, encoding: .utf8)
+        setenv("SOFTHSM2_CONF", conf.path, 1)
+
+        module = try PKCS11Module(path: Self.modulePath)
+        guard let slot = try module.uninitializedSlot() else { throw HSMSetupError("SoftHSM offers no free slot") }
+        try module.initializeToken(slot: slot, label: Self.tokenLabel, soPIN: PIN("so-1234"), userPIN: PIN(Self.userPIN))
+        token = try Token(module: module, label: Self.tokenLabel, pin: PIN(Self.userPIN))
+        try DomainKey.ensure(in: token, label: Self.domainKeyLabel)
+        threadPool = NIOThreadPool(numberOfThreads: 4)
+        threadPool.start()
+    }
+
+    public static let userPIN = "user-1234"
+
+    /// A new provider over the shared token, with its own (empty) handle cache.
+    public func makeProvider(handleCacheCapacity: Int = 10_000) throws -> PKCS11KeyProvider {
+        try PKCS11KeyProvider(
+            token: token,
+            configuration: .init(domainKeyLabel: Self.domainKeyLabel, handleCacheCapacity: handleCacheCapacity),
+            threadPool: threadPool, logger: Logger(label: "trent.tests"))
+    }
+
+    /// A path for a new SQLite file in this process's test folder.
+    public func makeDatabasePath() -> String {
+        directory.appendingPathComponent("store-\(UUID().uuidString).sqlite").path
+    }
+
+    /// A service over the shared token and a fresh SQLite file.
+    public func makeService(
+        clock: any KMSClock = SystemClock(), nonceBudget: UInt64 = 1 << 32, reservationBlock: UInt64 = 1 << 16,
+        databasePath: String? = nil, provider: PKCS11KeyProvider? = nil
+    ) throws -> ServiceFixture {
+        let provider = try provider ?? makeProvider()
+        let path = databasePath ?? makeDatabasePath()
+        let store = try SQLiteMetadataStore(path: path)
+        let service = KeyManagementService(
+            configuration: .init(
+                location: ServiceLocation(region: "us-east-1", accountID: "111122223333"), nonceBudget: nonceBudget,
+                nonceReservationBlock: reservationBlock),
+            provider: provider, store: store, clock: clock, logger: Logger(label: "trent.tests"))
+        return ServiceFixture(service: service, store: store, provider: provider, databasePath: path)
+    }
+}
+
+public struct ServiceFixture: Sendable {
+    public let service: KeyManagementService
+    public let store: SQLiteMetadataStore
+    public let provider: PKCS11KeyProvider
+    public let databasePath: String
+
+    public static let caller = Caller(
+        accountID: "111122223333", principalARN: "arn:aws:iam::111122223333:user/tester", accessKeyID: "AKIATEST")
+
+    /// The bytes of the SQLite database and its write-ahead log, as they are on disk now.
+    public func databaseBytes() -> [UInt8] {
+        ["", "-wal"].flatMap { suffix in
+            (FileManager.default.contents(atPath: databasePath + suffix)).map { Array($0) } ?? []
+        }
+    }
+}
+
+/// A clock the test moves by hand.
+public final class ManualClock: KMSClock {
+    private let current: Mutex<Date>
+    public init(_ start: Date = Date()) { current = Mutex(start) }
+    public func now() -> Date { current.withLock { $0 } }
+    public func advance(by interval: TimeInterval) { current.withLock { $0 = $0.addingTimeInterval(interval) } }
+}
+
+extension Array where Element == UInt8 {
+    /// Whether `needle` occurs anywhere in these bytes.
+    public func containsSequence(_ needle: [UInt8]) -> Bool {
+        guard !needle.isEmpty, needle.count <= count else { return false }
+        let first = needle[0]
+        var index = startIndex
+        while let found = self[index...].firstIndex(of: first), found + needle.count <= endIndex {
+            if Array(self[found..<found + needle.count]) == needle { return true }
+            index = found + 1
+        }
+        return false
+    }
+}
