@@ -1,0 +1,177 @@
+import Foundation
+import GRDB
+import KMS
+import KMSHSM
+import KMSSQLite
+import PKCS11
+import Testing
+import TrentTestSupport
+
+/// The key hierarchy of design §2, proven through PKCS#11 itself and through the bytes of the SQLite file.
+@Suite struct KeyHierarchyTests {
+    let hsm: TestHSM
+    let caller = ServiceFixture.caller
+    init() throws { hsm = try TestHSM.shared() }
+
+    @Test func theDomainKeyNeverLeavesTheToken() throws {
+        let domainKey = try #require(try DomainKey.find(in: hsm.token, label: TestHSM.domainKeyLabel))
+        try hsm.token.withSession { session throws(PKCS11Error) in
+            #expect(try session.attribute(.sensitive, of: domainKey).boolValue == true)
+            #expect(try session.attribute(.extractable, of: domainKey).boolValue == false)
+            #expect(try session.attribute(.neverExtractable, of: domainKey).boolValue == true)
+            #expect(try session.attribute(.alwaysSensitive, of: domainKey).boolValue == true)
+            #expect(try session.attribute(.token, of: domainKey).boolValue == true)
+            #expect(try session.attribute(.encrypt, of: domainKey).boolValue == false)
+            #expect(try session.attribute(.derive, of: domainKey).boolValue == false)
+            #expect(throws: PKCS11Error(.attributeSensitive, in: .getAttributeValue)) {
+                _ = try session.attribute(.value, of: domainKey)
+            }
+            // Nor can it be wrapped out under another key.
+            let other = try session.generateKey(.aesKeyGen, template: [
+                .objectClass(.secretKey), .keyType(.aes), Attribute(.valueLength, ulong: 32), Attribute(.token, false), Attribute(.wrap, true),
+            ])
+            defer { try? session.destroyObject(other) }
+            #expect(throws: PKCS11Error(.keyUnextractable, in: .wrapKey)) {
+                _ = try session.wrapKey(domainKey, with: other, mechanism: .aesKeyWrap)
+            }
+        }
+    }
+
+    @Test func creatingTheDomainKeyTwiceKeepsTheFirst() throws {
+        #expect(try DomainKey.ensure(in: hsm.token, label: TestHSM.domainKeyLabel) == false)
+    }
+
+    /// Obtains a backing key's plaintext the only way the token allows: unwrapping its EKT under the domain
+    /// key into an extractable object, as a holder of the PIN could. The service itself never does this.
+    func backingKeyBytes(_ record: BackingKeyRecord) throws -> [UInt8] {
+        let domainKey = try #require(try DomainKey.find(in: hsm.token, label: TestHSM.domainKeyLabel))
+        return try hsm.token.withSession { session throws(PKCS11Error) in
+            let key = try session.unwrapKey(record.wrappedKey, with: domainKey, mechanism: .aesKeyWrap, template: [
+                .objectClass(.secretKey), .keyType(.aes), Attribute(.token, false), Attribute(.sensitive, false), Attribute(.extractable, true),
+            ])
+            defer { try? session.destroyObject(key) }
+            return try session.attribute(.value, of: key).value
+        }
+    }
+
+    @Test func noPlaintextKeyIsEverWrittenToTheStore() async throws {
+        let fixture = try hsm.makeService()
+        let key = try await fixture.service.createKey(.init(description: "bytes on disk"), caller: caller)
+        let dataKey = try await fixture.service.generateDataKey(
+            keyID: key.id.description, keySpec: "AES_256", numberOfBytes: nil, context: EncryptionContext(["purpose": "test"]),
+            includePlaintext: true, dryRun: nil, caller: caller)
+        let plaintext = Array("a secret that must not reach the disk".utf8)
+        _ = try await fixture.service.encrypt(
+            keyID: key.id.description, plaintext: plaintext, context: EncryptionContext(), algorithm: nil, dryRun: nil, caller: caller)
+        let record = try #require(try await fixture.store.backingKey(key.id, version: 1))
+        let backingKey = try backingKeyBytes(record)
+        #expect(backingKey.count == 32)
+
+        let bytes = fixture.databaseBytes()
+        #expect(bytes.containsSequence(record.wrappedKey), "the search must find what is stored: the EKT")
+        #expect(!bytes.containsSequence(backingKey))
+        #expect(!bytes.containsSequence(try #require(dataKey.plaintext)))
+        #expect(!bytes.containsSequence(plaintext))
+    }
+
+    @Test func anEKTCopiedOntoAnotherKeysRowIsRefused() async throws {
+        let fixture = try hsm.makeService()
+        let a = try await fixture.service.createKey(.init(), caller: caller)
+        let b = try await fixture.service.createKey(.init(), caller: caller)
+        let blob = try await fixture.service.encrypt(
+            keyID: b.id.description, plaintext: [1, 2, 3], context: EncryptionContext(), algorithm: nil, dryRun: nil, caller: caller)
+
+        // Swap the whole wrapped backing key of A (EKT and its binding) onto B's row.
+        let database = try DatabaseQueue(path: fixture.databasePath)
+        try await database.write { db in
+            try db.execute(sql: """
+                UPDATE backing_keys SET wrapped_key = (SELECT wrapped_key FROM backing_keys WHERE key_id = ?),
+                binding = (SELECT binding FROM backing_keys WHERE key_id = ?) WHERE key_id = ?
+                """, arguments: [a.id.description, a.id.description, b.id.description])
+        }
+        // A fresh provider has no working copy cached, so it must load B's backing key from the store.
+        let restarted = try hsm.makeService(databasePath: fixture.databasePath)
+        await #expect {
+            _ = try await restarted.service.encrypt(
+                keyID: b.id.description, plaintext: [1], context: EncryptionContext(), algorithm: nil, dryRun: nil, caller: caller)
+        } throws: { error in
+            (error as? KMSError)?.code == .internalFailure
+        }
+        await #expect {
+            _ = try await restarted.service.decrypt(
+                ciphertext: blob.ciphertextBlob, context: EncryptionContext(), keyID: nil, algorithm: nil, dryRun: nil, caller: caller)
+        } throws: { error in
+            (error as? KMSError)?.code == .internalFailure
+        }
+        // A's own row still works.
+        _ = try await restarted.service.encrypt(
+            keyID: a.id.description, plaintext: [1], context: EncryptionContext(), algorithm: nil, dryRun: nil, caller: caller)
+    }
+
+    @Test func theNonceBudgetMovesTheKeyToFreshBackingKeys() async throws {
+        let budget: UInt64 = 5
+        let fixture = try hsm.makeService(nonceBudget: budget, reservationBlock: 2)
+        let key = try await fixture.service.createKey(.init(), caller: caller)
+        var blobs: [[UInt8]] = []
+        for index in 0..<23 {
+            let result = try await fixture.service.encrypt(
+                keyID: key.id.description, plaintext: [UInt8(index)], context: EncryptionContext(["n": "\(index)"]),
+                algorithm: nil, dryRun: nil, caller: caller)
+            blobs.append(result.ciphertextBlob)
+        }
+        let versions = try blobs.map { try CiphertextBlob(parsing: $0).backingKeyVersion }
+        let uses = Dictionary(grouping: versions, by: { $0 }).mapValues(\.count)
+        #expect(uses.values.allSatisfy { UInt64($0) <= budget }, "no backing key exceeds its budget: \(uses)")
+        #expect(uses.keys.sorted() == [1, 2, 3, 4, 5])
+        for version in 1...5 {
+            let record = try #require(try await fixture.store.backingKey(key.id, version: UInt32(version)))
+            #expect(record.noncesReserved <= budget)
+        }
+        #expect(try await fixture.store.key(key.id)?.currentVersion == 5)
+        for (index, blob) in blobs.enumerated() {
+            let opened = try await fixture.service.decrypt(
+                ciphertext: blob, context: EncryptionContext(["n": "\(index)"]), keyID: nil, algorithm: nil, dryRun: nil, caller: caller)
+            #expect(opened.plaintext == [UInt8(index)])
+        }
+    }
+
+    /// After a restart, whatever budget was reserved before counts as spent: no IV budget is ever reused.
+    @Test func aRestartNeverReusesReservedBudget() async throws {
+        let fixture = try hsm.makeService(nonceBudget: 4, reservationBlock: 3)
+        let key = try await fixture.service.createKey(.init(), caller: caller)
+        _ = try await fixture.service.encrypt(keyID: key.id.description, plaintext: [1], context: .init(), algorithm: nil, dryRun: nil, caller: caller)
+        #expect(try await fixture.store.backingKey(key.id, version: 1)?.noncesReserved == 3)
+        let restarted = try hsm.makeService(nonceBudget: 4, reservationBlock: 3, databasePath: fixture.databasePath)
+        let versions = try await (0..<3).asyncMap { _ in
+            try CiphertextBlob(parsing: try await restarted.service.encrypt(
+                keyID: key.id.description, plaintext: [1], context: .init(), algorithm: nil, dryRun: nil, caller: caller).ciphertextBlob).backingKeyVersion
+        }
+        // Version 1 had 3 of 4 reserved before the restart: one encryption left, then version 2.
+        #expect(versions == [1, 2, 2])
+    }
+
+    @Test func aSmallHandleCacheStillServesEveryKey() async throws {
+        let provider = try hsm.makeProvider(handleCacheCapacity: 2)
+        let fixture = try hsm.makeService(provider: provider)
+        var keys: [KeyRecord] = []
+        for _ in 0..<6 { keys.append(try await fixture.service.createKey(.init(), caller: caller)) }
+        for _ in 0..<2 {
+            for key in keys {
+                let blob = try await fixture.service.encrypt(
+                    keyID: key.id.description, plaintext: [7], context: .init(), algorithm: nil, dryRun: nil, caller: caller)
+                let opened = try await fixture.service.decrypt(
+                    ciphertext: blob.ciphertextBlob, context: .init(), keyID: nil, algorithm: nil, dryRun: nil, caller: caller)
+                #expect(opened.plaintext == [7])
+            }
+        }
+        #expect(provider.cachedKeyCount <= 2)
+    }
+}
+
+extension Sequence {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var results: [T] = []
+        for element in self { results.append(try await transform(element)) }
+        return results
+    }
+}
