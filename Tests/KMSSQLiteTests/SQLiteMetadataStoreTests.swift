@@ -1,0 +1,116 @@
+import Foundation
+import KMS
+import KMSSQLite
+import Testing
+import TrentTestSupport
+
+/// The embedded store on real SQLite files: durability across reopen, paging, uniqueness, destruction.
+@Suite struct SQLiteMetadataStoreTests {
+    let path: String
+    init() throws { path = try TestHSM.shared().makeDatabasePath() }
+
+    func makeKey(_ date: Date = Date(timeIntervalSince1970: 1_800_000_000)) -> (KeyRecord, BackingKeyRecord) {
+        let id = KeyID()
+        let key = KeyRecord(
+            id: id, accountID: "111122223333", creationDate: date, description: "d", keySpec: .symmetricDefault,
+            keyUsage: .encryptDecrypt, origin: .awsKMS, keyManager: .customer, state: .enabled, policy: "{}", currentVersion: 1)
+        let backing = BackingKeyRecord(
+            keyID: id, version: 1, wrappedKey: (0..<40).map { _ in UInt8.random(in: 0...255) }, binding: Array(repeating: 3, count: 40),
+            wrappingKeyLabel: "domain", creationDate: date)
+        return (key, backing)
+    }
+
+    @Test func everythingSurvivesReopening() async throws {
+        let (key, backing) = makeKey()
+        do {
+            let store = try SQLiteMetadataStore(path: path)
+            try await store.insertKey(key, backingKey: backing, tags: [Tag(key: "team", value: "red")])
+            try await store.insertAlias(AliasRecord(name: "alias/one", targetKeyID: key.id, creationDate: key.creationDate, lastUpdatedDate: key.creationDate))
+            var disabled = key
+            disabled.state = .disabled
+            try await store.updateKey(disabled)
+            try await store.reserveNonces(key.id, version: 1, upTo: 65_536)
+        }
+        let reopened = try SQLiteMetadataStore(path: path)
+        let loaded = try #require(try await reopened.key(key.id))
+        #expect(loaded.state == .disabled)
+        #expect(loaded.creationDate == key.creationDate)
+        #expect(try await reopened.backingKey(key.id, version: 1)?.wrappedKey == backing.wrappedKey)
+        #expect(try await reopened.backingKey(key.id, version: 1)?.noncesReserved == 65_536)
+        #expect(try await reopened.tags(of: key.id) == [Tag(key: "team", value: "red")])
+        #expect(try await reopened.alias(named: "alias/one")?.targetKeyID == key.id)
+    }
+
+    @Test func keysPageInCreationOrderWithOpaqueMarkers() async throws {
+        let store = try SQLiteMetadataStore(path: path)
+        var ids: [KeyID] = []
+        for _ in 0..<5 {
+            let (key, backing) = makeKey()
+            try await store.insertKey(key, backingKey: backing, tags: [])
+            ids.append(key.id)
+        }
+        var seen: [KeyID] = []
+        var marker: String?
+        repeat {
+            let page = try await store.listKeys(after: marker, limit: 2)
+            #expect(page.items.count <= 2)
+            seen += page.items.map(\.id)
+            marker = page.nextMarker
+        } while marker != nil
+        #expect(seen == ids)
+        await #expect(throws: MetadataStoreError.self) { _ = try await store.listKeys(after: "not a marker", limit: 2) }
+    }
+
+    @Test func aliasNamesAreUniqueAndPageByName() async throws {
+        let store = try SQLiteMetadataStore(path: path)
+        let (key, backing) = makeKey()
+        try await store.insertKey(key, backingKey: backing, tags: [])
+        let now = Date()
+        for name in ["alias/c", "alias/a", "alias/b"] {
+            try await store.insertAlias(AliasRecord(name: name, targetKeyID: key.id, creationDate: now, lastUpdatedDate: now))
+        }
+        await #expect(throws: MetadataStoreError.self) {
+            try await store.insertAlias(AliasRecord(name: "alias/a", targetKeyID: key.id, creationDate: now, lastUpdatedDate: now))
+        }
+        let first = try await store.listAliases(for: key.id, after: nil, limit: 2)
+        #expect(first.items.map(\.name) == ["alias/a", "alias/b"])
+        let second = try await store.listAliases(for: key.id, after: first.nextMarker, limit: 2)
+        #expect(second.items.map(\.name) == ["alias/c"])
+        #expect(second.nextMarker == nil)
+        #expect(try await store.listAliases(for: KeyID(), after: nil, limit: 10).items.isEmpty)
+    }
+
+    @Test func tagsOverwriteByKey() async throws {
+        let store = try SQLiteMetadataStore(path: path)
+        let (key, backing) = makeKey()
+        try await store.insertKey(key, backingKey: backing, tags: [Tag(key: "a", value: "1")])
+        try await store.putTags([Tag(key: "a", value: "2"), Tag(key: "b", value: "3")], on: key.id)
+        try await store.removeTags(["b", "never-set"], from: key.id)
+        #expect(try await store.tags(of: key.id) == [Tag(key: "a", value: "2")])
+    }
+
+    @Test func destroyingAKeyRemovesItAndOverwritesItsWrappedMaterial() async throws {
+        let store = try SQLiteMetadataStore(path: path)
+        let (key, backing) = makeKey()
+        try await store.insertKey(key, backingKey: backing, tags: [Tag(key: "t", value: "v")])
+        try await store.insertAlias(AliasRecord(name: "alias/gone", targetKeyID: key.id, creationDate: Date(), lastUpdatedDate: Date()))
+        try await store.destroyKey(key.id)
+        #expect(try await store.key(key.id) == nil)
+        #expect(try await store.backingKey(key.id, version: 1) == nil)
+        #expect(try await store.alias(named: "alias/gone") == nil)
+        #expect(try await store.tags(of: key.id).isEmpty)
+        let bytes = ["", "-wal"].flatMap { (FileManager.default.contents(atPath: path + $0)).map { Array($0) } ?? [] }
+        #expect(!bytes.containsSequence(backing.wrappedKey))
+    }
+
+    @Test func keysPendingDeletionAreFoundByDate() async throws {
+        let store = try SQLiteMetadataStore(path: path)
+        var (key, backing) = makeKey()
+        try await store.insertKey(key, backingKey: backing, tags: [])
+        key.state = .pendingDeletion
+        key.deletionDate = Date(timeIntervalSince1970: 2_000_000_000)
+        try await store.updateKey(key)
+        #expect(try await store.keysPendingDeletion(dueBy: Date(timeIntervalSince1970: 1_999_999_999)).isEmpty)
+        #expect(try await store.keysPendingDeletion(dueBy: Date(timeIntervalSince1970: 2_000_000_000)).map(\.id) == [key.id])
+    }
+}

@@ -1,0 +1,50 @@
+import Foundation
+import KMS
+import Testing
+
+/// The ciphertext format and the canonical encryption context of design §3.
+@Suite struct EncodingTests {
+    @Test func canonicalContextIsLengthPrefixedAndSorted() {
+        #expect(EncryptionContext().canonicalBytes == [])
+        let context = EncryptionContext(["b": "2", "a": "1"])
+        #expect(context.canonicalBytes == [0, 2, 0, 1, 0x61, 0, 1, 0x31, 0, 1, 0x62, 0, 1, 0x32])
+    }
+
+    @Test func concatenationAmbiguityIsImpossible() {
+        #expect(EncryptionContext(["ab": "c"]).canonicalBytes != EncryptionContext(["a": "bc"]).canonicalBytes)
+        #expect(EncryptionContext(["a": "b", "c": "d"]).canonicalBytes != EncryptionContext(["a": "bc", "": "d"]).canonicalBytes)
+    }
+
+    @Test func contextKeysSortByUTF8Bytes() {
+        // "Z" (0x5A) sorts before "a" (0x61), and "é" (0xC3 0xA9) after both.
+        let bytes = EncryptionContext(["é": "", "a": "", "Z": ""]).canonicalBytes
+        #expect(bytes == [0, 3, 0, 1, 0x5A, 0, 0, 0, 1, 0x61, 0, 0, 0, 2, 0xC3, 0xA9, 0, 0])
+    }
+
+    @Test func blobLayoutIsVersionKeyIDVersionIVCiphertextTag() throws {
+        let id = KeyID()
+        let blob = CiphertextBlob(keyID: id, backingKeyVersion: 0x0102_0304, iv: Array(repeating: 9, count: 12), sealed: Array(repeating: 7, count: 20))
+        let bytes = blob.bytes
+        #expect(bytes[0] == 1)
+        #expect(Array(bytes[1..<17]) == id.bytes)
+        #expect(Array(bytes[17..<21]) == [1, 2, 3, 4])
+        #expect(bytes.count == 1 + 16 + 4 + 12 + 20)
+        #expect(try CiphertextBlob(parsing: bytes) == blob)
+        #expect(CiphertextBlob.additionalData(keyID: id, backingKeyVersion: 0x0102_0304, context: EncryptionContext(["k": "v"]))
+            == Array(bytes[0..<21]) + EncryptionContext(["k": "v"]).canonicalBytes)
+    }
+
+    @Test(arguments: [[UInt8](), [1], Array(repeating: 1, count: 48), [2] + Array(repeating: 0, count: 60)])
+    func malformedBlobsAreInvalidCiphertext(bytes: [UInt8]) {
+        #expect { _ = try CiphertextBlob(parsing: bytes) } throws: { ($0 as? KMSError)?.code == .invalidCiphertext }
+    }
+
+    @Test func keyIDsPrintAndParseAsAWSDoes() throws {
+        let text = "1234abcd-12ab-34cd-56ef-1234567890ab"
+        let id = try #require(KeyID(text))
+        #expect(id.description == text)
+        #expect(KeyID(bytes: id.bytes) == id)
+        #expect(KeyID("1234abcd") == nil)
+        #expect(KeyID("alias/x") == nil)
+    }
+}
