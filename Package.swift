@@ -120,6 +120,7 @@ let package = Package(
             dependencies: ["KMS", "KMSHSM", "KMSSQLite", "TrentTestSupport"],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "TrentTests", dependencies: ["trent"], swiftSettings: swiftSettings),
         .testTarget(
             name: "KMSServerTests",
             dependencies: [

@@ -69,21 +69,6 @@ struct TrentConfiguration: Codable, Equatable {
 
     init() {}
 
-    /// Reads every section leniently: a missing key keeps its default.
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        let defaults = TrentConfiguration()
-        server = try container.decodeIfPresent(Server.self, forKey: .server) ?? defaults.server
-        service = try container.decodeIfPresent(Service.self, forKey: .service) ?? defaults.service
-        dataDirectory = try container.decodeIfPresent(String.self, forKey: .dataDirectory) ?? defaults.dataDirectory
-        hsm = try container.decodeIfPresent(HSM.self, forKey: .hsm) ?? defaults.hsm
-        store = try container.decodeIfPresent(Store.self, forKey: .store) ?? defaults.store
-        credentials = try container.decodeIfPresent(Credentials.self, forKey: .credentials) ?? defaults.credentials
-        keyDeletion = try container.decodeIfPresent(KeyDeletion.self, forKey: .keyDeletion) ?? defaults.keyDeletion
-        nonceBudget = try container.decodeIfPresent(NonceBudget.self, forKey: .nonceBudget) ?? defaults.nonceBudget
-        logLevel = try container.decodeIfPresent(String.self, forKey: .logLevel) ?? defaults.logLevel
-    }
-
     /// Loads the configuration: defaults, then the YAML file (`path`, else `TRENT_CONFIG`, else
     /// `Config/trent.yaml` when it exists), then the environment.
     static func load(path: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> TrentConfiguration {
@@ -99,12 +84,46 @@ struct TrentConfiguration: Codable, Equatable {
         return configuration
     }
 
+    /// Parses YAML over the defaults: a key the file leaves out keeps its default, and a key that is not a
+    /// setting is refused (a typo must not silently fall back to a default).
     static func parse(_ text: String, source: String) throws -> TrentConfiguration {
+        let loaded: Any?
         do {
-            return try YAMLDecoder().decode(TrentConfiguration.self, from: text)
+            loaded = try Yams.load(yaml: text)
         } catch {
             throw StartupError("cannot parse \(source): \(error)")
         }
+        guard let loaded else { return TrentConfiguration() }
+        guard let overrides = loaded as? [String: Any] else { throw StartupError("\(source) must be a mapping of settings") }
+        do {
+            let defaults = try JSONSerialization.jsonObject(with: JSONEncoder().encode(TrentConfiguration())) as? [String: Any] ?? [:]
+            let merged = try merge(overrides, into: defaults, path: "", source: source)
+            let configuration = try JSONDecoder().decode(TrentConfiguration.self, from: JSONSerialization.data(withJSONObject: merged))
+            try configuration.validate()
+            return configuration
+        } catch let error as StartupError {
+            throw error
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.dataCorrupted(context) {
+            let key = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw StartupError("\(source): setting '\(key)' has the wrong type")
+        } catch {
+            throw StartupError("cannot read \(source): \(error)")
+        }
+    }
+
+    private static func merge(_ overrides: [String: Any], into defaults: [String: Any], path: String, source: String) throws -> [String: Any] {
+        var result = defaults
+        for (key, value) in overrides {
+            let name = path.isEmpty ? key : "\(path).\(key)"
+            guard let current = defaults[key] else { throw StartupError("\(source): '\(name)' is not a Trent setting") }
+            if let section = current as? [String: Any] {
+                guard let nested = value as? [String: Any] else { throw StartupError("\(source): '\(name)' must be a mapping") }
+                result[key] = try merge(nested, into: section, path: name, source: source)
+            } else {
+                result[key] = value
+            }
+        }
+        return result
     }
 
     mutating func applyEnvironment(_ environment: [String: String]) throws {
