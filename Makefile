@@ -1,0 +1,36 @@
+# Trent's developer commands. `make run` and `make test` work on a fresh Debian 12 machine with Swift:
+# they install what is missing first (scripts/install-deps.sh).
+
+VENV := .venv
+
+.PHONY: help deps test-deps build run test test-swift test-e2e clean
+
+help:
+	@echo "make run    build Trent (release) and serve the KMS API on 127.0.0.1:4599 with an embedded SoftHSM token"
+	@echo "make test   run every test: Swift suites on SoftHSM and SQLite, then the boto3/AWS CLI end-to-end suite"
+
+deps:
+	./scripts/install-deps.sh
+
+test-deps:
+	./scripts/install-deps.sh --test
+
+build: deps
+	swift build -c release --product trent
+
+run: build
+	.build/release/trent serve
+
+test: test-deps test-swift test-e2e
+
+test-swift:
+	swift build --build-tests
+	swift test
+
+# Starts the debug `trent` binary on free ports with its own token folders and drives it with boto3 and the AWS CLI.
+test-e2e:
+	swift build --product trent
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest Tests/e2e
+
+clean:
+	rm -rf .build $(VENV) .trent

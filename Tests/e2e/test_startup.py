@@ -1,0 +1,144 @@
+"""Starting Trent: embedded defaults, a token prepared with `trent token init`, and the one-line errors
+that stop startup when the module, the token or the PIN is wrong."""
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import boto3
+import botocore.config
+import pytest
+
+from trent_e2e import DEFAULT_BIN, REGION, TrentServer, _port_open, free_port
+
+BINARY = Path(os.environ.get("TRENT_BIN") or DEFAULT_BIN)
+
+
+def clean_env(**overrides) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRENT_", "AWS_", "SOFTHSM2_"))}
+    env.update(overrides)
+    return env
+
+
+def run_trent(*args, cwd, env, timeout=60):
+    return subprocess.run([str(BINARY), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_failure(result, *fragments):
+    assert result.returncode != 0, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{result.stderr}"
+    assert lines[0].startswith("trent: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Fatal error" not in result.stderr and "Backtrace" not in result.stderr
+
+
+def make_softhsm_token(folder: Path, label="ops-token", pin="87654321") -> dict:
+    """A token made the way an operator would, with softhsm2-util, in a folder of its own."""
+    tokens = folder / "tokens"
+    tokens.mkdir(parents=True)
+    conf = folder / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = clean_env(SOFTHSM2_CONF=str(conf))
+    subprocess.run(
+        ["softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", "12345678", "--pin", pin],
+        env=env, check=True, capture_output=True)
+    return env
+
+
+def test_serve_with_no_configuration_uses_the_embedded_defaults(tmp_path):
+    if _port_open("127.0.0.1", 4599):
+        pytest.fail("port 4599 is busy; the default-configuration test needs it")
+    log = open(tmp_path / "out.log", "wb")
+    proc = subprocess.Popen([str(BINARY), "serve"], cwd=tmp_path, env=clean_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        banner = ""
+        while time.monotonic() < deadline and "AWS_ENDPOINT_URL_KMS" not in banner:
+            assert proc.poll() is None, (tmp_path / "out.log").read_text()
+            time.sleep(0.1)
+            banner = (tmp_path / "out.log").read_text()
+        exports = dict(re.findall(r"export (\w+)=(\S+)", banner))
+        assert exports["AWS_ENDPOINT_URL_KMS"] == "http://127.0.0.1:4599"
+        assert exports["AWS_DEFAULT_REGION"] == REGION
+        assert (tmp_path / ".trent" / "trent.sqlite").is_file()
+        assert (tmp_path / ".trent" / "softhsm" / "tokens").is_dir()
+        assert oct((tmp_path / ".trent" / "credentials.json").stat().st_mode & 0o777) == "0o600"
+        # The printed credentials work as printed.
+        kms = boto3.client(
+            "kms", region_name=REGION, endpoint_url=exports["AWS_ENDPOINT_URL_KMS"],
+            aws_access_key_id=exports["AWS_ACCESS_KEY_ID"], aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"],
+            config=botocore.config.Config(retries={"max_attempts": 1}))
+        key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+        blob = kms.encrypt(KeyId=key_id, Plaintext=b"embedded")["CiphertextBlob"]
+        assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"embedded"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.close()
+    assert proc.returncode == 0, "SIGTERM must shut down gracefully"
+
+
+def test_a_missing_module_stops_startup_with_one_line(tmp_path):
+    result = run_trent("serve", cwd=tmp_path, env=clean_env(
+        TRENT_DATA_DIR=str(tmp_path / "data"), TRENT_PORT=str(free_port()), TRENT_HSM_MODULE="/nonexistent/libpkcs11.so"))
+    assert_one_line_failure(result, "/nonexistent/libpkcs11.so", "TRENT_HSM_MODULE")
+
+
+def test_a_wrong_pin_stops_startup_with_one_line(tmp_path):
+    server = TrentServer(tmp_path / "data")
+    server.start()
+    server.stop()
+    env = dict(server.env, TRENT_HSM_PIN="not-the-pin")
+    result = run_trent("serve", cwd=tmp_path, env=env)
+    assert_one_line_failure(result, "PIN", "wrong")
+
+
+def test_a_missing_token_stops_startup_with_one_line(tmp_path):
+    env = make_softhsm_token(tmp_path / "hsm", label="some-other-token")
+    env.update(TRENT_DATA_DIR=str(tmp_path / "data"), TRENT_PORT=str(free_port()), TRENT_HSM_EMBEDDED_SOFTHSM="false",
+               TRENT_HSM_PIN="87654321", TRENT_HSM_TOKEN_LABEL="ops-token")
+    result = run_trent("serve", cwd=tmp_path, env=env)
+    assert_one_line_failure(result, "no initialised token labelled 'ops-token'")
+
+
+def test_a_configured_token_is_prepared_by_token_init(tmp_path):
+    env = make_softhsm_token(tmp_path / "hsm")
+    port = free_port()
+    env.update(TRENT_DATA_DIR=str(tmp_path / "data"), TRENT_PORT=str(port), TRENT_HSM_EMBEDDED_SOFTHSM="false",
+               TRENT_HSM_TOKEN_LABEL="ops-token", TRENT_ACCESS_KEY_ID="AKIAOPSTOKENEXAMPLE",
+               TRENT_SECRET_ACCESS_KEY="ops-secret-0123456789")
+    pin_file = tmp_path / "pin"
+    pin_file.write_text("87654321\n")
+    env["TRENT_HSM_PIN_FILE"] = str(pin_file)
+
+    before = run_trent("serve", cwd=tmp_path, env=env)
+    assert_one_line_failure(before, "no domain key", "trent token init")
+
+    init = run_trent("token", "init", cwd=tmp_path, env=env)
+    assert init.returncode == 0, init.stderr
+    assert "Created domain key 'trent-domain-key' in token 'ops-token'" in init.stdout
+    again = run_trent("token", "init", cwd=tmp_path, env=env)
+    assert "already holds domain key" in again.stdout
+
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen([str(BINARY), "serve"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not _port_open("127.0.0.1", port):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
+        kms = boto3.client(
+            "kms", region_name=REGION, endpoint_url=f"http://127.0.0.1:{port}",
+            aws_access_key_id="AKIAOPSTOKENEXAMPLE", aws_secret_access_key="ops-secret-0123456789")
+        key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+        assert kms.decrypt(CiphertextBlob=kms.encrypt(KeyId=key_id, Plaintext=b"ops")["CiphertextBlob"])["Plaintext"] == b"ops"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.close()
+    # A configured secret is never printed.
+    assert "ops-secret-0123456789" not in (tmp_path / "serve.log").read_text()
