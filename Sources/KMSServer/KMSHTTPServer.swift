@@ -60,7 +60,9 @@ public struct KMSHTTPServer: Sendable {
                 var buffer = try await request.body.collect(upTo: Self.maximumBodySize)
                 body = buffer.readBytes(length: buffer.readableBytes) ?? []
             } catch is NIOTooManyBytesError {
-                throw KMSError(.validation, "The request body exceeds the limit of \(Self.maximumBodySize) bytes.")
+                let error = KMSError(.validation, "The request body exceeds the limit of \(Self.maximumBodySize) bytes.")
+                logger.info("request refused", metadata: ["kms.error": "\(error.code)", "kms.error.message": "\(error.message)"])
+                return Self.errorResponse(error, status: .contentTooLarge, requestID: requestID)
             }
             let credential = try await verifier.verify(signedRequest(request, body: body))
             guard target.hasPrefix(Self.targetPrefix), let operation = operations[operationName] else {
@@ -92,13 +94,9 @@ public struct KMSHTTPServer: Sendable {
             host: request.head.authority, headers: headers, body: body)
     }
 
-    static func errorResponse(_ error: KMSError, requestID: String) -> Response {
-        let status: HTTPResponse.Status
-        switch error.code {
-        case .internalFailure: status = .internalServerError
-        case .validation where error.message.hasPrefix("The request body exceeds"): status = .contentTooLarge
-        default: status = .badRequest
-        }
+    /// AWS answers client errors with 400 and its own failures with 500 (which SDKs retry).
+    static func errorResponse(_ error: KMSError, status: HTTPResponse.Status? = nil, requestID: String) -> Response {
+        let status = status ?? (error.code == .internalFailure ? .internalServerError : .badRequest)
         return response(status, body: AWSJSON.errorBody(error), requestID: requestID)
     }
 

@@ -94,7 +94,7 @@ extension KeyManagementService {
     }
 
     public func listKeys(limit: Int?, marker: String?, caller: Caller) async throws -> Page<KeyRecord> {
-        let limit = limit ?? 1000
+        let limit = limit ?? 100
         try validateRange(limit, "limit", min: 1, max: 1000)
         if let marker { try validateLength(marker.utf8.count, "marker", min: 1, max: 1024) }
         do {
