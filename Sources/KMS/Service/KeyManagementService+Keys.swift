@@ -105,22 +105,21 @@ extension KeyManagementService {
     }
 
     public func enableKey(_ keyID: String, caller: Caller) async throws {
-        var key = try await resolveKey(keyID, allowAlias: false)
-        try requireNotPendingDeletion(key)
-        guard key.state == .enabled || key.state == .disabled else {
-            throw KMSError(.invalidState, "\(arn(key)) is \(key.state.rawValue).")
-        }
-        key.state = .enabled
-        try await store.updateKey(key)
+        try await setState(.enabled, of: keyID)
     }
 
     public func disableKey(_ keyID: String, caller: Caller) async throws {
+        try await setState(.disabled, of: keyID)
+    }
+
+    /// Enabling and disabling apply only between those two states (not to keys pending deletion or import).
+    private func setState(_ state: KeyState, of keyID: String) async throws {
         var key = try await resolveKey(keyID, allowAlias: false)
         try requireNotPendingDeletion(key)
         guard key.state == .enabled || key.state == .disabled else {
             throw KMSError(.invalidState, "\(arn(key)) is \(key.state.rawValue).")
         }
-        key.state = .disabled
+        key.state = state
         try await store.updateKey(key)
     }
 

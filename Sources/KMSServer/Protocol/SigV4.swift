@@ -182,20 +182,17 @@ public final class SigV4Verifier: Sendable {
         }
     }
 
-    static func parseAmzDate(_ text: String) -> Date? {
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
-        return formatter.date(from: text)
-    }
+    static func parseAmzDate(_ text: String) -> Date? { amzDateFormatter().date(from: text) }
 
-    static func formatAmzDate(_ date: Date) -> String {
+    static func formatAmzDate(_ date: Date) -> String { amzDateFormatter().string(from: date) }
+
+    /// ISO 8601 basic format in UTC, as `X-Amz-Date` carries it. (DateFormatter is not Sendable: one per call.)
+    private static func amzDateFormatter() -> DateFormatter {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "UTC")
         formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
-        return formatter.string(from: date)
+        return formatter
     }
 
     static func normalizeHeaderValue(_ value: String) -> String {
