@@ -10,7 +10,8 @@ public import PKCS11
 /// and every call gets its own session from the token's pool.
 public final class PKCS11KeyProvider: KeyProvider {
     public struct Configuration: Sendable {
-        public var domainKeyLabel: String
+        public var keyLabels: TokenKeyLabels
+        public var domainKeyLabel: String { keyLabels.domainKey }
         /// The RFC 3394 wrap mechanism the token offers for AES keys.
         public var wrapMechanism: MechanismType
         /// Return values the token uses for a failed AES-GCM tag check (SoftHSM: `CKR_GENERAL_ERROR`).
@@ -19,11 +20,11 @@ public final class PKCS11KeyProvider: KeyProvider {
         public var handleCacheCapacity: Int
 
         public init(
-            domainKeyLabel: String, wrapMechanism: MechanismType = .aesKeyWrap,
+            keyLabels: TokenKeyLabels, wrapMechanism: MechanismType = .aesKeyWrap,
             tagFailureReturnValues: Set<PKCS11Error.ReturnValue> = [.generalError, .encryptedDataInvalid, .encryptedDataLenRange],
             handleCacheCapacity: Int = 10_000
         ) {
-            self.domainKeyLabel = domainKeyLabel
+            self.keyLabels = keyLabels
             self.wrapMechanism = wrapMechanism
             self.tagFailureReturnValues = tagFailureReturnValues
             self.handleCacheCapacity = handleCacheCapacity
@@ -33,21 +34,24 @@ public final class PKCS11KeyProvider: KeyProvider {
     public let token: Token
     let configuration: Configuration
     let domainKey: ObjectHandle
+    let sealingKey: ObjectHandle
     let threadPool: NIOThreadPool
     let cache: HandleCache
     let logger: Logger
 
-    /// Finds the domain key. The thread pool must be started; the provider does not own it.
-    /// - Throws: ``HSMSetupError`` when the token has no domain key (run `trent token init`).
+    /// Finds the token keys. The thread pool must be started; the provider does not own it.
+    /// - Throws: ``HSMSetupError`` when the token lacks them (run `trent token init`).
     public init(token: Token, configuration: Configuration, threadPool: NIOThreadPool, logger: Logger) throws {
-        let label = configuration.domainKeyLabel
-        let domainKey = try DomainKey.find(in: token, label: label)
-        guard let domainKey else {
-            throw HSMSetupError("token '\(token.label)' has no domain key labelled '\(label)': run `trent token init`")
+        func find(_ label: String, _ role: String) throws -> ObjectHandle {
+            guard let key = try TokenKeys.find(in: token, label: label) else {
+                throw HSMSetupError("token '\(token.label)' has no \(role) labelled '\(label)': run `trent token init`")
+            }
+            return key
         }
+        self.domainKey = try find(configuration.keyLabels.domainKey, "domain key")
+        self.sealingKey = try find(configuration.keyLabels.sealingKey, "sealing key")
         self.token = token
         self.configuration = configuration
-        self.domainKey = domainKey
         self.threadPool = threadPool
         self.cache = HandleCache(capacity: configuration.handleCacheCapacity)
         self.logger = logger
@@ -94,6 +98,28 @@ public final class PKCS11KeyProvider: KeyProvider {
     public func generateRandom(count: Int) async throws -> [UInt8] {
         try await onHSM("generate random bytes") { [self] in
             try token.withSession { session throws(PKCS11Error) in try session.generateRandom(count: count) }
+        }
+    }
+
+    public func seal(_ plaintext: [UInt8], additionalData: [UInt8]) async throws -> SealedData {
+        try await onHSM("seal a secret") { [self] in
+            try token.withSession { session throws(PKCS11Error) in
+                let iv = try session.generateRandom(count: Mechanism.gcmIVLength)
+                let sealed = try session.encrypt(plaintext, key: sealingKey, mechanism: .aesGCM(iv: iv, additionalData: additionalData))
+                return SealedData(iv: iv, ciphertextAndTag: sealed)
+            }
+        }
+    }
+
+    public func unseal(_ sealed: SealedData, additionalData: [UInt8]) async throws -> [UInt8] {
+        do {
+            return try await onHSM("unseal a secret") { [self] in
+                try token.withSession { session throws(PKCS11Error) in
+                    try session.decrypt(sealed.ciphertextAndTag, key: sealingKey, mechanism: .aesGCM(iv: sealed.iv, additionalData: additionalData))
+                }
+            }
+        } catch let error as PKCS11Error where error.function == .decrypt && configuration.tagFailureReturnValues.contains(error.returnValue) {
+            throw KMSError(.invalidCiphertext, "The sealed value is invalid or belongs to something else.")
         }
     }
 

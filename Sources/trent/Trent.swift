@@ -76,10 +76,10 @@ struct TokenInit: AsyncParsableCommand {
             let configuration = try options.load()
             let token = try HSMBootstrap(configuration: configuration).openToken(createMissing: true)
             defer { token.module.finalize() }
-            let created = try DomainKey.ensure(in: token, label: configuration.hsm.domainKeyLabel)
-            print(created
-                ? "Created domain key '\(configuration.hsm.domainKeyLabel)' in token '\(token.label)'."
-                : "Token '\(token.label)' already holds domain key '\(configuration.hsm.domainKeyLabel)'.")
+            let created = try TokenKeys.ensure(in: token, labels: configuration.tokenKeyLabels)
+            print(created.isEmpty
+                ? "Token '\(token.label)' already holds Trent's keys ('\(configuration.hsm.domainKeyLabel)', '\(configuration.hsm.sealingKeyLabel)')."
+                : "Created \(created.map { "'\($0)'" }.joined(separator: " and ")) in token '\(token.label)'.")
         }
     }
 }
@@ -97,7 +97,7 @@ struct TrentServer {
         let token = try bootstrap.openToken(createMissing: configuration.hsm.embeddedSoftHSM)
         defer { token.module.finalize() }
         if configuration.hsm.embeddedSoftHSM {
-            try DomainKey.ensure(in: token, label: configuration.hsm.domainKeyLabel)
+            try TokenKeys.ensure(in: token, labels: configuration.tokenKeyLabels)
         }
 
         let threadPool = NIOThreadPool(numberOfThreads: configuration.hsm.threads)
@@ -115,7 +115,7 @@ struct TrentServer {
 
         let provider = try PKCS11KeyProvider(
             token: token,
-            configuration: .init(domainKeyLabel: configuration.hsm.domainKeyLabel, handleCacheCapacity: configuration.hsm.handleCacheCapacity),
+            configuration: .init(keyLabels: configuration.tokenKeyLabels, handleCacheCapacity: configuration.hsm.handleCacheCapacity),
             threadPool: threadPool, logger: logger)
         let store = try SQLiteMetadataStore(path: configuration.sqliteFile)
         let location = ServiceLocation(region: configuration.service.region, accountID: configuration.service.accountId)

@@ -1,4 +1,5 @@
 import Foundation
+import KMSHSM
 import Yams
 
 /// Every setting of Trent. Defaults are compiled in (and documented, key by key, in `Config/trent.yaml`);
@@ -24,6 +25,7 @@ struct TrentConfiguration: Codable, Equatable {
         /// Passed to C_Initialize in pReserved (NSS softoken needs `configdir=...`).
         var initString = ""
         var domainKeyLabel = "trent-domain-key"
+        var sealingKeyLabel = "trent-sealing-key"
         /// Create a SoftHSM token (and its PIN) inside the data directory on first run.
         var embeddedSoftHSM = true
         /// Threads that make blocking PKCS#11 calls; each uses its own session.
@@ -145,6 +147,7 @@ struct TrentConfiguration: Codable, Equatable {
         string("TRENT_HSM_PIN_FILE") { hsm.pinFile = $0 }
         string("TRENT_HSM_INIT_STRING") { hsm.initString = $0 }
         string("TRENT_HSM_DOMAIN_KEY_LABEL") { hsm.domainKeyLabel = $0 }
+        string("TRENT_HSM_SEALING_KEY_LABEL") { hsm.sealingKeyLabel = $0 }
         string("TRENT_HSM_EMBEDDED_SOFTHSM") { hsm.embeddedSoftHSM = ["1", "true", "yes"].contains($0.lowercased()) }
         try number("TRENT_HSM_THREADS") { hsm.threads = $0 }
         try number("TRENT_HSM_HANDLE_CACHE") { hsm.handleCacheCapacity = $0 }
@@ -174,6 +177,7 @@ struct TrentConfiguration: Codable, Equatable {
 
     var dataDirectoryURL: URL { URL(fileURLWithPath: dataDirectory, isDirectory: true).standardizedFileURL }
     var sqliteFile: String { store.sqlitePath.isEmpty ? dataDirectoryURL.appendingPathComponent("trent.sqlite").path : store.sqlitePath }
+    var tokenKeyLabels: TokenKeyLabels { TokenKeyLabels(domainKey: hsm.domainKeyLabel, sealingKey: hsm.sealingKeyLabel) }
     var principalARN: String { credentials.principalArn.isEmpty ? "arn:aws:iam::\(service.accountId):user/trent-admin" : credentials.principalArn }
 }
 

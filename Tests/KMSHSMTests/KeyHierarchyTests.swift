@@ -14,7 +14,7 @@ import TrentTestSupport
     init() throws { hsm = try TestHSM.shared() }
 
     @Test func theDomainKeyNeverLeavesTheToken() throws {
-        let domainKey = try #require(try DomainKey.find(in: hsm.token, label: TestHSM.domainKeyLabel))
+        let domainKey = try #require(try TokenKeys.find(in: hsm.token, label: TestHSM.domainKeyLabel))
         try hsm.token.withSession { session throws(PKCS11Error) in
             #expect(try session.attribute(.sensitive, of: domainKey).boolValue == true)
             #expect(try session.attribute(.extractable, of: domainKey).boolValue == false)
@@ -37,14 +37,36 @@ import TrentTestSupport
         }
     }
 
-    @Test func creatingTheDomainKeyTwiceKeepsTheFirst() throws {
-        #expect(try DomainKey.ensure(in: hsm.token, label: TestHSM.domainKeyLabel) == false)
+    @Test func creatingTheTokenKeysTwiceKeepsTheFirst() throws {
+        #expect(try TokenKeys.ensure(in: hsm.token, labels: TestHSM.keyLabels).isEmpty)
+    }
+
+    @Test func theSealingKeyOnlyDoesGCMAndNeverLeaves() throws {
+        let sealingKey = try #require(try TokenKeys.find(in: hsm.token, label: TestHSM.keyLabels.sealingKey))
+        try hsm.token.withSession { session throws(PKCS11Error) in
+            #expect(try session.attribute(.neverExtractable, of: sealingKey).boolValue == true)
+            #expect(try session.attribute(.wrap, of: sealingKey).boolValue == false)
+            #expect(throws: PKCS11Error(.attributeSensitive, in: .getAttributeValue)) { _ = try session.attribute(.value, of: sealingKey) }
+            // CKA_ALLOWED_MECHANISMS keeps it to AES-GCM: no ECB oracle.
+            #expect(throws: PKCS11Error.self) {
+                _ = try session.encrypt(Array(repeating: 0, count: 16), key: sealingKey, mechanism: .keyWrap(MechanismType(rawValue: 0x1081)))
+            }
+        }
+    }
+
+    @Test func sealedSecretsOpenOnlyWithTheirAdditionalData() async throws {
+        let provider = try hsm.makeProvider()
+        let sealed = try await provider.seal(Array("secret".utf8), additionalData: Array("akid-1".utf8))
+        #expect(try await provider.unseal(sealed, additionalData: Array("akid-1".utf8)) == Array("secret".utf8))
+        await #expect { _ = try await provider.unseal(sealed, additionalData: Array("akid-2".utf8)) } throws: {
+            ($0 as? KMSError)?.code == .invalidCiphertext
+        }
     }
 
     /// Obtains a backing key's plaintext the only way the token allows: unwrapping its EKT under the domain
     /// key into an extractable object, as a holder of the PIN could. The service itself never does this.
     func backingKeyBytes(_ record: BackingKeyRecord) throws -> [UInt8] {
-        let domainKey = try #require(try DomainKey.find(in: hsm.token, label: TestHSM.domainKeyLabel))
+        let domainKey = try #require(try TokenKeys.find(in: hsm.token, label: TestHSM.domainKeyLabel))
         return try hsm.token.withSession { session throws(PKCS11Error) in
             let key = try session.unwrapKey(record.wrappedKey, with: domainKey, mechanism: .aesKeyWrap, template: [
                 .objectClass(.secretKey), .keyType(.aes), Attribute(.token, false), Attribute(.sensitive, false), Attribute(.extractable, true),

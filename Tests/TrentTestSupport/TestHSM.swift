@@ -17,6 +17,7 @@ public final class TestHSM: Sendable {
         ProcessInfo.processInfo.environment["TRENT_TEST_PKCS11_MODULE"] ?? "/usr/lib/softhsm/libsofthsm2.so"
     public static let tokenLabel = "trent-test"
     public static let domainKeyLabel = "trent-test-domain-key"
+    public static let keyLabels = TokenKeyLabels(domainKey: domainKeyLabel, sealingKey: "trent-test-sealing-key")
 
     private static let instance: Result<TestHSM, any Error> = Result { try TestHSM() }
 
@@ -41,7 +42,7 @@ public final class TestHSM: Sendable {
         guard let slot = try module.uninitializedSlot() else { throw HSMSetupError("SoftHSM offers no free slot") }
         try module.initializeToken(slot: slot, label: Self.tokenLabel, soPIN: PIN("so-1234"), userPIN: PIN(Self.userPIN))
         token = try Token(module: module, label: Self.tokenLabel, pin: PIN(Self.userPIN))
-        try DomainKey.ensure(in: token, label: Self.domainKeyLabel)
+        try TokenKeys.ensure(in: token, labels: Self.keyLabels)
         threadPool = NIOThreadPool(numberOfThreads: 4)
         threadPool.start()
     }
@@ -52,7 +53,7 @@ public final class TestHSM: Sendable {
     public func makeProvider(handleCacheCapacity: Int = 10_000) throws -> PKCS11KeyProvider {
         try PKCS11KeyProvider(
             token: token,
-            configuration: .init(domainKeyLabel: Self.domainKeyLabel, handleCacheCapacity: handleCacheCapacity),
+            configuration: .init(keyLabels: Self.keyLabels, handleCacheCapacity: handleCacheCapacity),
             threadPool: threadPool, logger: Logger(label: "trent.tests"))
     }
 

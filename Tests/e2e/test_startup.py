@@ -120,9 +120,9 @@ def test_a_configured_token_is_prepared_by_token_init(tmp_path):
 
     init = run_trent("token", "init", cwd=tmp_path, env=env)
     assert init.returncode == 0, init.stderr
-    assert "Created domain key 'trent-domain-key' in token 'ops-token'" in init.stdout
+    assert "Created 'trent-domain-key' and 'trent-sealing-key' in token 'ops-token'" in init.stdout
     again = run_trent("token", "init", cwd=tmp_path, env=env)
-    assert "already holds domain key" in again.stdout
+    assert "already holds Trent's keys" in again.stdout
 
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen([str(BINARY), "serve"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -16,6 +16,13 @@ public protocol KeyProvider: Sendable {
     /// Bytes from the token's random number generator.
     func generateRandom(count: Int) async throws -> [UInt8]
 
+    /// Seals one of Trent's own secrets (an access key's secret, an audit digest) under the token's sealing
+    /// key, bound to `additionalData`.
+    func seal(_ plaintext: [UInt8], additionalData: [UInt8]) async throws -> SealedData
+
+    /// Opens what ``seal(_:additionalData:)`` sealed; anything altered, or other additional data, is `.invalidCiphertext`.
+    func unseal(_ sealed: SealedData, additionalData: [UInt8]) async throws -> [UInt8]
+
     /// Drops every cached working copy of `keyID`'s backing keys (the key is being destroyed).
     func forget(_ keyID: KeyID) async
 }
