@@ -57,6 +57,16 @@ let package = Package(
             dependencies: ["KMS", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
+        // The tamper-evident audit trail: a SHA-256 hash chain of records plus digests signed in the token.
+        .target(
+            name: "KMSAudit",
+            dependencies: [
+                "KMS",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "KMSServer",
             dependencies: [
@@ -72,7 +82,7 @@ let package = Package(
         .executableTarget(
             name: "trent",
             dependencies: [
-                "KMS", "KMSHSM", "KMSSQLite", "KMSServer", "PKCS11",
+                "KMS", "KMSAudit", "KMSHSM", "KMSSQLite", "KMSServer", "PKCS11",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -118,6 +128,11 @@ let package = Package(
         .testTarget(
             name: "KMSTests",
             dependencies: ["KMS", "KMSHSM", "KMSSQLite", "TrentTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KMSAuditTests",
+            dependencies: ["KMSAudit", "KMS", "TrentTestSupport", "KMSHSM", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "TrentTests", dependencies: ["trent"], swiftSettings: swiftSettings),

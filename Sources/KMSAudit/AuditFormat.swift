@@ -1,0 +1,171 @@
+import Crypto
+import Foundation
+import KMS
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The file names, hashing rules and line shapes shared by ``AuditTrail`` and ``AuditVerifier``
+/// (described in full at the top of AuditTrail.swift).
+enum AuditFormat {
+    static let recordsFileName = "records.jsonl"
+    static let digestsFileName = "digests.jsonl"
+    /// The `previousHash` of sequence 1 and the `previousDigestHash` of the first digest.
+    static let zeroHash = String(repeating: "0", count: 64)
+    static let newline: UInt8 = 0x0A
+
+    /// hex(SHA-256(previousHash as ASCII hex || canonical bytes of the record)).
+    static func chainHash(previousHash: String, recordBytes: [UInt8]) -> String {
+        var hasher = SHA256()
+        hasher.update(data: Array(previousHash.utf8))
+        hasher.update(data: recordBytes)
+        return hex(hasher.finalize())
+    }
+
+    static func sha256Hex(_ bytes: [UInt8]) -> String { hex(SHA256.hash(data: bytes)) }
+
+    static func hex(_ bytes: some Sequence<UInt8>) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var characters: [UInt8] = []
+        characters.reserveCapacity(64)
+        for byte in bytes {
+            characters.append(digits[Int(byte >> 4)])
+            characters.append(digits[Int(byte & 0x0F)])
+        }
+        return String(decoding: characters, as: UTF8.self)
+    }
+
+    static func recordLine(sequence: Int, previousHash: String, hash: String, record: JSONValue) -> JSONValue {
+        ["sequence": .number(Double(sequence)), "previousHash": .string(previousHash), "hash": .string(hash), "record": record]
+    }
+
+    /// Parses one line; nil when it is not a JSON object.
+    static func parse(_ line: some Sequence<UInt8>) -> [String: JSONValue]? {
+        guard case .object(let object)? = try? JSONDecoder().decode(JSONValue.self, from: Data(line)) else { return nil }
+        return object
+    }
+
+    /// A JSON number that is a whole number, as an Int.
+    static func integer(_ value: JSONValue?) -> Int? {
+        guard case .number(let number)? = value, number.rounded() == number, abs(number) < 1e15 else { return nil }
+        return Int(number)
+    }
+
+    static func string(_ value: JSONValue?) -> String? {
+        guard case .string(let string)? = value else { return nil }
+        return string
+    }
+
+    static func isHash(_ text: String) -> Bool {
+        text.utf8.count == 64 && text.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+    }
+
+    /// The lines of a file, split at "\n". A last piece without its newline is returned in `torn`.
+    static func lines(of bytes: [UInt8]) -> (lines: [ArraySlice<UInt8>], torn: ArraySlice<UInt8>?) {
+        var pieces = bytes.split(separator: newline, omittingEmptySubsequences: false)
+        let last = pieces.removeLast()
+        return (pieces, last.isEmpty ? nil : last)
+    }
+}
+
+/// Why the trail cannot be opened or written.
+public struct AuditTrailError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// An append-only file descriptor (O_APPEND) with write + fsync per call. Used only from one serial
+/// dispatch queue, hence `@unchecked Sendable`.
+final class AppendOnlyFile: @unchecked Sendable {
+    let url: URL
+    private let handle: FileHandle
+    /// The length of the durable content: where a failed write is cut back to.
+    private(set) var size: UInt64
+    /// Set when a failed write could not be undone: nothing more may be appended after a torn line.
+    private(set) var isBroken = false
+    /// Tests: fail the writes (after writing half of the bytes, to exercise the roll-back) while set.
+    var injectFailures = false
+
+    init(url: URL) throws {
+        self.url = url
+        let descriptor = open(url.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            throw AuditTrailError("cannot open \(url.lastPathComponent) for appending: \(String(cString: strerror(errno)))")
+        }
+        handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+        size = try handle.seekToEnd()
+    }
+
+    /// Writes `bytes` at the end and fsyncs. On failure the file is cut back to its previous length so the
+    /// next call continues from the last durable line; if even that fails the file is marked broken.
+    func append(_ bytes: [UInt8]) throws {
+        guard !isBroken else { throw AuditTrailError("\(url.lastPathComponent) has a torn write that could not be undone") }
+        do {
+            if injectFailures {
+                try handle.write(contentsOf: bytes.prefix(bytes.count / 2))
+                throw AuditTrailError("injected write failure")
+            }
+            try handle.write(contentsOf: bytes)
+            try handle.synchronize()
+            size += UInt64(bytes.count)
+        } catch {
+            do {
+                try handle.truncate(atOffset: size)
+                try handle.synchronize()
+            } catch {
+                isBroken = true
+            }
+            throw error
+        }
+    }
+
+    /// Cuts the file back to `length` (a torn last line left by a crash).
+    func truncate(to length: UInt64) throws {
+        try handle.truncate(atOffset: length)
+        try handle.synchronize()
+        size = length
+    }
+
+    func close() throws {
+        try handle.close()
+    }
+
+    /// The last complete line ("\n"-terminated) of `url`, and the length of the file up to and including it.
+    /// Reads backwards from the end, so opening a long trail does not read the whole file.
+    static func lastCompleteLine(of url: URL) throws -> (line: [UInt8]?, completeLength: UInt64) {
+        guard FileManager.default.fileExists(atPath: url.path) else { return (nil, 0) }
+        let reader = try FileHandle(forReadingFrom: url)
+        defer { try? reader.close() }
+        let fileSize = try reader.seekToEnd()
+        var tail: [UInt8] = []
+        var start = fileSize
+        let chunk: UInt64 = 64 * 1024
+        // Read until the tail holds the last newline and the newline before it (or the start of the file).
+        while true {
+            let newlines = tail.indices.filter { tail[$0] == AuditFormat.newline }
+            if let last = newlines.last, newlines.count >= 2 || start == 0 {
+                let lineStart = newlines.count >= 2 ? newlines[newlines.count - 2] + 1 : 0
+                return (Array(tail[lineStart..<last]), start + UInt64(last) + 1)
+            }
+            if start == 0 { return (nil, 0) }
+            let next = start >= chunk ? start - chunk : 0
+            try reader.seek(toOffset: next)
+            let data = try reader.read(upToCount: Int(start - next)) ?? Data()
+            tail = Array(data) + tail
+            start = next
+        }
+    }
+}
+
+/// fsyncs a directory so newly created entries in it survive a crash.
+func synchronizeDirectory(_ url: URL) {
+    let descriptor = open(url.path, O_RDONLY | O_CLOEXEC)
+    guard descriptor >= 0 else { return }
+    _ = fsync(descriptor)
+    _ = close(descriptor)
+}

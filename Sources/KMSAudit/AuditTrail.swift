@@ -1,0 +1,303 @@
+public import Foundation
+public import KMS
+public import Logging
+
+/// The tamper-evident audit trail: a SHA-256 hash chain of records with signed digests.
+///
+/// # The audit trail on disk
+///
+/// A trail is a directory (created 0700) holding two append-only files (0600), one JSON object per line,
+/// each line the compact, key-sorted serialisation of `JSONValue.canonicalBytes` followed by "\n".
+///
+/// ## records.jsonl
+///
+///     {"hash":"<hex>","previousHash":"<hex>","record":<CloudTrail record>,"sequence":n}
+///
+/// - `sequence`: 1, 2, 3, … with no gaps, carried on across restarts.
+/// - `hash` = hex(SHA-256(`previousHash` as its 64 ASCII hex characters || canonical bytes of `record`)),
+///   lowercase hex.
+/// - `previousHash`: the `hash` of the line before; 64 "0"s for sequence 1.
+///
+/// Deleting, altering, inserting or reordering a line breaks the sequence, the chain or a hash.
+///
+/// ## digests.jsonl
+///
+///     {"digestTime":"<ISO 8601>","firstSequence":a,"lastHash":"<hex>","lastSequence":b,
+///      "previousDigestHash":"<hex>","signature":"<base64>"}
+///
+/// - Covers records `a...b`: `a` is the previous digest's `lastSequence` + 1 (1 for the first), `lastHash`
+///   is the `hash` of record `b`, so a digest commits to every record up to `b` through the chain.
+/// - `signature` = ``AuditDigestSigner/sign(_:)`` of the canonical bytes of the object *without* `signature`
+///   (with ``TokenDigestSigner``: iv || AES-GCM under the token's sealing key of SHA-256 of those bytes).
+/// - `previousDigestHash` = hex(SHA-256(canonical bytes of the previous digest line, signature included));
+///   64 "0"s for the first. Digests form a chain of their own, so deleting one shows.
+///
+/// A digest is written on ``AuditTrail/writeDigest()``, on ``AuditTrail/close()``, and automatically once
+/// `recordsPerDigest` records are undigested (in the background: appends do not wait for it, so an automatic
+/// digest covers at least that many records). Records after the last digest are protected by the chain only
+/// until the next one.
+///
+/// ## Durability
+///
+/// Both files are opened with O_APPEND; every batch of lines is written and fsynced (`FileHandle.synchronize`)
+/// before any append in it returns. A failed write is cut back (truncated) to the last durable line and every
+/// append in that batch throws; the chain then continues from the last durable record. A torn last line left
+/// by a crash (never acknowledged) is cut off when the trail is reopened.
+///
+/// Nothing here logs record contents: log entries carry counts and sequence numbers only.
+///
+/// ## Writing
+///
+/// Concurrent appends are group-committed: records that arrive while a write + fsync is in flight are written
+/// together in the next one, so there is one fsync per batch rather than per record.
+public actor AuditTrail: AuditSink {
+    public nonisolated let directory: URL
+    private let signer: any AuditDigestSigner
+    private let recordsPerDigest: Int
+    private let logger: Logger
+    private let records: AppendOnlyFile
+    private let digests: AppendOnlyFile
+    /// Blocking file I/O runs here, never on Swift's cooperative pool.
+    private let io: DispatchQueue
+
+    /// The last durable record.
+    private var lastSequence: Int
+    private var lastHash: String
+    /// The last record a digest covers, and the hash of the last digest line.
+    private var digestedSequence: Int
+    private var lastDigestHash: String
+
+    private struct Pending {
+        var record: JSONValue
+        var continuation: CheckedContinuation<Void, any Error>
+    }
+    private var pending: [Pending] = []
+    private var drainTask: Task<Void, Never>?
+    private var digestChain: Task<Void, any Error>?
+    private var automaticDigestScheduled = false
+    private enum State { case open, closing, closed }
+    private var state = State.open
+
+    /// Write + fsync batches of records so far (tests: group commit).
+    var batchesWritten = 0
+    /// Digests written so far.
+    var digestsWritten = 0
+
+    /// Opens (or continues) the trail in `directory`, created 0700 if missing. Continuing reads the last
+    /// record's sequence and hash, and the last digest, so both chains carry on across restarts.
+    ///
+    /// - Throws: ``AuditTrailError`` when the files cannot be opened, their last lines cannot be read, or the
+    ///   digests cover records the records file no longer holds (the trail was cut short: investigate, do not
+    ///   write over it).
+    public init(directory: URL, signer: any AuditDigestSigner, recordsPerDigest: Int = 1_000, logger: Logger) throws {
+        precondition(recordsPerDigest > 0, "recordsPerDigest must be positive")
+        self.directory = directory
+        self.signer = signer
+        self.recordsPerDigest = recordsPerDigest
+        self.logger = logger
+        self.io = DispatchQueue(label: "trent.audit.io")
+
+        let manager = FileManager.default
+        if !manager.fileExists(atPath: directory.path) {
+            try manager.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        }
+        let recordsURL = directory.appendingPathComponent(AuditFormat.recordsFileName)
+        let digestsURL = directory.appendingPathComponent(AuditFormat.digestsFileName)
+        let created = !manager.fileExists(atPath: recordsURL.path) || !manager.fileExists(atPath: digestsURL.path)
+
+        let lastRecord = try AppendOnlyFile.lastCompleteLine(of: recordsURL)
+        let lastDigest = try AppendOnlyFile.lastCompleteLine(of: digestsURL)
+        records = try AppendOnlyFile(url: recordsURL)
+        digests = try AppendOnlyFile(url: digestsURL)
+        if created { synchronizeDirectory(directory) }
+        for (file, last) in [(records, lastRecord), (digests, lastDigest)] where file.size > last.completeLength {
+            logger.warning(
+                "Cutting off a torn last line of the audit trail (an interrupted write)",
+                metadata: ["audit.file": "\(file.url.lastPathComponent)", "audit.bytes": "\(file.size - last.completeLength)"])
+            try file.truncate(to: last.completeLength)
+        }
+
+        if let line = lastRecord.line {
+            guard let object = AuditFormat.parse(line), let sequence = AuditFormat.integer(object["sequence"]), sequence > 0,
+                let hash = AuditFormat.string(object["hash"]), AuditFormat.isHash(hash)
+            else { throw AuditTrailError("the last line of \(AuditFormat.recordsFileName) is not a valid audit record") }
+            (lastSequence, lastHash) = (sequence, hash)
+        } else {
+            (lastSequence, lastHash) = (0, AuditFormat.zeroHash)
+        }
+        if let line = lastDigest.line {
+            guard let object = AuditFormat.parse(line), let covered = AuditFormat.integer(object["lastSequence"]) else {
+                throw AuditTrailError("the last line of \(AuditFormat.digestsFileName) is not a valid audit digest")
+            }
+            guard covered <= lastSequence else {
+                throw AuditTrailError(
+                    "\(AuditFormat.digestsFileName) covers records through sequence \(covered) but \(AuditFormat.recordsFileName) "
+                        + "ends at sequence \(lastSequence): records are missing; verify the trail")
+            }
+            (digestedSequence, lastDigestHash) = (covered, AuditFormat.sha256Hex(JSONValue.object(object).canonicalBytes))
+        } else {
+            (digestedSequence, lastDigestHash) = (0, AuditFormat.zeroHash)
+        }
+        let (opened, digested) = (lastSequence, digestedSequence)
+        logger.info("Audit trail opened", metadata: ["audit.lastSequence": "\(opened)", "audit.digestedSequence": "\(digested)"])
+    }
+
+    // MARK: Records
+
+    /// Appends one record; returns only after it is written and fsynced.
+    ///
+    /// - Throws: `KMSError(.internalFailure)` when the record could not be stored (every append of a failed
+    ///   batch throws), the record is not representable in JSON, or the trail is closed.
+    public func append(_ record: JSONValue) async throws {
+        guard state == .open else { throw KMSError(.internalFailure, "The audit trail is closed.") }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            pending.append(Pending(record: record, continuation: continuation))
+            if drainTask == nil {
+                drainTask = Task { await self.drain() }
+            }
+        }
+    }
+
+    /// Writes batches until nothing is waiting: everything that arrived during one write goes in the next.
+    private func drain() async {
+        while !pending.isEmpty {
+            let batch = pending
+            pending.removeAll(keepingCapacity: true)
+
+            var sequence = lastSequence
+            var hash = lastHash
+            var bytes: [UInt8] = []
+            var written: [Pending] = []
+            for entry in batch {
+                let recordBytes = entry.record.canonicalBytes
+                let nextHash = AuditFormat.chainHash(previousHash: hash, recordBytes: recordBytes)
+                let line = AuditFormat.recordLine(sequence: sequence + 1, previousHash: hash, hash: nextHash, record: entry.record)
+                    .canonicalBytes
+                // canonicalBytes falls back to `null` when encoding fails (a NaN or infinite number).
+                guard recordBytes != Array("null".utf8) || entry.record == .null, line != Array("null".utf8) else {
+                    entry.continuation.resume(throwing: KMSError(.internalFailure, "The audit record is not representable in JSON."))
+                    continue
+                }
+                sequence += 1
+                hash = nextHash
+                bytes += line
+                bytes.append(AuditFormat.newline)
+                written.append(entry)
+            }
+            guard !written.isEmpty else { continue }
+
+            let first = lastSequence + 1
+            do {
+                try await onIOQueue { [records, bytes] in try records.append(bytes) }
+                (lastSequence, lastHash) = (sequence, hash)
+                batchesWritten += 1
+                logger.debug(
+                    "Audit records committed",
+                    metadata: ["audit.firstSequence": "\(first)", "audit.lastSequence": "\(sequence)", "audit.count": "\(written.count)"])
+                for entry in written { entry.continuation.resume() }
+                scheduleAutomaticDigestIfDue()
+            } catch {
+                logger.error(
+                    "Audit records could not be written",
+                    metadata: ["audit.count": "\(written.count)", "audit.firstSequence": "\(first)", "error": "\(error)"])
+                let failure = KMSError(.internalFailure, "The audit record could not be stored; the request was not carried out.", cause: error)
+                for entry in written { entry.continuation.resume(throwing: failure) }
+            }
+        }
+        drainTask = nil
+    }
+
+    // MARK: Digests
+
+    /// Writes a signed digest covering every record since the previous digest (no-op if none).
+    public func writeDigest() async throws {
+        // Digests are chained, so they are written one at a time, in order.
+        let previous = digestChain
+        let task = Task {
+            _ = await previous?.result
+            try await self.performDigest()
+        }
+        digestChain = task
+        try await task.value
+    }
+
+    private func performDigest() async throws {
+        let first = digestedSequence + 1
+        let (last, hash) = (lastSequence, lastHash)
+        guard last >= first else { return }
+        var object: [String: JSONValue] = [
+            "firstSequence": .number(Double(first)),
+            "lastSequence": .number(Double(last)),
+            "lastHash": .string(hash),
+            "digestTime": .string(Date().formatted(.iso8601)),
+            "previousDigestHash": .string(lastDigestHash),
+        ]
+        let signature = try await signer.sign(JSONValue.object(object).canonicalBytes)
+        object["signature"] = .string(Data(signature).base64EncodedString())
+        let line = JSONValue.object(object).canonicalBytes
+        do {
+            try await onIOQueue { [digests] in try digests.append(line + [AuditFormat.newline]) }
+        } catch {
+            logger.error(
+                "Audit digest could not be written",
+                metadata: ["audit.firstSequence": "\(first)", "audit.lastSequence": "\(last)", "error": "\(error)"])
+            throw KMSError(.internalFailure, "The audit digest could not be stored.", cause: error)
+        }
+        digestedSequence = last
+        lastDigestHash = AuditFormat.sha256Hex(line)
+        digestsWritten += 1
+        logger.info("Audit digest written", metadata: ["audit.firstSequence": "\(first)", "audit.lastSequence": "\(last)"])
+    }
+
+    private func scheduleAutomaticDigestIfDue() {
+        guard !automaticDigestScheduled, lastSequence - digestedSequence >= recordsPerDigest else { return }
+        automaticDigestScheduled = true
+        Task {
+            do {
+                try await self.writeDigest()
+            } catch {
+                // Logged by performDigest or the signer; the next digest covers these records.
+                self.logger.error("Automatic audit digest failed", metadata: ["error": "\(error)"])
+            }
+            self.automaticDigestFinished()
+        }
+    }
+
+    private func automaticDigestFinished() {
+        automaticDigestScheduled = false
+        if state == .open { scheduleAutomaticDigestIfDue() }
+    }
+
+    // MARK: Shutdown
+
+    /// Waits for pending appends, writes a final digest and closes the files; later appends throw.
+    /// Calling it again does nothing.
+    public func close() async throws {
+        guard state == .open else { return }
+        state = .closing
+        await drainTask?.value
+        defer { state = .closed }
+        try await writeDigest()
+        try await onIOQueue { [records, digests] in
+            try records.close()
+            try digests.close()
+        }
+        logger.info(
+            "Audit trail closed", metadata: ["audit.lastSequence": "\(lastSequence)", "audit.digestedSequence": "\(digestedSequence)"])
+    }
+
+    // MARK: Testing
+
+    /// Tests: make record writes fail (after writing half a batch) while `fail` is set.
+    func injectRecordWriteFailures(_ fail: Bool) async throws {
+        try await onIOQueue { [records] in records.injectFailures = fail }
+    }
+
+    private func onIOQueue<R: Sendable>(_ work: @escaping @Sendable () throws -> R) async throws -> R {
+        try await withCheckedThrowingContinuation { continuation in
+            io.async {
+                continuation.resume(with: Result { try work() })
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+public import Foundation
+import KMS
+
+/// What ``AuditVerifier`` found.
+public struct AuditVerificationReport: Sendable {
+    /// Record lines read (including damaged ones).
+    public var recordCount: Int
+    /// Digest lines read (including damaged ones).
+    public var digestCount: Int
+    /// Empty when the trail is intact; each names the file, the line or sequence, and what is wrong.
+    public var problems: [String]
+    public var isIntact: Bool { problems.isEmpty }
+
+    public init(recordCount: Int, digestCount: Int, problems: [String]) {
+        self.recordCount = recordCount
+        self.digestCount = digestCount
+        self.problems = problems
+    }
+}
+
+/// Checks a trail written by ``AuditTrail`` (format at the top of AuditTrail.swift): the record sequence and
+/// hash chain, every record's hash, the digest chain, each digest's coverage and `lastHash` against the
+/// records, and each digest's signature.
+///
+/// What it cannot see: records cut from the end *together with* the digests covering them, or records after
+/// the last digest deleted from the end. Anchor the latest digest elsewhere (or watch the trail grow) for that.
+public enum AuditVerifier {
+    /// - Throws: when the directory or its files cannot be read, or the signer cannot check a signature
+    ///   (the token is unavailable). Damage is reported in ``AuditVerificationReport/problems``, not thrown.
+    public static func verify(directory: URL, signer: any AuditDigestSigner) async throws -> AuditVerificationReport {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw AuditTrailError("\(directory.path) is not an audit trail directory")
+        }
+        var problems: [String] = []
+        let records = try readLines(directory, AuditFormat.recordsFileName, &problems)
+        let chain = verifyRecords(records, &problems)
+        let digests = try readLines(directory, AuditFormat.digestsFileName, &problems)
+        try await verifyDigests(digests, chain: chain, signer: signer, &problems)
+        return AuditVerificationReport(recordCount: records.count, digestCount: digests.count, problems: problems)
+    }
+
+    private static func readLines(_ directory: URL, _ name: String, _ problems: inout [String]) throws -> [ArraySlice<UInt8>] {
+        let url = directory.appendingPathComponent(name)
+        guard FileManager.default.fileExists(atPath: url.path) else { return [] }
+        let (lines, torn) = AuditFormat.lines(of: Array(try Data(contentsOf: url)))
+        if torn != nil {
+            problems.append("\(name) line \(lines.count + 1): incomplete last line (no newline; an interrupted write or an edit)")
+        }
+        return lines
+    }
+
+    /// What the digests are checked against.
+    private struct Chain {
+        /// The hash each sequence was recorded with (first occurrence).
+        var hashes: [Int: String] = [:]
+        var lastSequence = 0
+    }
+
+    private static func verifyRecords(_ lines: [ArraySlice<UInt8>], _ problems: inout [String]) -> Chain {
+        let file = AuditFormat.recordsFileName
+        var chain = Chain()
+        var expectedSequence = 1
+        var previousHash = AuditFormat.zeroHash
+        for (index, bytes) in lines.enumerated() {
+            let lineNumber = index + 1
+            guard let line = AuditFormat.parse(bytes) else {
+                problems.append("\(file) line \(lineNumber): not a JSON object")
+                continue
+            }
+            guard let sequence = AuditFormat.integer(line["sequence"]), let stated = AuditFormat.string(line["hash"]),
+                let statedPrevious = AuditFormat.string(line["previousHash"]), let record = line["record"]
+            else {
+                problems.append("\(file) line \(lineNumber): missing or malformed sequence, hash, previousHash or record")
+                continue
+            }
+            let place = "\(file) line \(lineNumber) (sequence \(sequence))"
+            if line.count != 4 {
+                problems.append("\(place): unexpected members \(line.keys.filter { !["sequence", "hash", "previousHash", "record"].contains($0) }.sorted())")
+            }
+            if sequence != expectedSequence {
+                let why = sequence > expectedSequence ? "records are missing" : "records are repeated or out of order"
+                problems.append("\(place): sequence \(sequence) where \(expectedSequence) was expected (\(why))")
+            }
+            if statedPrevious != previousHash {
+                problems.append("\(place): previousHash does not match the hash of the line before (hash chain broken)")
+            }
+            if AuditFormat.chainHash(previousHash: statedPrevious, recordBytes: record.canonicalBytes) != stated {
+                problems.append("\(place): hash does not match the record (record altered)")
+            }
+            if chain.hashes[sequence] == nil { chain.hashes[sequence] = stated }
+            chain.lastSequence = sequence
+            // Carry on from what this line states, so one damaged line is reported once, not on every line after it.
+            expectedSequence = sequence + 1
+            previousHash = stated
+        }
+        return chain
+    }
+
+    private static func verifyDigests(
+        _ lines: [ArraySlice<UInt8>], chain: Chain, signer: any AuditDigestSigner, _ problems: inout [String]
+    ) async throws {
+        let file = AuditFormat.digestsFileName
+        var expectedFirst = 1
+        var previousDigestHash = AuditFormat.zeroHash
+        for (index, bytes) in lines.enumerated() {
+            let lineNumber = index + 1
+            guard var digest = AuditFormat.parse(bytes) else {
+                problems.append("\(file) line \(lineNumber): not a JSON object")
+                previousDigestHash = AuditFormat.sha256Hex(Array(bytes))
+                continue
+            }
+            let lineHash = AuditFormat.sha256Hex(JSONValue.object(digest).canonicalBytes)
+            defer { previousDigestHash = lineHash }
+            guard let first = AuditFormat.integer(digest["firstSequence"]), let last = AuditFormat.integer(digest["lastSequence"]),
+                let lastHash = AuditFormat.string(digest["lastHash"]), AuditFormat.string(digest["digestTime"]) != nil,
+                let statedPrevious = AuditFormat.string(digest["previousDigestHash"]),
+                let signatureText = AuditFormat.string(digest.removeValue(forKey: "signature"))
+            else {
+                problems.append("\(file) line \(lineNumber): missing or malformed members")
+                continue
+            }
+            let place = "\(file) line \(lineNumber) (sequences \(first)...\(last))"
+            if digest.count != 5 {
+                problems.append("\(place): unexpected members")
+            }
+            if statedPrevious != previousDigestHash {
+                problems.append("\(place): previousDigestHash does not match the digest line before (a digest is missing or altered)")
+            }
+            if first != expectedFirst {
+                problems.append("\(place): firstSequence \(first) where \(expectedFirst) was expected (digests missing or out of order)")
+            }
+            if last < first {
+                problems.append("\(place): lastSequence is before firstSequence")
+            }
+            if last > chain.lastSequence {
+                problems.append(
+                    "\(place): covers records through sequence \(last) but \(AuditFormat.recordsFileName) ends at sequence "
+                        + "\(chain.lastSequence) (records deleted from the end)")
+            } else if let recorded = chain.hashes[last] {
+                if recorded != lastHash {
+                    problems.append("\(place): lastHash does not match the hash of record \(last)")
+                }
+            } else {
+                problems.append("\(place): \(AuditFormat.recordsFileName) has no record with sequence \(last)")
+            }
+            let signature = Data(base64Encoded: signatureText).map { Array($0) }
+            if let signature, try await signer.verify(JSONValue.object(digest).canonicalBytes, signature: signature) {
+                // Signed by the token.
+            } else {
+                problems.append("\(place): signature does not verify (digest altered or forged)")
+            }
+            expectedFirst = last + 1
+        }
+    }
+}

@@ -1,0 +1,383 @@
+import Foundation
+import KMS
+@testable import KMSAudit
+import KMSHSM
+import Logging
+import Synchronization
+import Testing
+import TrentTestSupport
+
+/// The audit trail on SoftHSM: the chain and digests it writes, group commit, restarts, and tampering the
+/// verifier must catch, done by editing the files the trail wrote.
+@Suite struct AuditTrailTests {
+    let signer: TokenDigestSigner
+    let root: URL
+    let logger = Logger(label: "trent.tests.audit")
+
+    init() throws {
+        signer = TokenDigestSigner(provider: try TestHSM.shared().makeProvider())
+        root = FileManager.default.temporaryDirectory.appendingPathComponent("trent-audit-\(UUID().uuidString)")
+    }
+
+    var directory: URL { root.appendingPathComponent("trail") }
+    var recordsURL: URL { directory.appendingPathComponent("records.jsonl") }
+    var digestsURL: URL { directory.appendingPathComponent("digests.jsonl") }
+
+    func openTrail(recordsPerDigest: Int = 1_000, logger: Logger? = nil) throws -> AuditTrail {
+        try AuditTrail(directory: directory, signer: signer, recordsPerDigest: recordsPerDigest, logger: logger ?? self.logger)
+    }
+
+    /// A CloudTrail-like record with every kind of JSON value, so round trips through the file are exercised.
+    static func record(_ n: Int) -> JSONValue {
+        [
+            "eventVersion": "1.08", "eventSource": "kms.amazonaws.com", "eventName": "Encrypt",
+            "requestParameters": ["keyId": .string("alias/test-\(n)"), "encryptionContext": ["purpose": "tests/é✓"]],
+            "n": .number(Double(n)), "zero": .number(0), "one": .number(1), "fraction": .number(1.5),
+            "readOnly": false, "errorCode": nil, "resources": [["type": "AWS::KMS::Key"], "x"],
+        ]
+    }
+
+    /// Writes `count` records one after the other, then closes (a final digest).
+    func writeTrail(_ count: Int) async throws {
+        let trail = try openTrail()
+        for n in 1...count { try await trail.append(Self.record(n)) }
+        try await trail.close()
+    }
+
+    func verify() async throws -> AuditVerificationReport {
+        try await AuditVerifier.verify(directory: directory, signer: signer)
+    }
+
+    static func lines(_ url: URL) throws -> [[UInt8]] {
+        var lines = Array(try Data(contentsOf: url)).split(separator: 0x0A, omittingEmptySubsequences: false).map(Array.init)
+        #expect(lines.last == [])
+        lines.removeLast()
+        return lines
+    }
+
+    /// Rewrites a file line by line, as someone editing the trail would.
+    func edit(_ url: URL, _ change: (inout [[UInt8]]) throws -> Void) throws {
+        var lines = try Self.lines(url)
+        try change(&lines)
+        try Data(lines.flatMap { $0 + [0x0A] }).write(to: url)
+    }
+
+    static func object(_ line: [UInt8]) throws -> [String: JSONValue] {
+        guard case .object(let object) = try JSONDecoder().decode(JSONValue.self, from: Data(line)) else {
+            throw AuditTrailError("not an object")
+        }
+        return object
+    }
+
+    static func sequences(_ url: URL) throws -> [Int] {
+        try lines(url).map { line in
+            guard case .number(let sequence)? = try object(line)["sequence"] else { throw AuditTrailError("no sequence") }
+            return Int(sequence)
+        }
+    }
+
+    func expectProblem(_ report: AuditVerificationReport, _ fragment: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(!report.isIntact, sourceLocation: sourceLocation)
+        #expect(
+            report.problems.contains { $0.contains(fragment) }, "no problem mentions '\(fragment)': \(report.problems)",
+            sourceLocation: sourceLocation)
+    }
+
+    // MARK: The format
+
+    @Test func anIntactTrailVerifiesAndFollowsTheFormat() async throws {
+        try await writeTrail(5)
+        let report = try await verify()
+        #expect(report.isIntact, "\(report.problems)")
+        #expect(report.recordCount == 5)
+        #expect(report.digestCount == 1)
+
+        var previous = String(repeating: "0", count: 64)
+        for (index, line) in try Self.lines(recordsURL).enumerated() {
+            let object = try Self.object(line)
+            #expect(JSONValue.object(object).canonicalBytes == line, "lines are canonical JSON")
+            #expect(object["sequence"] == .number(Double(index + 1)))
+            #expect(object["previousHash"] == .string(previous))
+            #expect(object["record"] == Self.record(index + 1))
+            let record = try #require(object["record"])
+            let hash = AuditFormat.chainHash(previousHash: previous, recordBytes: record.canonicalBytes)
+            #expect(object["hash"] == .string(hash))
+            previous = hash
+        }
+        #expect(try String(decoding: Self.lines(recordsURL)[0], as: UTF8.self).hasPrefix(#"{"hash":""#))
+        #expect(try String(decoding: Self.lines(recordsURL)[0], as: UTF8.self).hasSuffix(#","sequence":1}"#))
+
+        var digest = try Self.object(try #require(Self.lines(digestsURL).first))
+        #expect(AuditFormat.integer(digest["firstSequence"]) == 1)
+        #expect(AuditFormat.integer(digest["lastSequence"]) == 5)
+        #expect(digest["lastHash"] == .string(previous))
+        #expect(digest["previousDigestHash"] == .string(String(repeating: "0", count: 64)))
+        #expect(try Date(AuditFormat.string(digest["digestTime"]) ?? "", strategy: .iso8601) <= Date())
+        let signature = try #require(Data(base64Encoded: AuditFormat.string(digest.removeValue(forKey: "signature")) ?? ""))
+        #expect(signature.count == 12 + 48)
+        #expect(try await signer.verify(JSONValue.object(digest).canonicalBytes, signature: Array(signature)))
+
+        let attributes = try FileManager.default.attributesOfItem(atPath: directory.path)
+        #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o700)
+        let fileAttributes = try FileManager.default.attributesOfItem(atPath: recordsURL.path)
+        #expect((fileAttributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+    }
+
+    @Test func theSignerRejectsOtherMessagesAndAlteredSignatures() async throws {
+        let message = Array("digest".utf8)
+        let signature = try await signer.sign(message)
+        #expect(try await signer.verify(message, signature: signature))
+        #expect(try await !signer.verify(Array("other".utf8), signature: signature))
+        var altered = signature
+        altered[20] ^= 1
+        #expect(try await !signer.verify(message, signature: altered))
+        #expect(try await !signer.verify(message, signature: []))
+        #expect(try await !signer.verify(message, signature: Array(signature.dropLast())))
+    }
+
+    // MARK: Tampering
+
+    @Test func aDeletedRecordIsDetected() async throws {
+        try await writeTrail(5)
+        try edit(recordsURL) { $0.remove(at: 2) }
+        let report = try await verify()
+        expectProblem(report, "records.jsonl line 3 (sequence 4): sequence 4 where 3 was expected")
+        expectProblem(report, "hash chain broken")
+    }
+
+    @Test func anAlteredRecordIsDetected() async throws {
+        try await writeTrail(5)
+        try edit(recordsURL) { lines in
+            var object = try Self.object(lines[1])
+            guard case .object(var record)? = object["record"] else { throw AuditTrailError("no record") }
+            record["eventName"] = "Decrypt"
+            object["record"] = .object(record)
+            lines[1] = JSONValue.object(object).canonicalBytes
+        }
+        let report = try await verify()
+        expectProblem(report, "records.jsonl line 2 (sequence 2): hash does not match the record (record altered)")
+        #expect(report.problems.count == 1, "\(report.problems)")
+    }
+
+    @Test func swappedRecordsAreDetected() async throws {
+        try await writeTrail(5)
+        try edit(recordsURL) { $0.swapAt(1, 2) }
+        let report = try await verify()
+        expectProblem(report, "records.jsonl line 2 (sequence 3): sequence 3 where 2 was expected")
+        expectProblem(report, "out of order")
+        expectProblem(report, "hash chain broken")
+    }
+
+    @Test func recordsDeletedFromTheEndAfterTheLastDigestAreDetected() async throws {
+        try await writeTrail(5)
+        try edit(recordsURL) { $0.removeLast(2) }
+        let report = try await verify()
+        expectProblem(report, "covers records through sequence 5 but records.jsonl ends at sequence 3")
+    }
+
+    @Test func anAlteredDigestIsDetected() async throws {
+        try await writeTrail(5)
+        try edit(digestsURL) { lines in
+            var digest = try Self.object(lines[0])
+            digest["digestTime"] = "2001-01-01T00:00:00Z"
+            lines[0] = JSONValue.object(digest).canonicalBytes
+        }
+        let report = try await verify()
+        expectProblem(report, "digests.jsonl line 1 (sequences 1...5): signature does not verify")
+        #expect(report.problems.count == 1, "\(report.problems)")
+    }
+
+    @Test func aForgedDigestSignatureIsDetected() async throws {
+        try await writeTrail(3)
+        // Drop the last record and forge a digest for the shorter trail: the chain matches, the signature cannot.
+        try edit(recordsURL) { $0.removeLast() }
+        try edit(digestsURL) { lines in
+            var digest = try Self.object(lines[0])
+            let records = try Self.lines(recordsURL)
+            digest["lastSequence"] = .number(2)
+            digest["lastHash"] = try Self.object(records[1])["hash"]
+            digest["signature"] = .string(Data((0..<60).map { _ in UInt8.random(in: 0...255) }).base64EncodedString())
+            lines[0] = JSONValue.object(digest).canonicalBytes
+        }
+        let report = try await verify()
+        expectProblem(report, "digests.jsonl line 1 (sequences 1...2): signature does not verify (digest altered or forged)")
+        #expect(report.problems.count == 1, "\(report.problems)")
+
+        try edit(digestsURL) { lines in
+            var digest = try Self.object(lines[0])
+            digest["signature"] = "not base64!"
+            lines[0] = JSONValue.object(digest).canonicalBytes
+        }
+        expectProblem(try await verify(), "signature does not verify")
+    }
+
+    @Test func aDeletedDigestIsDetected() async throws {
+        let trail = try openTrail()
+        for n in 1...6 {
+            try await trail.append(Self.record(n))
+            if n % 2 == 0 { try await trail.writeDigest() }
+        }
+        try await trail.writeDigest()  // nothing new: no digest
+        try await trail.close()  // nothing new: no digest
+        #expect(try Self.lines(digestsURL).count == 3)
+        #expect(try await verify().isIntact)
+
+        try edit(digestsURL) { $0.remove(at: 1) }
+        let report = try await verify()
+        expectProblem(report, "digests.jsonl line 2 (sequences 5...6): previousDigestHash does not match")
+        expectProblem(report, "firstSequence 5 where 3 was expected")
+    }
+
+    @Test func aTornLastLineIsReportedAndCutOffOnReopening() async throws {
+        try await writeTrail(3)
+        let handle = try FileHandle(forWritingTo: recordsURL)
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Array(#"{"hash":"ab"#.utf8))
+        try handle.close()
+        expectProblem(try await verify(), "records.jsonl line 4: incomplete last line")
+
+        let trail = try openTrail()
+        try await trail.append(Self.record(4))
+        try await trail.close()
+        let report = try await verify()
+        #expect(report.isIntact, "\(report.problems)")
+        #expect(try Self.sequences(recordsURL) == [1, 2, 3, 4])
+    }
+
+    // MARK: Restarts, group commit, failures
+
+    @Test func aTrailContinuesIntactAcrossARestart() async throws {
+        let first = try openTrail()
+        for n in 1...3 { try await first.append(Self.record(n)) }
+        try await first.close()
+        let second = try openTrail()
+        for n in 4...7 { try await second.append(Self.record(n)) }
+        try await second.close()
+
+        let report = try await verify()
+        #expect(report.isIntact, "\(report.problems)")
+        #expect(report.recordCount == 7)
+        #expect(report.digestCount == 2)
+        #expect(try Self.sequences(recordsURL) == Array(1...7))
+        let digests = try Self.lines(digestsURL).map(Self.object)
+        #expect(digests.map { AuditFormat.integer($0["firstSequence"]) } == [1, 4])
+        #expect(digests.map { AuditFormat.integer($0["lastSequence"]) } == [3, 7])
+    }
+
+    @Test func openingATrailCutShortIsRefused() async throws {
+        try await writeTrail(4)
+        try edit(recordsURL) { $0.removeLast() }
+        #expect(throws: AuditTrailError.self) { _ = try openTrail() }
+    }
+
+    @Test func concurrentAppendsAreGroupCommitted() async throws {
+        let trail = try openTrail()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for n in 0..<200 {
+                group.addTask { try await trail.append(["n": .number(Double(n))]) }
+            }
+            try await group.waitForAll()
+        }
+        let batches = await trail.batchesWritten
+        try await trail.close()
+
+        #expect(try Self.sequences(recordsURL) == Array(1...200))
+        let values = try Self.lines(recordsURL).map { try AuditFormat.integer(Self.object($0)["record"]?["n"]) }
+        #expect(values.count == 200)
+        #expect(Set(values) == Set((0..<200).map { Optional($0) }))
+        #expect(batches >= 1)
+        #expect(batches < 200, "one fsync per batch, not per record (\(batches) batches)")
+        let report = try await verify()
+        #expect(report.isIntact, "\(report.problems)")
+        #expect(report.recordCount == 200)
+    }
+
+    @Test func digestsAreWrittenEveryRecordsPerDigestRecords() async throws {
+        let trail = try openTrail(recordsPerDigest: 10)
+        for n in 1...25 { try await trail.append(Self.record(n)) }
+        // The automatic digests run in the background; close waits for them and writes the last one.
+        try await trail.close()
+        let report = try await verify()
+        #expect(report.isIntact, "\(report.problems)")
+        #expect(report.digestCount >= 2)
+        let digests = try Self.lines(digestsURL).map(Self.object)
+        #expect(AuditFormat.integer(digests.last?["lastSequence"]) == 25)
+        #expect(try #require(AuditFormat.integer(digests.first?["lastSequence"])) >= 10)
+    }
+
+    @Test func aFailedWriteFailsEveryAppendInItsBatchAndTheChainCarriesOn() async throws {
+        let trail = try openTrail()
+        for n in 1...2 { try await trail.append(Self.record(n)) }
+        try await trail.injectRecordWriteFailures(true)
+        let failures = await withTaskGroup(of: Bool.self) { group in
+            for n in 0..<5 {
+                group.addTask {
+                    do {
+                        try await trail.append(Self.record(100 + n))
+                        return false
+                    } catch let error as KMSError {
+                        return error.code == .internalFailure
+                    } catch {
+                        return false
+                    }
+                }
+            }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(failures == 5)
+        try await trail.injectRecordWriteFailures(false)
+        for n in 3...4 { try await trail.append(Self.record(n)) }
+        try await trail.close()
+
+        #expect(try Self.sequences(recordsURL) == [1, 2, 3, 4])
+        let report = try await verify()
+        #expect(report.isIntact, "\(report.problems)")
+    }
+
+    @Test func appendsAfterCloseFail() async throws {
+        let trail = try openTrail()
+        try await trail.append(Self.record(1))
+        try await trail.close()
+        try await trail.close()
+        await #expect(throws: KMSError.self) { try await trail.append(Self.record(2)) }
+        #expect(try Self.lines(digestsURL).count == 1)
+    }
+
+    @Test func logsCarryCountsAndSequencesNeverRecordContents() async throws {
+        let collected = CollectedLogs()
+        var logger = Logger(label: "trent.tests.audit") { _ in collected }
+        logger.logLevel = .trace
+        let trail = try openTrail(recordsPerDigest: 2, logger: logger)
+        let marker = "secret-marker-\(UUID().uuidString)"
+        for _ in 1...3 { try await trail.append(["eventName": "Encrypt", "requestParameters": ["keyId": .string(marker)]]) }
+        try await trail.close()
+        let text = collected.text
+        #expect(text.contains("Audit records committed"))
+        #expect(text.contains("Audit digest written"))
+        #expect(!text.contains(marker))
+        #expect(!text.contains("Encrypt"))
+    }
+}
+
+/// A log handler that keeps every message and its metadata as text.
+final class CollectedLogs: LogHandler, Sendable {
+    private let lines = Mutex<[String]>([])
+    var text: String { lines.withLock { $0.joined(separator: "\n") } }
+
+    var metadata: Logger.Metadata {
+        get { [:] }
+        set {}
+    }
+    var logLevel: Logger.Level {
+        get { .trace }
+        set {}
+    }
+    subscript(metadataKey _: String) -> Logger.Metadata.Value? {
+        get { nil }
+        set {}
+    }
+
+    func log(event: LogEvent) {
+        lines.withLock { $0.append("\(event.message) \(event.metadata ?? [:])") }
+    }
+}
