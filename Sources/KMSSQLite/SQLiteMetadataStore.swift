@@ -27,7 +27,7 @@ public final class SQLiteMetadataStore: MetadataStore {
 
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
-        migrator.registerMigration("v1: keys, backing keys, aliases, tags") { db in
+        migrator.registerMigration("v1: keys, backing keys, aliases, tags, grants, identities") { db in
             try db.execute(
                 sql: """
                     CREATE TABLE keys (
@@ -58,10 +58,12 @@ public final class SQLiteMetadataStore: MetadataStore {
                         PRIMARY KEY (key_id, version)
                     ) WITHOUT ROWID;
                     CREATE TABLE aliases (
-                        name TEXT PRIMARY KEY,
+                        account_id TEXT NOT NULL,
+                        name TEXT NOT NULL,
                         key_id TEXT NOT NULL REFERENCES keys(key_id),
                         creation_date REAL NOT NULL,
-                        last_updated_date REAL NOT NULL
+                        last_updated_date REAL NOT NULL,
+                        PRIMARY KEY (account_id, name)
                     ) WITHOUT ROWID;
                     CREATE INDEX aliases_key ON aliases(key_id);
                     CREATE TABLE tags (
@@ -69,6 +71,48 @@ public final class SQLiteMetadataStore: MetadataStore {
                         tag_key TEXT NOT NULL,
                         tag_value TEXT NOT NULL,
                         PRIMARY KEY (key_id, tag_key)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX keys_account ON keys(account_id, seq);
+                    CREATE TABLE grants (
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                        grant_id TEXT NOT NULL UNIQUE,
+                        key_id TEXT NOT NULL REFERENCES keys(key_id),
+                        name TEXT,
+                        grantee TEXT NOT NULL,
+                        retiring TEXT,
+                        operations TEXT NOT NULL,
+                        constraints TEXT,
+                        issuing_account TEXT NOT NULL,
+                        creation_date REAL NOT NULL
+                    );
+                    CREATE INDEX grants_key ON grants(key_id);
+                    CREATE INDEX grants_retiring ON grants(retiring);
+                    CREATE TABLE accounts (
+                        account_id TEXT PRIMARY KEY,
+                        name TEXT NOT NULL,
+                        creation_date REAL NOT NULL
+                    ) WITHOUT ROWID;
+                    CREATE TABLE principals (
+                        arn TEXT PRIMARY KEY,
+                        kind TEXT NOT NULL,
+                        account_id TEXT REFERENCES accounts(account_id),
+                        name TEXT NOT NULL,
+                        tags TEXT NOT NULL,
+                        creation_date REAL NOT NULL
+                    ) WITHOUT ROWID;
+                    CREATE TABLE access_keys (
+                        access_key_id TEXT PRIMARY KEY,
+                        principal_arn TEXT NOT NULL REFERENCES principals(arn),
+                        sealed_secret BLOB NOT NULL,
+                        status TEXT NOT NULL,
+                        creation_date REAL NOT NULL
+                    ) WITHOUT ROWID;
+                    CREATE INDEX access_keys_principal ON access_keys(principal_arn);
+                    CREATE TABLE identity_policies (
+                        principal_arn TEXT NOT NULL REFERENCES principals(arn),
+                        name TEXT NOT NULL,
+                        document TEXT NOT NULL,
+                        PRIMARY KEY (principal_arn, name)
                     ) WITHOUT ROWID;
                     """)
         }
@@ -105,11 +149,11 @@ public final class SQLiteMetadataStore: MetadataStore {
         }
     }
 
-    public func listKeys(after marker: String?, limit: Int) async throws -> Page<KeyRecord> {
+    public func listKeys(account: String, after marker: String?, limit: Int) async throws -> Page<KeyRecord> {
         let start = try marker.map { text throws(MetadataStoreError) in try Self.decodeMarker(text, as: Int64.self) } ?? 0
         return try await read { db in
             let rows = try Row.fetchAll(
-                db, sql: "SELECT * FROM keys WHERE seq > ? ORDER BY seq LIMIT ?", arguments: [start, limit + 1])
+                db, sql: "SELECT * FROM keys WHERE account_id = ? AND seq > ? ORDER BY seq LIMIT ?", arguments: [account, start, limit + 1])
             let page = rows.prefix(limit)
             let next: String? = rows.count > limit ? page.last.map { Self.encodeMarker(String($0["seq"] as Int64)) } : nil
             return Page(items: try page.map(Self.keyRecord), nextMarker: next)
@@ -127,7 +171,7 @@ public final class SQLiteMetadataStore: MetadataStore {
 
     public func destroyKey(_ id: KeyID) async throws {
         try await write { db in
-            for table in ["tags", "aliases", "backing_keys", "keys"] {
+            for table in ["tags", "aliases", "grants", "backing_keys", "keys"] {
                 try db.execute(sql: "DELETE FROM \(table) WHERE key_id = ?", arguments: [id.description])
             }
         }
@@ -167,57 +211,56 @@ public final class SQLiteMetadataStore: MetadataStore {
 
     // MARK: Aliases
 
-    public func alias(named name: String) async throws -> AliasRecord? {
+    public func alias(named name: String, account: String) async throws -> AliasRecord? {
         try await read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM aliases WHERE name = ?", arguments: [name]).map(Self.aliasRecord)
+            try Row.fetchOne(db, sql: "SELECT * FROM aliases WHERE account_id = ? AND name = ?", arguments: [account, name]).map(Self.aliasRecord)
         }
     }
 
     public func insertAlias(_ alias: AliasRecord) async throws {
-        do {
-            try await write { db in
-                try db.execute(
-                    sql: "INSERT INTO aliases (name, key_id, creation_date, last_updated_date) VALUES (?, ?, ?, ?)",
-                    arguments: [
-                        alias.name, alias.targetKeyID.description, alias.creationDate.timeIntervalSince1970,
-                        alias.lastUpdatedDate.timeIntervalSince1970,
-                    ])
-            }
-        } catch let error as KMSError {
-            if let cause = error.cause as? DatabaseError, cause.resultCode == .SQLITE_CONSTRAINT {
-                throw MetadataStoreError.duplicate
-            }
-            throw error
+        try await insertUnique { db in
+            try db.execute(
+                sql: "INSERT INTO aliases (account_id, name, key_id, creation_date, last_updated_date) VALUES (?, ?, ?, ?, ?)",
+                arguments: [
+                    alias.accountID, alias.name, alias.targetKeyID.description, alias.creationDate.timeIntervalSince1970,
+                    alias.lastUpdatedDate.timeIntervalSince1970,
+                ])
         }
     }
 
     public func updateAlias(_ alias: AliasRecord) async throws {
         try await write { db in
             try db.execute(
-                sql: "UPDATE aliases SET key_id = ?, last_updated_date = ? WHERE name = ?",
-                arguments: [alias.targetKeyID.description, alias.lastUpdatedDate.timeIntervalSince1970, alias.name])
+                sql: "UPDATE aliases SET key_id = ?, last_updated_date = ? WHERE account_id = ? AND name = ?",
+                arguments: [alias.targetKeyID.description, alias.lastUpdatedDate.timeIntervalSince1970, alias.accountID, alias.name])
         }
     }
 
-    public func deleteAlias(named name: String) async throws {
-        try await write { db in try db.execute(sql: "DELETE FROM aliases WHERE name = ?", arguments: [name]) }
+    public func deleteAlias(named name: String, account: String) async throws {
+        try await write { db in try db.execute(sql: "DELETE FROM aliases WHERE account_id = ? AND name = ?", arguments: [account, name]) }
     }
 
-    public func listAliases(for keyID: KeyID?, after marker: String?, limit: Int) async throws -> Page<AliasRecord> {
+    public func listAliases(account: String, for keyID: KeyID?, after marker: String?, limit: Int) async throws -> Page<AliasRecord> {
         let start = try marker.map { text throws(MetadataStoreError) in try Self.decodeMarker(text, as: String.self) } ?? ""
         return try await read { db in
             let rows: [Row]
             if let keyID {
                 rows = try Row.fetchAll(
-                    db, sql: "SELECT * FROM aliases WHERE key_id = ? AND name > ? ORDER BY name LIMIT ?",
-                    arguments: [keyID.description, start, limit + 1])
+                    db, sql: "SELECT * FROM aliases WHERE account_id = ? AND key_id = ? AND name > ? ORDER BY name LIMIT ?",
+                    arguments: [account, keyID.description, start, limit + 1])
             } else {
                 rows = try Row.fetchAll(
-                    db, sql: "SELECT * FROM aliases WHERE name > ? ORDER BY name LIMIT ?", arguments: [start, limit + 1])
+                    db, sql: "SELECT * FROM aliases WHERE account_id = ? AND name > ? ORDER BY name LIMIT ?", arguments: [account, start, limit + 1])
             }
             let page = try rows.prefix(limit).map(Self.aliasRecord)
             let next = rows.count > limit ? page.last.map { Self.encodeMarker($0.name) } : nil
             return Page(items: page, nextMarker: next)
+        }
+    }
+
+    public func aliases(of keyID: KeyID) async throws -> [AliasRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM aliases WHERE key_id = ? ORDER BY name", arguments: [keyID.description]).map(Self.aliasRecord)
         }
     }
 
@@ -241,6 +284,147 @@ public final class SQLiteMetadataStore: MetadataStore {
         try await write { db in
             for tagKey in tagKeys {
                 try db.execute(sql: "DELETE FROM tags WHERE key_id = ? AND tag_key = ?", arguments: [keyID.description, tagKey])
+            }
+        }
+    }
+
+    // MARK: Grants
+
+    public func insertGrant(_ grant: GrantRecord) async throws {
+        let operations = try Self.json(grant.operations.map(\.rawValue))
+        let constraints = try grant.constraints.map(Self.json)
+        try await insertUnique { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO grants (grant_id, key_id, name, grantee, retiring, operations, constraints, issuing_account, creation_date)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    grant.id, grant.keyID.description, grant.name, grant.granteePrincipal, grant.retiringPrincipal, operations,
+                    constraints, grant.issuingAccount, grant.creationDate.timeIntervalSince1970,
+                ])
+        }
+    }
+
+    public func grant(_ id: String) async throws -> GrantRecord? {
+        try await read { db in try Row.fetchOne(db, sql: "SELECT * FROM grants WHERE grant_id = ?", arguments: [id]).map(Self.grantRecord) }
+    }
+
+    public func grants(of keyID: KeyID) async throws -> [GrantRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM grants WHERE key_id = ? ORDER BY seq", arguments: [keyID.description]).map(Self.grantRecord)
+        }
+    }
+
+    public func grants(retirableBy principal: String) async throws -> [GrantRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM grants WHERE retiring = ? ORDER BY seq", arguments: [principal]).map(Self.grantRecord)
+        }
+    }
+
+    public func deleteGrant(_ id: String) async throws {
+        try await write { db in try db.execute(sql: "DELETE FROM grants WHERE grant_id = ?", arguments: [id]) }
+    }
+
+    // MARK: Identities
+
+    public func insertAccount(_ account: Account) async throws {
+        try await insertUnique { db in
+            try db.execute(
+                sql: "INSERT INTO accounts (account_id, name, creation_date) VALUES (?, ?, ?)",
+                arguments: [account.id, account.name, account.creationDate.timeIntervalSince1970])
+        }
+    }
+
+    public func account(_ id: String) async throws -> Account? {
+        try await read { db in try Row.fetchOne(db, sql: "SELECT * FROM accounts WHERE account_id = ?", arguments: [id]).map(Self.accountRecord) }
+    }
+
+    public func accounts() async throws -> [Account] {
+        try await read { db in try Row.fetchAll(db, sql: "SELECT * FROM accounts ORDER BY account_id").map(Self.accountRecord) }
+    }
+
+    public func insertPrincipal(_ principal: Principal) async throws {
+        let tags = try Self.json(Dictionary(principal.tags.map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last }))
+        try await insertUnique { db in
+            try db.execute(
+                sql: "INSERT INTO principals (arn, kind, account_id, name, tags, creation_date) VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [principal.arn, principal.kind.rawValue, principal.accountID, principal.name, tags, principal.creationDate.timeIntervalSince1970])
+        }
+    }
+
+    public func principal(_ arn: String) async throws -> Principal? {
+        try await read { db in try Row.fetchOne(db, sql: "SELECT * FROM principals WHERE arn = ?", arguments: [arn]).map(Self.principalRecord) }
+    }
+
+    public func principals() async throws -> [Principal] {
+        try await read { db in try Row.fetchAll(db, sql: "SELECT * FROM principals ORDER BY arn").map(Self.principalRecord) }
+    }
+
+    public func deletePrincipal(_ arn: String) async throws {
+        try await write { db in
+            for table in ["access_keys", "identity_policies"] {
+                try db.execute(sql: "DELETE FROM \(table) WHERE principal_arn = ?", arguments: [arn])
+            }
+            try db.execute(sql: "DELETE FROM principals WHERE arn = ?", arguments: [arn])
+        }
+    }
+
+    public func insertAccessKey(_ key: AccessKeyRecord) async throws {
+        try await insertUnique { db in
+            try db.execute(
+                sql: "INSERT INTO access_keys (access_key_id, principal_arn, sealed_secret, status, creation_date) VALUES (?, ?, ?, ?, ?)",
+                arguments: [
+                    key.accessKeyID, key.principalARN, Data(key.sealedSecret.iv + key.sealedSecret.ciphertextAndTag), key.status.rawValue,
+                    key.creationDate.timeIntervalSince1970,
+                ])
+        }
+    }
+
+    public func accessKey(_ accessKeyID: String) async throws -> AccessKeyRecord? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM access_keys WHERE access_key_id = ?", arguments: [accessKeyID]).map(Self.accessKeyRecord)
+        }
+    }
+
+    public func accessKeys(of principalARN: String) async throws -> [AccessKeyRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM access_keys WHERE principal_arn = ? ORDER BY creation_date", arguments: [principalARN])
+                .map(Self.accessKeyRecord)
+        }
+    }
+
+    public func updateAccessKeyStatus(_ accessKeyID: String, _ status: AccessKeyRecord.Status) async throws {
+        try await write { db in
+            try db.execute(sql: "UPDATE access_keys SET status = ? WHERE access_key_id = ?", arguments: [status.rawValue, accessKeyID])
+        }
+    }
+
+    public func deleteAccessKey(_ accessKeyID: String) async throws {
+        try await write { db in try db.execute(sql: "DELETE FROM access_keys WHERE access_key_id = ?", arguments: [accessKeyID]) }
+    }
+
+    public func putIdentityPolicy(_ policy: IdentityPolicy) async throws {
+        try await write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO identity_policies (principal_arn, name, document) VALUES (?, ?, ?)
+                    ON CONFLICT (principal_arn, name) DO UPDATE SET document = excluded.document
+                    """,
+                arguments: [policy.principalARN, policy.name, policy.document])
+        }
+    }
+
+    public func deleteIdentityPolicy(principalARN: String, name: String) async throws {
+        try await write { db in
+            try db.execute(sql: "DELETE FROM identity_policies WHERE principal_arn = ? AND name = ?", arguments: [principalARN, name])
+        }
+    }
+
+    public func identityPolicies(of principalARN: String) async throws -> [IdentityPolicy] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM identity_policies WHERE principal_arn = ? ORDER BY name", arguments: [principalARN]).map {
+                IdentityPolicy(principalARN: $0["principal_arn"], name: $0["name"], document: $0["document"])
             }
         }
     }
@@ -311,8 +495,54 @@ public final class SQLiteMetadataStore: MetadataStore {
             throw KMSError(.internalFailure, "The metadata store holds an alias row it cannot read.")
         }
         return AliasRecord(
-            name: row["name"], targetKeyID: id, creationDate: Date(timeIntervalSince1970: row["creation_date"]),
+            name: row["name"], accountID: row["account_id"], targetKeyID: id, creationDate: Date(timeIntervalSince1970: row["creation_date"]),
             lastUpdatedDate: Date(timeIntervalSince1970: row["last_updated_date"]))
+    }
+
+    private static func grantRecord(_ row: Row) throws -> GrantRecord {
+        guard let keyID = KeyID(row["key_id"] as String),
+            let operations = try? JSONDecoder().decode([String].self, from: Data((row["operations"] as String).utf8))
+        else {
+            throw KMSError(.internalFailure, "The metadata store holds a grant row it cannot read.")
+        }
+        let constraints = try (row["constraints"] as String?).map { try JSONDecoder().decode(GrantConstraints.self, from: Data($0.utf8)) }
+        return GrantRecord(
+            id: row["grant_id"], keyID: keyID, name: row["name"], granteePrincipal: row["grantee"], retiringPrincipal: row["retiring"],
+            operations: operations.compactMap(GrantOperation.init(rawValue:)), constraints: constraints,
+            issuingAccount: row["issuing_account"], creationDate: Date(timeIntervalSince1970: row["creation_date"]))
+    }
+
+    private static func accountRecord(_ row: Row) -> Account {
+        Account(id: row["account_id"], name: row["name"], creationDate: Date(timeIntervalSince1970: row["creation_date"]))
+    }
+
+    private static func principalRecord(_ row: Row) throws -> Principal {
+        guard let kind = Principal.Kind(rawValue: row["kind"]),
+            let tags = try? JSONDecoder().decode([String: String].self, from: Data((row["tags"] as String).utf8))
+        else {
+            throw KMSError(.internalFailure, "The metadata store holds a principal row it cannot read.")
+        }
+        return Principal(
+            arn: row["arn"], kind: kind, accountID: row["account_id"], name: row["name"],
+            tags: tags.map { Tag(key: $0.key, value: $0.value) }.sorted { $0.key < $1.key },
+            creationDate: Date(timeIntervalSince1970: row["creation_date"]))
+    }
+
+    private static func accessKeyRecord(_ row: Row) throws -> AccessKeyRecord {
+        let sealed = Array(row["sealed_secret"] as Data)
+        guard sealed.count > 12, let status = AccessKeyRecord.Status(rawValue: row["status"]) else {
+            throw KMSError(.internalFailure, "The metadata store holds an access-key row it cannot read.")
+        }
+        return AccessKeyRecord(
+            accessKeyID: row["access_key_id"], principalARN: row["principal_arn"],
+            sealedSecret: SealedData(iv: Array(sealed.prefix(12)), ciphertextAndTag: Array(sealed.dropFirst(12))), status: status,
+            creationDate: Date(timeIntervalSince1970: row["creation_date"]))
+    }
+
+    private static func json<T: Encodable>(_ value: T) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
     }
 
     // MARK: Markers and errors
@@ -333,6 +563,18 @@ public final class SQLiteMetadataStore: MetadataStore {
             throw error
         } catch {
             throw KMSError(.internalFailure, "The metadata store could not be read.", cause: error)
+        }
+    }
+
+    /// A write whose unique-constraint violation means "that name or id is taken".
+    private func insertUnique(_ body: @escaping @Sendable (Database) throws -> Void) async throws {
+        do {
+            try await write(body)
+        } catch let error as KMSError {
+            if let cause = error.cause as? DatabaseError, cause.resultCode == .SQLITE_CONSTRAINT {
+                throw MetadataStoreError.duplicate
+            }
+            throw error
         }
     }
 

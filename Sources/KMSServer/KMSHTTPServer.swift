@@ -27,15 +27,23 @@ public struct KMSHTTPServer: Sendable {
     static let requestIDHeader = HTTPField.Name("x-amzn-RequestId")!
     static let targetHeader = HTTPField.Name("X-Amz-Target")!
 
+    static let forwardedAccessKeyHeader = HTTPField.Name("X-Trent-Forwarded-Access-Key")!
+    static let forwardedDateHeader = HTTPField.Name("X-Trent-Forwarded-Date")!
+    static let forwardedSignatureHeader = HTTPField.Name("X-Trent-Forwarded-Signature")!
+
     let service: KeyManagementService
     let verifier: SigV4Verifier
     let operations: [String: Operation]
+    let audit: (any AuditSink)?
     let logger: Logger
 
-    public init(service: KeyManagementService, verifier: SigV4Verifier, logger: Logger) {
+    /// - Parameter audit: receives one CloudTrail record per request, allowed or denied, successful or not;
+    ///   the response waits until the record is durable.
+    public init(service: KeyManagementService, verifier: SigV4Verifier, audit: (any AuditSink)?, logger: Logger) {
         self.service = service
         self.verifier = verifier
         self.operations = service.operations()
+        self.audit = audit
         self.logger = logger
     }
 
@@ -47,41 +55,108 @@ public struct KMSHTTPServer: Sendable {
         return router
     }
 
+    /// What one request did, for the response and the audit record.
+    private struct Exchange {
+        var body: [UInt8] = []
+        var caller: Caller?
+        var output: [UInt8]?
+        var error: KMSError?
+    }
+
     func respond(to request: Request, context: KMSRequestContext) async -> Response {
         let requestID = UUID().uuidString.lowercased()
+        let received = Date()
         let target = request.headers[Self.targetHeader] ?? ""
         let operationName = target.hasPrefix(Self.targetPrefix) ? String(target.dropFirst(Self.targetPrefix.count)) : target
         var logger = self.logger
         logger[metadataKey: "kms.request.id"] = "\(requestID)"
         logger[metadataKey: "kms.operation"] = "\(operationName)"
-        do {
-            let body: [UInt8]
+
+        let resources = AuditResources()
+        var exchange = Exchange()
+        var status: HTTPResponse.Status?
+        await AuditResources.$current.withValue(resources) {
             do {
-                var buffer = try await request.body.collect(upTo: Self.maximumBodySize)
-                body = buffer.readBytes(length: buffer.readableBytes) ?? []
-            } catch is NIOTooManyBytesError {
-                let error = KMSError(.validation, "The request body exceeds the limit of \(Self.maximumBodySize) bytes.")
-                logger.info("request refused", metadata: ["kms.error": "\(error.code)", "kms.error.message": "\(error.message)"])
-                return Self.errorResponse(error, status: .contentTooLarge, requestID: requestID)
+                do {
+                    var buffer = try await request.body.collect(upTo: Self.maximumBodySize)
+                    exchange.body = buffer.readBytes(length: buffer.readableBytes) ?? []
+                } catch is NIOTooManyBytesError {
+                    status = .contentTooLarge
+                    throw KMSError(.validation, "The request body exceeds the limit of \(Self.maximumBodySize) bytes.")
+                }
+                let caller = try await authenticate(request, body: exchange.body, sourceIP: context.remoteAddress?.ipAddress)
+                exchange.caller = caller
+                guard target.hasPrefix(Self.targetPrefix), let operation = operations[operationName] else {
+                    throw KMSError(.unknownOperation, "Unknown operation \(target.isEmpty ? "(no X-Amz-Target header)" : target)")
+                }
+                exchange.output = try await operation.handle(exchange.body, caller)
+            } catch let error as KMSError {
+                exchange.error = error
+            } catch {
+                logger.error("unexpected failure", metadata: ["error": "\(error)"])
+                exchange.error = KMSError(.internalFailure, "An internal error occurred; the request can be retried.")
             }
-            let credential = try await verifier.verify(signedRequest(request, body: body))
-            guard target.hasPrefix(Self.targetPrefix), let operation = operations[operationName] else {
-                throw KMSError(.unknownOperation, "Unknown operation \(target.isEmpty ? "(no X-Amz-Target header)" : target)")
-            }
-            let caller = Caller(
-                accountID: credential.accountID, principalARN: credential.principalARN, accessKeyID: credential.accessKeyID,
-                sourceIP: context.remoteAddress?.ipAddress, userAgent: request.headers[.userAgent])
-            let output = try await operation.handle(body, caller)
-            logger.debug("request succeeded")
-            return Self.response(.ok, body: output, requestID: requestID)
-        } catch let error as KMSError {
+        }
+        if let error = exchange.error {
             logger.info("request failed", metadata: ["kms.error": "\(error.code)", "kms.error.message": "\(error.message)"])
             if let cause = error.cause { logger.error("cause of the failure", metadata: ["kms.error.cause": "\(cause)"]) }
-            return Self.errorResponse(error, requestID: requestID)
-        } catch {
-            logger.error("unexpected failure", metadata: ["error": "\(error)"])
-            return Self.errorResponse(KMSError(.internalFailure, "An internal error occurred; the request can be retried."), requestID: requestID)
         }
+
+        if let audit {
+            let record = CloudTrailRecord(
+                operation: operationName, requestID: requestID, eventTime: received, region: service.location.region,
+                caller: exchange.caller, claimedAccessKeyID: Self.claimedAccessKeyID(request), sourceIP: context.remoteAddress?.ipAddress,
+                userAgent: request.headers[.userAgent], requestBody: exchange.body, responseBody: exchange.output, error: exchange.error,
+                resources: resources.resources)
+            do {
+                try await audit.append(record.json)
+            } catch {
+                // Nothing is acknowledged that the trail did not record.
+                logger.error("the audit trail could not record a request; refusing it", metadata: ["error": "\(error)"])
+                return Self.errorResponse(
+                    KMSError(.internalFailure, "The request could not be recorded in the audit trail; it can be retried."), requestID: requestID)
+            }
+        }
+        if let error = exchange.error {
+            return Self.errorResponse(error, status: status, requestID: requestID)
+        }
+        return Self.response(.ok, body: exchange.output ?? [], requestID: requestID)
+    }
+
+    /// Verifies the signature, then, when an integrated service calls on behalf of a principal, that
+    /// principal's forwarded signature: the request then runs as that principal, with `kms:ViaService` set.
+    private func authenticate(_ request: Request, body: [UInt8], sourceIP: String?) async throws -> Caller {
+        let (credential, signedHeaders) = try await verifier.verifyReturningSignedHeaders(signedRequest(request, body: body))
+        let userAgent = request.headers[.userAgent]
+        guard let forwardedKey = request.headers[Self.forwardedAccessKeyHeader] else {
+            return Caller(
+                accountID: credential.accountID, principalARN: credential.principalARN, principalKind: credential.principalKind,
+                accessKeyID: credential.accessKeyID, sourceIP: sourceIP, userAgent: userAgent)
+        }
+        guard credential.principalKind == .service else {
+            throw KMSError(.accessDenied, "User: \(credential.principalARN) is not an integrated service and cannot call on behalf of another principal.")
+        }
+        let forwarded = [Self.forwardedAccessKeyHeader, Self.forwardedDateHeader, Self.forwardedSignatureHeader]
+        guard forwarded.allSatisfy({ signedHeaders.contains($0.canonicalName) }),
+            let date = request.headers[Self.forwardedDateHeader], let signature = request.headers[Self.forwardedSignatureHeader]
+        else {
+            throw KMSError(.incompleteSignature, "A request on behalf of a principal must carry and sign the X-Trent-Forwarded-* headers.")
+        }
+        let user = try await verifier.verifyForwardedCaller(
+            accessKeyID: forwardedKey, date: date, signature: signature, service: credential.principalARN)
+        guard user.principalKind != .service else {
+            throw KMSError(.accessDenied, "A service cannot call on behalf of another service.")
+        }
+        return Caller(
+            accountID: user.accountID, principalARN: user.principalARN, principalKind: user.principalKind, accessKeyID: user.accessKeyID,
+            sourceIP: sourceIP, userAgent: userAgent, viaService: credential.principalARN)
+    }
+
+    /// The access key id named in the Authorization header, for the audit record of a request that failed
+    /// authentication.
+    private static func claimedAccessKeyID(_ request: Request) -> String? {
+        guard let header = request.headers[.authorization], let range = header.range(of: "Credential=") else { return nil }
+        return header[range.upperBound...].split(separator: "/").first.map(String.init)
     }
 
     private func signedRequest(_ request: Request, body: [UInt8]) -> SignedRequest {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import KMS
+import KMSAudit
 import KMSHSM
 import KMSServer
 import KMSSQLite
@@ -16,7 +17,7 @@ struct Trent: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trent",
         abstract: "A key management service that speaks the AWS KMS API and keeps its keys in a PKCS#11 token.",
-        subcommands: [Serve.self, TokenCommand.self],
+        subcommands: [Serve.self, TokenCommand.self, IdentityCommand.self, AuditCommand.self],
         defaultSubcommand: Serve.self)
 
     /// Runs `body`, printing a startup failure as one line on stderr and exiting 1, never a stack trace.
@@ -34,6 +35,11 @@ struct Trent: AsyncParsableCommand {
             throw ExitCode.failure
         } catch let error as PKCS11Error {
             FileHandle.standardError.write(Data("trent: PKCS#11 failure: \(error)\n".utf8))
+            throw ExitCode.failure
+        } catch let error as ExitCode {
+            throw error
+        } catch {
+            FileHandle.standardError.write(Data("trent: \(error)\n".utf8))
             throw ExitCode.failure
         }
     }
@@ -74,7 +80,7 @@ struct TokenInit: AsyncParsableCommand {
     func run() async throws {
         try await Trent.runReportingFailures {
             let configuration = try options.load()
-            let token = try HSMBootstrap(configuration: configuration).openToken(createMissing: true)
+            let token = try HSMBootstrap(configuration: configuration).openToken(createMissing: configuration.hsm.embeddedSoftHSM)
             defer { token.module.finalize() }
             let created = try TokenKeys.ensure(in: token, labels: configuration.tokenKeyLabels)
             print(created.isEmpty
@@ -84,78 +90,153 @@ struct TokenInit: AsyncParsableCommand {
     }
 }
 
-/// Wires the token, the store, the service and the HTTP server together, and runs them until SIGTERM/SIGINT.
+/// Runs the service until SIGTERM/SIGINT: the token, the store, the identity directory, the HTTP server and the
+/// key-deletion sweeper.
 struct TrentServer {
     let configuration: TrentConfiguration
 
     func run() async throws {
-        var logger = Logger(label: "trent")
-        logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
-        try SecretFile.makeDirectory(configuration.dataDirectoryURL)
-
-        let bootstrap = HSMBootstrap(configuration: configuration)
-        let token = try bootstrap.openToken(createMissing: configuration.hsm.embeddedSoftHSM)
-        defer { token.module.finalize() }
-        if configuration.hsm.embeddedSoftHSM {
-            try TokenKeys.ensure(in: token, labels: configuration.tokenKeyLabels)
-        }
-
-        let threadPool = NIOThreadPool(numberOfThreads: configuration.hsm.threads)
-        threadPool.start()
+        let runtime = try await TrentRuntime.open(configuration, createMissing: configuration.hsm.embeddedSoftHSM)
         do {
-            try await serve(token: token, threadPool: threadPool, logger: logger)
+            try await serve(runtime)
         } catch {
-            try? await threadPool.shutdownGracefully()
+            await runtime.shutdown()
             throw error
         }
-        try await threadPool.shutdownGracefully()
+        await runtime.shutdown()
     }
 
-    private func serve(token: Token, threadPool: NIOThreadPool, logger: Logger) async throws {
-
-        let provider = try PKCS11KeyProvider(
-            token: token,
-            configuration: .init(keyLabels: configuration.tokenKeyLabels, handleCacheCapacity: configuration.hsm.handleCacheCapacity),
-            threadPool: threadPool, logger: logger)
-        let store = try SQLiteMetadataStore(path: configuration.sqliteFile)
-        let location = ServiceLocation(region: configuration.service.region, accountID: configuration.service.accountId)
-        let service = KeyManagementService(
-            configuration: .init(
-                location: location, nonceBudget: configuration.nonceBudget.perBackingKey,
-                nonceReservationBlock: configuration.nonceBudget.reservationBlock),
-            provider: provider, store: store, logger: logger)
-
-        let credential = try CredentialBootstrap(configuration: configuration).credential()
-        let verifier = SigV4Verifier(region: location.region, credentials: StaticCredentialProvider([credential.credential]))
-        let http = KMSHTTPServer(service: service, verifier: verifier, logger: logger)
+    private func serve(_ runtime: TrentRuntime) async throws {
+        let logger = runtime.logger
+        let location = runtime.service.location
+        let administrator = try await bootstrapAdministrator(runtime)
+        let verifier = SigV4Verifier(region: location.region, credentials: DirectoryCredentialProvider(directory: runtime.directory))
+        let trail = try AuditTrail(
+            directory: configuration.auditDirectoryURL, signer: TokenDigestSigner(provider: runtime.provider),
+            recordsPerDigest: configuration.audit.recordsPerDigest, logger: logger)
+        let http = KMSHTTPServer(service: runtime.service, verifier: verifier, audit: trail, logger: logger)
         let endpoint = "http://\(configuration.server.host):\(configuration.server.port)"
         let app = Application(
             router: http.router(),
             configuration: .init(address: .hostname(configuration.server.host, port: configuration.server.port), serverName: "Trent"),
             onServerRunning: { _ in
-                Self.printBanner(endpoint: endpoint, region: location.region, credential: credential)
+                Self.printBanner(endpoint: endpoint, region: location.region, administrator: administrator)
             },
             logger: logger)
         let sweeper = KeyDeletionSweeper(
-            service: service, interval: .seconds(configuration.keyDeletion.sweepIntervalSeconds), logger: logger)
+            service: runtime.service, interval: .seconds(configuration.keyDeletion.sweepIntervalSeconds), logger: logger)
+        let digests = AuditDigestService(trail: trail, interval: .seconds(configuration.audit.digestIntervalSeconds), logger: logger)
+        // Services stop in reverse order: the server first, then the digest writer closes the trail.
         let group = ServiceGroup(
-            configuration: .init(services: [app, sweeper], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: [digests, sweeper, app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 
-    /// What a developer needs to point the AWS CLI at this server. The secret is shown only when Trent
-    /// generated it; configured secrets are never printed.
-    static func printBanner(endpoint: String, region: String, credential: CredentialBootstrap.Result) {
-        var lines = ["Trent is serving the AWS KMS API at \(endpoint)", "Use it with:"]
-        lines.append("  export AWS_ACCESS_KEY_ID=\(credential.credential.accessKeyID)")
-        if credential.generated {
-            lines.append("  export AWS_SECRET_ACCESS_KEY=\(credential.credential.secretAccessKey)")
+    /// The embedded default: one account with one administrator. A configured access key (TRENT_ACCESS_KEY_ID
+    /// and its secret) is stored sealed; otherwise the first run generates one and shows it once.
+    private func bootstrapAdministrator(_ runtime: TrentRuntime) async throws -> Administrator {
+        var configured: (id: String, secret: String)?
+        if !configuration.credentials.accessKeyId.isEmpty {
+            configured = (configuration.credentials.accessKeyId, try configuration.configuredSecret())
+        }
+        let created = try await runtime.directory.bootstrapAdministrator(
+            accountID: configuration.service.accountId, principalARN: configuration.principalARN, accessKey: configured)
+        return Administrator(principalARN: configuration.principalARN, accessKeyID: created?.accessKeyID ?? configured?.id, newSecret: created?.secretAccessKey)
+    }
+
+    struct Administrator {
+        var principalARN: String
+        var accessKeyID: String?
+        /// Only on the run that created the key: the one time its secret is shown.
+        var newSecret: String?
+    }
+
+    /// What a developer needs to point the AWS CLI at this server. A secret is shown only the one time Trent
+    /// generates it; it is stored sealed in the token and never printed again.
+    static func printBanner(endpoint: String, region: String, administrator: Administrator) {
+        var lines = ["Trent is serving the AWS KMS API at \(endpoint)"]
+        if let secret = administrator.newSecret, let accessKeyID = administrator.accessKeyID {
+            lines.append("Created the administrator \(administrator.principalARN). Its secret is shown only now; use it with:")
+            lines.append("  export AWS_ACCESS_KEY_ID=\(accessKeyID)")
+            lines.append("  export AWS_SECRET_ACCESS_KEY=\(secret)")
         } else {
-            lines.append("  export AWS_SECRET_ACCESS_KEY=<the secret you configured>")
+            lines.append("Administrator: \(administrator.principalARN)\(administrator.accessKeyID.map { " (access key \($0))" } ?? ""). Use it with:")
+            lines.append("  export AWS_ACCESS_KEY_ID=<its access key id>  AWS_SECRET_ACCESS_KEY=<its secret>")
+            lines.append("  (new keys: trent identity create-access-key --principal \(administrator.principalARN))")
         }
         lines.append("  export AWS_DEFAULT_REGION=\(region)")
         lines.append("  export AWS_ENDPOINT_URL_KMS=\(endpoint)")
         FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+    }
+}
+
+/// Everything `trent` opens: the token (logged in once), the HSM thread pool, the provider, the store, the
+/// service and the identity directory. Used by `serve` and by the admin commands alike.
+struct TrentRuntime {
+    let token: Token
+    let threadPool: NIOThreadPool
+    let provider: PKCS11KeyProvider
+    let store: SQLiteMetadataStore
+    let service: KeyManagementService
+    let directory: IdentityDirectory
+    let logger: Logger
+
+    static func open(_ configuration: TrentConfiguration, createMissing: Bool) async throws -> TrentRuntime {
+        var logger = Logger(label: "trent")
+        logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
+        try SecretFile.makeDirectory(configuration.dataDirectoryURL)
+        let token = try HSMBootstrap(configuration: configuration).openToken(createMissing: createMissing)
+        if configuration.hsm.embeddedSoftHSM {
+            try TokenKeys.ensure(in: token, labels: configuration.tokenKeyLabels)
+        }
+        let threadPool = NIOThreadPool(numberOfThreads: configuration.hsm.threads)
+        threadPool.start()
+        do {
+            let provider = try PKCS11KeyProvider(
+                token: token,
+                configuration: .init(keyLabels: configuration.tokenKeyLabels, handleCacheCapacity: configuration.hsm.handleCacheCapacity),
+                threadPool: threadPool, logger: logger)
+            let store = try SQLiteMetadataStore(path: configuration.sqliteFile)
+            let location = ServiceLocation(region: configuration.service.region, accountID: configuration.service.accountId)
+            let service = KeyManagementService(
+                configuration: .init(
+                    location: location, nonceBudget: configuration.nonceBudget.perBackingKey,
+                    nonceReservationBlock: configuration.nonceBudget.reservationBlock),
+                provider: provider, store: store, logger: logger)
+            return TrentRuntime(
+                token: token, threadPool: threadPool, provider: provider, store: store, service: service,
+                directory: IdentityDirectory(store: store, provider: provider), logger: logger)
+        } catch {
+            try? await threadPool.shutdownGracefully()
+            token.module.finalize()
+            throw error
+        }
+    }
+
+    func shutdown() async {
+        try? await threadPool.shutdownGracefully()
+        token.module.finalize()
+    }
+}
+
+/// Writes a signed audit digest every `interval`, and a final one when the service shuts down.
+struct AuditDigestService: Service {
+    let trail: AuditTrail
+    let interval: Duration
+    let logger: Logger
+
+    func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                do {
+                    try await trail.writeDigest()
+                } catch {
+                    logger.error("writing the audit digest failed; retrying at the next interval", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        try await trail.close()
     }
 }
 
@@ -179,60 +260,3 @@ struct KeyDeletionSweeper: Service {
     }
 }
 
-/// The access key Trent verifies SigV4 against: from the environment or configuration, or generated on
-/// first run and kept in `<dataDirectory>/credentials.json` (mode 0600).
-struct CredentialBootstrap {
-    struct Result {
-        var credential: Credential
-        var generated: Bool
-    }
-
-    private struct Stored: Codable {
-        var accessKeyId: String
-        var secretAccessKey: String
-    }
-
-    let configuration: TrentConfiguration
-
-    func credential() throws -> Result {
-        let environment = ProcessInfo.processInfo.environment
-        let accountID = configuration.service.accountId
-        let principal = configuration.principalARN
-        if !configuration.credentials.accessKeyId.isEmpty {
-            var secret = environment["TRENT_SECRET_ACCESS_KEY"] ?? ""
-            if secret.isEmpty, !configuration.credentials.secretAccessKeyFile.isEmpty {
-                secret = (try? String(contentsOfFile: configuration.credentials.secretAccessKeyFile, encoding: .utf8))?
-                    .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
-            }
-            guard !secret.isEmpty else {
-                throw StartupError("access key \(configuration.credentials.accessKeyId) has no secret: set TRENT_SECRET_ACCESS_KEY or credentials.secretAccessKeyFile")
-            }
-            return Result(
-                credential: Credential(accessKeyID: configuration.credentials.accessKeyId, secretAccessKey: secret, accountID: accountID, principalARN: principal),
-                generated: false)
-        }
-        let file = configuration.dataDirectoryURL.appendingPathComponent("credentials.json")
-        if let data = FileManager.default.contents(atPath: file.path) {
-            guard let stored = try? JSONDecoder().decode(Stored.self, from: data) else {
-                throw StartupError("cannot read \(file.path): delete it to generate new credentials")
-            }
-            return Result(
-                credential: Credential(accessKeyID: stored.accessKeyId, secretAccessKey: stored.secretAccessKey, accountID: accountID, principalARN: principal),
-                generated: true)
-        }
-        let stored = Stored(accessKeyId: "AKIA" + Self.random(16, alphabet: "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"),
-                            secretAccessKey: Self.random(40, alphabet: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"))
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try SecretFile.write(String(decoding: try encoder.encode(stored), as: UTF8.self), to: file)
-        return Result(
-            credential: Credential(accessKeyID: stored.accessKeyId, secretAccessKey: stored.secretAccessKey, accountID: accountID, principalARN: principal),
-            generated: true)
-    }
-
-    private static func random(_ count: Int, alphabet: String) -> String {
-        let characters = Array(alphabet)
-        var generator = SystemRandomNumberGenerator()
-        return String((0..<count).map { _ in characters[Int.random(in: 0..<characters.count, using: &generator)] })
-    }
-}

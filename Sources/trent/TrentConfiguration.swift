@@ -40,7 +40,7 @@ struct TrentConfiguration: Codable, Equatable {
     }
 
     struct Credentials: Codable, Equatable {
-        /// Empty means: generated on first run and kept in `<dataDirectory>/credentials.json`.
+        /// Empty means: generated on first run, stored sealed, and shown once.
         var accessKeyId = ""
         /// A file holding the secret access key (TRENT_SECRET_ACCESS_KEY wins over it).
         var secretAccessKeyFile = ""
@@ -50,6 +50,15 @@ struct TrentConfiguration: Codable, Equatable {
 
     struct KeyDeletion: Codable, Equatable {
         var sweepIntervalSeconds = 60
+    }
+
+    struct Audit: Codable, Equatable {
+        /// Empty means `<dataDirectory>/audit`.
+        var directory = ""
+        /// A signed digest is written after this many records...
+        var recordsPerDigest = 1_000
+        /// ...and at least this often while records arrive, and at shutdown.
+        var digestIntervalSeconds = 300
     }
 
     struct NonceBudget: Codable, Equatable {
@@ -66,6 +75,7 @@ struct TrentConfiguration: Codable, Equatable {
     var store = Store()
     var credentials = Credentials()
     var keyDeletion = KeyDeletion()
+    var audit = Audit()
     var nonceBudget = NonceBudget()
     var logLevel = "info"
 
@@ -156,6 +166,9 @@ struct TrentConfiguration: Codable, Equatable {
         string("TRENT_SECRET_ACCESS_KEY_FILE") { credentials.secretAccessKeyFile = $0 }
         string("TRENT_PRINCIPAL_ARN") { credentials.principalArn = $0 }
         try number("TRENT_DELETION_SWEEP_SECONDS") { keyDeletion.sweepIntervalSeconds = $0 }
+        string("TRENT_AUDIT_DIR") { audit.directory = $0 }
+        try number("TRENT_AUDIT_RECORDS_PER_DIGEST") { audit.recordsPerDigest = $0 }
+        try number("TRENT_AUDIT_DIGEST_SECONDS") { audit.digestIntervalSeconds = $0 }
         try number("TRENT_NONCE_BUDGET") { nonceBudget.perBackingKey = $0 }
         try number("TRENT_NONCE_RESERVATION_BLOCK") { nonceBudget.reservationBlock = $0 }
         string("TRENT_LOG_LEVEL") { logLevel = $0 }
@@ -173,10 +186,31 @@ struct TrentConfiguration: Codable, Equatable {
             throw StartupError("nonceBudget.perBackingKey must not exceed 2^32 (AES-GCM with random IVs)")
         }
         guard keyDeletion.sweepIntervalSeconds >= 1 else { throw StartupError("keyDeletion.sweepIntervalSeconds must be at least 1") }
+        guard audit.recordsPerDigest >= 1, audit.digestIntervalSeconds >= 1 else {
+            throw StartupError("audit.recordsPerDigest and audit.digestIntervalSeconds must be at least 1")
+        }
     }
 
     var dataDirectoryURL: URL { URL(fileURLWithPath: dataDirectory, isDirectory: true).standardizedFileURL }
+    var auditDirectoryURL: URL {
+        audit.directory.isEmpty ? dataDirectoryURL.appendingPathComponent("audit", isDirectory: true) : URL(fileURLWithPath: audit.directory, isDirectory: true)
+    }
     var sqliteFile: String { store.sqlitePath.isEmpty ? dataDirectoryURL.appendingPathComponent("trent.sqlite").path : store.sqlitePath }
+    /// The configured administrator's secret: TRENT_SECRET_ACCESS_KEY, else the secret file.
+    func configuredSecret(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
+        var secret = environment["TRENT_SECRET_ACCESS_KEY"] ?? ""
+        if secret.isEmpty, !credentials.secretAccessKeyFile.isEmpty {
+            guard let text = try? String(contentsOfFile: credentials.secretAccessKeyFile, encoding: .utf8) else {
+                throw StartupError("cannot read the secret access key file \(credentials.secretAccessKeyFile)")
+            }
+            secret = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        guard !secret.isEmpty else {
+            throw StartupError("access key \(credentials.accessKeyId) has no secret: set TRENT_SECRET_ACCESS_KEY or credentials.secretAccessKeyFile")
+        }
+        return secret
+    }
+
     var tokenKeyLabels: TokenKeyLabels { TokenKeyLabels(domainKey: hsm.domainKeyLabel, sealingKey: hsm.sealingKeyLabel) }
     var principalARN: String { credentials.principalArn.isEmpty ? "arn:aws:iam::\(service.accountId):user/trent-admin" : credentials.principalArn }
 }

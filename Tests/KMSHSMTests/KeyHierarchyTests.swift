@@ -77,7 +77,7 @@ import TrentTestSupport
     }
 
     @Test func noPlaintextKeyIsEverWrittenToTheStore() async throws {
-        let fixture = try hsm.makeService()
+        let fixture = try await hsm.makeService()
         let key = try await fixture.service.createKey(.init(description: "bytes on disk"), caller: caller)
         let dataKey = try await fixture.service.generateDataKey(
             keyID: key.id.description, keySpec: "AES_256", numberOfBytes: nil, context: EncryptionContext(["purpose": "test"]),
@@ -97,7 +97,7 @@ import TrentTestSupport
     }
 
     @Test func anEKTCopiedOntoAnotherKeysRowIsRefused() async throws {
-        let fixture = try hsm.makeService()
+        let fixture = try await hsm.makeService()
         let a = try await fixture.service.createKey(.init(), caller: caller)
         let b = try await fixture.service.createKey(.init(), caller: caller)
         let blob = try await fixture.service.encrypt(
@@ -112,7 +112,7 @@ import TrentTestSupport
                 """, arguments: [a.id.description, a.id.description, b.id.description])
         }
         // A fresh provider has no working copy cached, so it must load B's backing key from the store.
-        let restarted = try hsm.makeService(databasePath: fixture.databasePath)
+        let restarted = try await hsm.makeService(databasePath: fixture.databasePath)
         await #expect {
             _ = try await restarted.service.encrypt(
                 keyID: b.id.description, plaintext: [1], context: EncryptionContext(), algorithm: nil, dryRun: nil, caller: caller)
@@ -132,7 +132,7 @@ import TrentTestSupport
 
     @Test func theNonceBudgetMovesTheKeyToFreshBackingKeys() async throws {
         let budget: UInt64 = 5
-        let fixture = try hsm.makeService(nonceBudget: budget, reservationBlock: 2)
+        let fixture = try await hsm.makeService(nonceBudget: budget, reservationBlock: 2)
         let key = try await fixture.service.createKey(.init(), caller: caller)
         var blobs: [[UInt8]] = []
         for index in 0..<23 {
@@ -159,11 +159,11 @@ import TrentTestSupport
 
     /// After a restart, whatever budget was reserved before counts as spent: no IV budget is ever reused.
     @Test func aRestartNeverReusesReservedBudget() async throws {
-        let fixture = try hsm.makeService(nonceBudget: 4, reservationBlock: 3)
+        let fixture = try await hsm.makeService(nonceBudget: 4, reservationBlock: 3)
         let key = try await fixture.service.createKey(.init(), caller: caller)
         _ = try await fixture.service.encrypt(keyID: key.id.description, plaintext: [1], context: .init(), algorithm: nil, dryRun: nil, caller: caller)
         #expect(try await fixture.store.backingKey(key.id, version: 1)?.noncesReserved == 3)
-        let restarted = try hsm.makeService(nonceBudget: 4, reservationBlock: 3, databasePath: fixture.databasePath)
+        let restarted = try await hsm.makeService(nonceBudget: 4, reservationBlock: 3, databasePath: fixture.databasePath)
         let versions = try await (0..<3).asyncMap { _ in
             try CiphertextBlob(parsing: try await restarted.service.encrypt(
                 keyID: key.id.description, plaintext: [1], context: .init(), algorithm: nil, dryRun: nil, caller: caller).ciphertextBlob).backingKeyVersion
@@ -174,7 +174,7 @@ import TrentTestSupport
 
     @Test func aSmallHandleCacheStillServesEveryKey() async throws {
         let provider = try hsm.makeProvider(handleCacheCapacity: 2)
-        let fixture = try hsm.makeService(provider: provider)
+        let fixture = try await hsm.makeService(provider: provider)
         var keys: [KeyRecord] = []
         for _ in 0..<6 { keys.append(try await fixture.service.createKey(.init(), caller: caller)) }
         for _ in 0..<2 {

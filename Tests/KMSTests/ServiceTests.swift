@@ -34,7 +34,7 @@ import TrentTestSupport
 
     @Test func keysAreDestroyedWhenTheirDeletionWindowEnds() async throws {
         let clock = ManualClock()
-        let fixture = try hsm.makeService(clock: clock)
+        let fixture = try await hsm.makeService(clock: clock)
         let service = fixture.service
         let key = try await service.createKey(.init(tags: [Tag(key: "t", value: "v")]), caller: caller)
         try await service.createAlias("alias/doomed", targetKeyID: key.id.description, caller: caller)
@@ -59,7 +59,7 @@ import TrentTestSupport
     }
 
     @Test func cancellingDeletionLeavesTheKeyDisabled() async throws {
-        let service = try hsm.makeService().service
+        let service = try await hsm.makeService().service
         let key = try await service.createKey(.init(), caller: caller)
         _ = try await service.scheduleKeyDeletion(key.id.description, pendingWindowInDays: nil, caller: caller)
         #expect(try await service.describeKey(key.id.description, caller: caller).pendingWindowInDays == 30)
@@ -74,13 +74,13 @@ import TrentTestSupport
 
     @Test(arguments: [0, 6, 31, 366])
     func deletionWindowsOutsideSevenToThirtyDaysAreRefused(days: Int) async throws {
-        let service = try hsm.makeService().service
+        let service = try await hsm.makeService().service
         let key = try await service.createKey(.init(), caller: caller)
         #expect(await code { _ = try await service.scheduleKeyDeletion(key.id.description, pendingWindowInDays: days, caller: caller) } == .validation)
     }
 
     @Test func everyIdentifierFormResolvesToTheSameKey() async throws {
-        let service = try hsm.makeService().service
+        let service = try await hsm.makeService().service
         let key = try await service.createKey(.init(), caller: caller)
         try await service.createAlias("alias/every-form", targetKeyID: key.id.description, caller: caller)
         let arn = "arn:aws:kms:us-east-1:111122223333:key/\(key.id)"
@@ -95,7 +95,7 @@ import TrentTestSupport
     }
 
     @Test func encryptionContextIsBoundExactly() async throws {
-        let service = try hsm.makeService().service
+        let service = try await hsm.makeService().service
         let key = try await service.createKey(.init(), caller: caller)
         let blob = try await encrypt(service, key.id.description, ["ab": "c", "tenant": "42"])
         #expect(try await decrypt(service, blob, ["tenant": "42", "ab": "c"]) == Array("hello".utf8))
@@ -111,7 +111,7 @@ import TrentTestSupport
     }
 
     @Test func decryptingWithAnotherKeysIdIsIncorrectKey() async throws {
-        let service = try hsm.makeService().service
+        let service = try await hsm.makeService().service
         let a = try await service.createKey(.init(), caller: caller)
         let b = try await service.createKey(.init(), caller: caller)
         let blob = try await encrypt(service, a.id.description)
@@ -120,7 +120,7 @@ import TrentTestSupport
     }
 
     @Test func reEncryptMovesACiphertextBetweenKeysAndContexts() async throws {
-        let service = try hsm.makeService().service
+        let service = try await hsm.makeService().service
         let a = try await service.createKey(.init(), caller: caller)
         let b = try await service.createKey(.init(), caller: caller)
         let blob = try await encrypt(service, a.id.description, ["from": "a"])
@@ -133,18 +133,18 @@ import TrentTestSupport
     }
 
     @Test func keysAndCiphertextsSurviveARestart() async throws {
-        let first = try hsm.makeService()
+        let first = try await hsm.makeService()
         let key = try await first.service.createKey(.init(description: "durable"), caller: caller)
         try await first.service.disableKey(key.id.description, caller: caller)
         try await first.service.enableKey(key.id.description, caller: caller)
         let blob = try await encrypt(first.service, key.id.description, ["k": "v"])
-        let second = try hsm.makeService(databasePath: first.databasePath, provider: try hsm.makeProvider())
+        let second = try await hsm.makeService(databasePath: first.databasePath, provider: try hsm.makeProvider())
         #expect(try await second.service.describeKey(key.id.description, caller: caller).description == "durable")
         #expect(try await decrypt(second.service, blob, ["k": "v"]) == Array("hello".utf8))
     }
 
     @Test func boundsAreValidationErrors() async throws {
-        let service = try hsm.makeService().service
+        let service = try await hsm.makeService().service
         let key = try await service.createKey(.init(), caller: caller)
         let id = key.id.description
         #expect(await code {

@@ -62,11 +62,12 @@ public final class TestHSM: Sendable {
         directory.appendingPathComponent("store-\(UUID().uuidString).sqlite").path
     }
 
-    /// A service over the shared token and a fresh SQLite file.
+    /// A service over the shared token and a fresh SQLite file, whose account 111122223333 has an
+    /// administrator, ``ServiceFixture/caller`` (a user whose identity policy allows every KMS action).
     public func makeService(
         clock: any KMSClock = SystemClock(), nonceBudget: UInt64 = 1 << 32, reservationBlock: UInt64 = 1 << 16,
         databasePath: String? = nil, provider: PKCS11KeyProvider? = nil
-    ) throws -> ServiceFixture {
+    ) async throws -> ServiceFixture {
         let provider = try provider ?? makeProvider()
         let path = databasePath ?? makeDatabasePath()
         let store = try SQLiteMetadataStore(path: path)
@@ -75,7 +76,10 @@ public final class TestHSM: Sendable {
                 location: ServiceLocation(region: "us-east-1", accountID: "111122223333"), nonceBudget: nonceBudget,
                 nonceReservationBlock: reservationBlock),
             provider: provider, store: store, clock: clock, logger: Logger(label: "trent.tests"))
-        return ServiceFixture(service: service, store: store, provider: provider, databasePath: path)
+        let directory = IdentityDirectory(store: store, provider: provider, clock: clock)
+        _ = try await directory.bootstrapAdministrator(
+            accountID: ServiceFixture.caller.accountID, principalARN: ServiceFixture.caller.principalARN, accessKey: (ServiceFixture.caller.accessKeyID, "test-secret"))
+        return ServiceFixture(service: service, store: store, provider: provider, directory: directory, databasePath: path)
     }
 }
 
@@ -83,10 +87,11 @@ public struct ServiceFixture: Sendable {
     public let service: KeyManagementService
     public let store: SQLiteMetadataStore
     public let provider: PKCS11KeyProvider
+    public let directory: IdentityDirectory
     public let databasePath: String
 
     public static let caller = Caller(
-        accountID: "111122223333", principalARN: "arn:aws:iam::111122223333:user/tester", accessKeyID: "AKIATEST")
+        accountID: "111122223333", principalARN: "arn:aws:iam::111122223333:user/tester", accessKeyID: "AKIATESTTESTTEST0001")
 
     /// The bytes of the SQLite database and its write-ahead log, as they are on disk now.
     public func databaseBytes() -> [UInt8] {

@@ -7,6 +7,7 @@ aws_cli     session-scoped: aws_cli("encrypt", "--key-id", k, ...) -> (rc, json 
 new_key     factory: new_key(**CreateKey kwargs) -> KeyId (a UUID string) on the session server
 new_alias   factory: new_alias(key_id, name=None) -> alias name, created on the session server
 make_server factory for private servers (fresh data folder each), stopped at the end of the test
+ids         session-scoped Identities for `server`: ids.account(), ids.user(acct, name, policy), ids.service(), ...
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import subprocess
 
 import pytest
 
-from trent_e2e import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, RawClient, TrentServer, make_kms, unique_alias
+from trent_e2e import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, Identities, RawClient, TrentServer, make_kms, unique_alias
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +49,11 @@ def make_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def kms(server):
     return make_kms(server)
+
+
+@pytest.fixture(scope="session")
+def ids(server):
+    return Identities(server)
 
 
 @pytest.fixture(scope="session")

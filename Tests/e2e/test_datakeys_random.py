@@ -107,11 +107,8 @@ def test_generate_random_out_of_range(kms, n):
 # --------------------------------------------------------------------------- not implemented yet
 
 UNSUPPORTED = {
-    "create_grant": lambda k: dict(
-        KeyId=k, GranteePrincipal="arn:aws:iam::111122223333:role/e2e", Operations=["Decrypt"]
-    ),
     "sign": lambda k: dict(KeyId=k, Message=b"message", SigningAlgorithm="RSASSA_PSS_SHA_256"),
-    "get_key_policy": lambda k: dict(KeyId=k, PolicyName="default"),
+    "get_public_key": lambda k: dict(KeyId=k),
     "enable_key_rotation": lambda k: dict(KeyId=k),
 }
 

@@ -66,7 +66,11 @@ def test_serve_with_no_configuration_uses_the_embedded_defaults(tmp_path):
         assert exports["AWS_DEFAULT_REGION"] == REGION
         assert (tmp_path / ".trent" / "trent.sqlite").is_file()
         assert (tmp_path / ".trent" / "softhsm" / "tokens").is_dir()
-        assert oct((tmp_path / ".trent" / "credentials.json").stat().st_mode & 0o777) == "0o600"
+        # The generated secret is stored only sealed in the token: no file holds it in plaintext.
+        secret = exports["AWS_SECRET_ACCESS_KEY"].encode()
+        for path in (tmp_path / ".trent").rglob("*"):
+            if path.is_file():
+                assert secret not in path.read_bytes(), f"{path} holds the secret in plaintext"
         # The printed credentials work as printed.
         kms = boto3.client(
             "kms", region_name=REGION, endpoint_url=exports["AWS_ENDPOINT_URL_KMS"],

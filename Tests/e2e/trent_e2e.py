@@ -9,8 +9,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import hashlib
+import hmac
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -394,3 +397,245 @@ def flip_bit(blob: bytes, index: int, bit: int = 0) -> bytes:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+# --------------------------------------------------------------------------- identities (`trent identity ...`)
+
+def random_account_id() -> str:
+    """A fresh 12-digit account id (never the default account)."""
+    while True:
+        value = str(random.SystemRandom().randint(200_000_000_000, 999_999_999_999))
+        if value != ACCOUNT_ID:
+            return value
+
+
+def run_identity(server: TrentServer, *args: str) -> subprocess.CompletedProcess:
+    """Runs `trent identity <args>` against the server's data folder (works while the server runs)."""
+    return subprocess.run(
+        [str(server.binary), "identity", *args], cwd=server.data_dir, env=server.env,
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def identity(server: TrentServer, *args: str) -> dict:
+    """`trent identity <args>` that must succeed; returns its JSON output."""
+    proc = run_identity(server, *args)
+    assert proc.returncode == 0, f"trent identity {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}"
+    return json.loads(proc.stdout)
+
+
+def user_arn(account: str, name: str) -> str:
+    return f"arn:aws:iam::{account}:user/{name}"
+
+
+def role_arn(account: str, name: str) -> str:
+    return f"arn:aws:iam::{account}:role/{name}"
+
+
+def root_arn(account: str) -> str:
+    return f"arn:aws:iam::{account}:root"
+
+
+def account_key_arn(account: str, key_id: str) -> str:
+    return f"arn:aws:kms:{REGION}:{account}:key/{key_id}"
+
+
+def account_alias_arn(account: str, alias_name: str) -> str:
+    return f"arn:aws:kms:{REGION}:{account}:{alias_name}"
+
+
+def policy_json(*statements: dict, policy_id: str | None = None) -> str:
+    doc: dict = {"Version": "2012-10-17"}
+    if policy_id:
+        doc["Id"] = policy_id
+    doc["Statement"] = list(statements)
+    return json.dumps(doc)
+
+
+def allow(action, resource="*", condition: dict | None = None, principal=None, sid: str | None = None) -> dict:
+    return _statement("Allow", action, resource, condition, principal, sid)
+
+
+def deny(action, resource="*", condition: dict | None = None, principal=None, sid: str | None = None) -> dict:
+    return _statement("Deny", action, resource, condition, principal, sid)
+
+
+def _statement(effect, action, resource, condition, principal, sid) -> dict:
+    st: dict = {}
+    if sid:
+        st["Sid"] = sid
+    st["Effect"] = effect
+    if principal is not None:
+        # "*", {"AWS": ...}/{"Service": ...} as given; an ARN (or a list of them) means {"AWS": ...}.
+        st["Principal"] = principal if principal == "*" or isinstance(principal, dict) else {"AWS": principal}
+    st["Action"] = action
+    st["Resource"] = resource
+    if condition:
+        st["Condition"] = condition
+    return st
+
+
+def root_statement(account: str) -> dict:
+    """The default key policy's statement: the account root may do everything (delegation to identity policies)."""
+    return allow("kms:*", principal=root_arn(account), sid="Enable IAM User Permissions")
+
+
+ADMIN_POLICY = policy_json(allow("kms:*"))
+
+
+class Principal:
+    """A user, role or integrated service with one access key; .kms() is a boto3 client signed with it."""
+
+    def __init__(self, server: TrentServer, arn: str, account: str | None, access_key_id: str, secret_access_key: str):
+        self.server = server
+        self.arn = arn
+        self.account = account
+        self.access_key_id = access_key_id
+        self.secret_access_key = secret_access_key
+        self._client = None
+
+    def __repr__(self) -> str:
+        return f"Principal({self.arn})"
+
+    @property
+    def kms(self):
+        if self._client is None:
+            self._client = make_kms(self.server, access_key_id=self.access_key_id, secret_access_key=self.secret_access_key)
+        return self._client
+
+    def put_policy(self, document: str | dict, name: str = "policy") -> None:
+        if isinstance(document, dict):
+            document = json.dumps(document)
+        identity(self.server, "put-policy", "--principal", self.arn, "--name", name, "--document", document)
+
+    def delete_policy(self, name: str = "policy") -> None:
+        identity(self.server, "delete-policy", "--principal", self.arn, "--name", name)
+
+    def authorize_service(self, service: str, *, at: dt.datetime | None = None) -> "ForwardedAuthorization":
+        """What this principal hands an integrated service so it can call on its behalf (valid 15 minutes)."""
+        date = (at or utcnow()).astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        return ForwardedAuthorization(
+            self.access_key_id, date, forwarding_signature(self.secret_access_key, date, service), self.arn)
+
+
+class ForwardedAuthorization:
+    def __init__(self, access_key_id: str, date: str, signature: str, principal_arn: str = ""):
+        self.access_key_id = access_key_id
+        self.date = date
+        self.signature = signature
+        self.principal_arn = principal_arn
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-Trent-Forwarded-Access-Key": self.access_key_id,
+            "X-Trent-Forwarded-Date": self.date,
+            "X-Trent-Forwarded-Signature": self.signature,
+        }
+
+
+def sigv4_signing_key(secret: str, date8: str, region: str = REGION, service: str = "kms") -> bytes:
+    def h(key: bytes, msg: str) -> bytes:
+        return hmac.new(key, msg.encode(), hashlib.sha256).digest()
+
+    return h(h(h(h(("AWS4" + secret).encode(), date8), region), service), "aws4_request")
+
+
+def forwarding_signature(secret: str, amz_date: str, service_principal: str, region: str = REGION) -> str:
+    """hex(HMAC-SHA256(kSigning(secret), "TRENT-FORWARD-V1\\n<date>\\n<region>\\n<service>"))."""
+    message = f"TRENT-FORWARD-V1\n{amz_date}\n{region}\n{service_principal}"
+    return hmac.new(sigv4_signing_key(secret, amz_date[:8], region), message.encode(), hashlib.sha256).hexdigest()
+
+
+def make_forwarding_kms(server: TrentServer, caller: Principal, forwarded) -> object:
+    """A KMS client signed with `caller`'s credentials that adds (and signs) the X-Trent-Forwarded-* headers.
+
+    `forwarded` is a ForwardedAuthorization, or a callable returning one per request.
+    """
+    client = make_kms(server, access_key_id=caller.access_key_id, secret_access_key=caller.secret_access_key)
+
+    def add_headers(request, **_):
+        auth = forwarded() if callable(forwarded) else forwarded
+        for name, value in auth.headers().items():
+            request.headers[name] = value
+
+    client.meta.events.register("before-sign.kms", add_headers)
+    return client
+
+
+class Identities:
+    """Creates accounts and principals on one server through `trent identity`."""
+
+    # Integrated services are global (no account) and hold at most two access keys: one Principal per
+    # (data folder, service name) for the whole session.
+    _services: dict[tuple[str, str], Principal] = {}
+
+    def __init__(self, server: TrentServer):
+        self.server = server
+
+    def __call__(self, *args: str) -> dict:
+        return identity(self.server, *args)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        return run_identity(self.server, *args)
+
+    def account(self, name: str = "e2e") -> str:
+        account_id = random_account_id()
+        out = self("create-account", "--id", account_id, "--name", name)
+        assert out == {"AccountId": account_id, "Name": name}, out
+        return account_id
+
+    def access_key(self, arn: str) -> dict:
+        out = self("create-access-key", "--principal", arn)
+        assert out["Principal"] == arn, out
+        return out
+
+    def _principal(self, kind: str, account: str, name: str, policy, tags: dict | None) -> Principal:
+        args = [f"create-{kind}", "--account", account, "--name", name]
+        for k, v in (tags or {}).items():
+            args += ["--tag", f"{k}={v}"]
+        out = self(*args)
+        arn = user_arn(account, name) if kind == "user" else role_arn(account, name)
+        assert out["Arn"] == arn and out["AccountId"] == account and out["Tags"] == (tags or {}), out
+        key = self.access_key(arn)
+        principal = Principal(self.server, arn, account, key["AccessKeyId"], key["SecretAccessKey"])
+        if policy is not None:
+            principal.put_policy(policy)
+        return principal
+
+    def user(self, account: str, name: str, policy: str | dict | None = None, tags: dict | None = None) -> Principal:
+        return self._principal("user", account, name, policy, tags)
+
+    def role(self, account: str, name: str, policy: str | dict | None = None, tags: dict | None = None) -> Principal:
+        return self._principal("role", account, name, policy, tags)
+
+    def service(self, name: str = "rds.us-east-1.amazonaws.com") -> Principal:
+        cache_key = (str(self.server.data_dir), name)
+        if cache_key not in self._services:
+            proc = self.run("create-service", "--name", name)
+            assert proc.returncode == 0 or "already exists" in proc.stderr, proc.stderr
+            key = self.access_key(name)
+            self._services[cache_key] = Principal(self.server, name, None, key["AccessKeyId"], key["SecretAccessKey"])
+        return self._services[cache_key]
+
+
+def access_denied_message(principal_arn: str, action: str, resource: str, reason: str) -> str:
+    """The AccessDeniedException message; `reason` is "no-resource", "no-identity", "deny-resource" or "deny-identity"."""
+    tail = {
+        "no-resource": f"because no resource-based policy allows the {action} action",
+        "no-identity": f"because no identity-based policy allows the {action} action",
+        "deny-resource": "with an explicit deny in a resource-based policy",
+        "deny-identity": "with an explicit deny in an identity-based policy",
+    }[reason]
+    return f"User: {principal_arn} is not authorized to perform: {action} on resource: {resource} {tail}"
+
+
+@contextlib.contextmanager
+def expect_denied(principal_arn: str | None = None, action: str | None = None, resource: str | None = None,
+                  reason: str | None = None, what: str = ""):
+    """AccessDeniedException; with all of principal/action/resource/reason, also the exact message."""
+    with expect_error("AccessDeniedException", what) as excinfo:
+        yield excinfo
+    if reason is not None:
+        message = excinfo.value.response["Error"].get("Message", "")
+        expected = access_denied_message(principal_arn, action, resource, reason)
+        assert message == expected, f"{what}: message\n  {message!r}\nexpected\n  {expected!r}"

@@ -116,12 +116,14 @@ public struct BackingKeyRecord: Sendable, Equatable {
 public struct AliasRecord: Sendable, Equatable {
     /// With its `alias/` prefix.
     public var name: String
+    public var accountID: String
     public var targetKeyID: KeyID
     public var creationDate: Date
     public var lastUpdatedDate: Date
 
-    public init(name: String, targetKeyID: KeyID, creationDate: Date, lastUpdatedDate: Date) {
+    public init(name: String, accountID: String, targetKeyID: KeyID, creationDate: Date, lastUpdatedDate: Date) {
         self.name = name
+        self.accountID = accountID
         self.targetKeyID = targetKeyID
         self.creationDate = creationDate
         self.lastUpdatedDate = lastUpdatedDate
@@ -137,21 +139,30 @@ public struct Tag: Sendable, Equatable, Hashable {
     }
 }
 
-/// Who is calling. Authentication establishes it; every operation receives it, so authorization (key
-/// policies, grants) can be added without changing an operation's signature.
+/// Who is calling, as authentication established it. Every operation receives it; authorization evaluates
+/// policies and grants for `principalARN`.
 public struct Caller: Sendable, Equatable {
+    /// The caller's account; empty for an integrated service calling on its own behalf.
     public var accountID: String
     public var principalARN: String
+    public var principalKind: Principal.Kind
     public var accessKeyID: String
     public var sourceIP: String?
     public var userAgent: String?
+    /// The integrated service that made this request on the caller's behalf (`kms:ViaService`).
+    public var viaService: String?
 
-    public init(accountID: String, principalARN: String, accessKeyID: String, sourceIP: String? = nil, userAgent: String? = nil) {
+    public init(
+        accountID: String, principalARN: String, principalKind: Principal.Kind = .user, accessKeyID: String,
+        sourceIP: String? = nil, userAgent: String? = nil, viaService: String? = nil
+    ) {
         self.accountID = accountID
         self.principalARN = principalARN
+        self.principalKind = principalKind
         self.accessKeyID = accessKeyID
         self.sourceIP = sourceIP
         self.userAgent = userAgent
+        self.viaService = viaService
     }
 }
 

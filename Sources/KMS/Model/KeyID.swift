@@ -24,9 +24,10 @@ public struct KeyID: Hashable, Sendable, Comparable, CustomStringConvertible {
     public static func < (lhs: KeyID, rhs: KeyID) -> Bool { lhs.description < rhs.description }
 }
 
-/// Where ARNs point: the partition, Region and account Trent serves.
+/// Where ARNs point: the Region Trent serves, and the account created by default.
 public struct ServiceLocation: Sendable, Hashable {
     public var region: String
+    /// The account of the embedded default administrator.
     public var accountID: String
 
     public init(region: String, accountID: String) {
@@ -34,7 +35,8 @@ public struct ServiceLocation: Sendable, Hashable {
         self.accountID = accountID
     }
 
-    public func keyARN(_ id: KeyID) -> String { "arn:aws:kms:\(region):\(accountID):key/\(id)" }
+    public func keyARN(_ id: KeyID, account: String) -> String { "arn:aws:kms:\(region):\(account):key/\(id)" }
+    public func keyARN(_ key: KeyRecord) -> String { keyARN(key.id, account: key.accountID) }
     /// `aliasName` includes its `alias/` prefix.
-    public func aliasARN(_ aliasName: String) -> String { "arn:aws:kms:\(region):\(accountID):\(aliasName)" }
+    public func aliasARN(_ aliasName: String, account: String) -> String { "arn:aws:kms:\(region):\(account):\(aliasName)" }
 }

@@ -10,8 +10,8 @@ public protocol MetadataStore: Sendable {
     func insertKey(_ key: KeyRecord, backingKey: BackingKeyRecord, tags: [Tag]) async throws
     func key(_ id: KeyID) async throws -> KeyRecord?
     func updateKey(_ key: KeyRecord) async throws
-    /// Keys in creation order, starting after `marker` (an opaque value from a previous page).
-    func listKeys(after marker: String?, limit: Int) async throws -> Page<KeyRecord>
+    /// The keys of one account in creation order, starting after `marker` (an opaque value from a previous page).
+    func listKeys(account: String, after marker: String?, limit: Int) async throws -> Page<KeyRecord>
     func keysPendingDeletion(dueBy date: Date) async throws -> [KeyRecord]
     /// Removes the key with its backing keys, aliases and tags, and overwrites the freed bytes.
     func destroyKey(_ id: KeyID) async throws
@@ -23,20 +23,51 @@ public protocol MetadataStore: Sendable {
     /// Durably raises the reserved nonce count of one backing-key version.
     func reserveNonces(_ keyID: KeyID, version: UInt32, upTo reserved: UInt64) async throws
 
-    // Aliases
-    func alias(named name: String) async throws -> AliasRecord?
-    /// Throws ``MetadataStoreError/duplicate`` when the name is taken.
+    // Aliases (names are unique within an account)
+    func alias(named name: String, account: String) async throws -> AliasRecord?
+    /// Throws ``MetadataStoreError/duplicate`` when the name is taken in the account.
     func insertAlias(_ alias: AliasRecord) async throws
     func updateAlias(_ alias: AliasRecord) async throws
-    func deleteAlias(named name: String) async throws
-    /// Aliases sorted by name, optionally only those of one key.
-    func listAliases(for keyID: KeyID?, after marker: String?, limit: Int) async throws -> Page<AliasRecord>
+    func deleteAlias(named name: String, account: String) async throws
+    /// An account's aliases sorted by name, optionally only those of one key.
+    func listAliases(account: String, for keyID: KeyID?, after marker: String?, limit: Int) async throws -> Page<AliasRecord>
+    /// Every alias of a key, sorted by name.
+    func aliases(of keyID: KeyID) async throws -> [AliasRecord]
 
     // Tags
     func tags(of keyID: KeyID) async throws -> [Tag]
     /// Adds or overwrites tags.
     func putTags(_ tags: [Tag], on keyID: KeyID) async throws
     func removeTags(_ tagKeys: [String], from keyID: KeyID) async throws
+
+    // Grants
+    func insertGrant(_ grant: GrantRecord) async throws
+    func grant(_ id: String) async throws -> GrantRecord?
+    /// A key's grants in creation order.
+    func grants(of keyID: KeyID) async throws -> [GrantRecord]
+    /// Grants whose retiring principal is `principal`, in creation order.
+    func grants(retirableBy principal: String) async throws -> [GrantRecord]
+    func deleteGrant(_ id: String) async throws
+
+    // Identities
+    /// Throws ``MetadataStoreError/duplicate`` when the id is taken.
+    func insertAccount(_ account: Account) async throws
+    func account(_ id: String) async throws -> Account?
+    func accounts() async throws -> [Account]
+    /// Throws ``MetadataStoreError/duplicate`` when the ARN is taken.
+    func insertPrincipal(_ principal: Principal) async throws
+    func principal(_ arn: String) async throws -> Principal?
+    func principals() async throws -> [Principal]
+    /// Removes the principal with its access keys and identity policies.
+    func deletePrincipal(_ arn: String) async throws
+    func insertAccessKey(_ key: AccessKeyRecord) async throws
+    func accessKey(_ accessKeyID: String) async throws -> AccessKeyRecord?
+    func accessKeys(of principalARN: String) async throws -> [AccessKeyRecord]
+    func updateAccessKeyStatus(_ accessKeyID: String, _ status: AccessKeyRecord.Status) async throws
+    func deleteAccessKey(_ accessKeyID: String) async throws
+    func putIdentityPolicy(_ policy: IdentityPolicy) async throws
+    func deleteIdentityPolicy(principalARN: String, name: String) async throws
+    func identityPolicies(of principalARN: String) async throws -> [IdentityPolicy]
 }
 
 public enum MetadataStoreError: Error, Sendable {

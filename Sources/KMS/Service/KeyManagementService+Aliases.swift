@@ -22,46 +22,65 @@ extension KeyManagementService {
 
     public func createAlias(_ name: String, targetKeyID: String, caller: Caller) async throws {
         try validateAliasName(name)
-        let key = try await resolveKey(targetKeyID, member: "targetKeyId", allowAlias: false)
-        try requireNotPendingDeletion(key)
+        let target = try await resolveKey(targetKeyID, member: "targetKeyId", allowAlias: false, caller: caller)
+        try requireOwnAccount(target.record, caller: caller)
+        try await authorize("kms:CreateAlias", target, caller: caller)
+        try requireNotPendingDeletion(target.record)
         let now = clock.now()
         do {
-            try await store.insertAlias(AliasRecord(name: name, targetKeyID: key.id, creationDate: now, lastUpdatedDate: now))
+            try await store.insertAlias(
+                AliasRecord(name: name, accountID: caller.accountID, targetKeyID: target.record.id, creationDate: now, lastUpdatedDate: now))
         } catch MetadataStoreError.duplicate {
-            throw KMSError(.alreadyExists, "An alias with the name \(location.aliasARN(name)) already exists")
+            throw KMSError(.alreadyExists, "An alias with the name \(location.aliasARN(name, account: caller.accountID)) already exists")
         }
     }
 
-    /// Points an existing alias at another key.
+    /// Points an existing alias at another key; the caller needs kms:UpdateAlias on both keys.
     public func updateAlias(_ name: String, targetKeyID: String, caller: Caller) async throws {
         try validateAliasName(name)
-        guard var alias = try await store.alias(named: name) else {
-            throw KMSError(.notFound, "Alias \(location.aliasARN(name)) is not found.")
+        guard var alias = try await store.alias(named: name, account: caller.accountID) else {
+            throw KMSError(.notFound, "Alias \(location.aliasARN(name, account: caller.accountID)) is not found.")
         }
-        let key = try await resolveKey(targetKeyID, member: "targetKeyId", allowAlias: false)
-        try requireNotPendingDeletion(key)
-        alias.targetKeyID = key.id
+        let target = try await resolveKey(targetKeyID, member: "targetKeyId", allowAlias: false, caller: caller)
+        try requireOwnAccount(target.record, caller: caller)
+        if let current = try await store.key(alias.targetKeyID) {
+            try await authorize("kms:UpdateAlias", ResolvedKey(record: current, requestAlias: name), caller: caller)
+        }
+        try await authorize("kms:UpdateAlias", target, caller: caller)
+        try requireNotPendingDeletion(target.record)
+        alias.targetKeyID = target.record.id
         alias.lastUpdatedDate = clock.now()
         try await store.updateAlias(alias)
     }
 
     public func deleteAlias(_ name: String, caller: Caller) async throws {
         try validateAliasName(name)
-        guard try await store.alias(named: name) != nil else {
-            throw KMSError(.notFound, "Alias \(location.aliasARN(name)) is not found.")
+        guard let alias = try await store.alias(named: name, account: caller.accountID) else {
+            throw KMSError(.notFound, "Alias \(location.aliasARN(name, account: caller.accountID)) is not found.")
         }
-        try await store.deleteAlias(named: name)
+        if let key = try await store.key(alias.targetKeyID) {
+            try await authorize("kms:DeleteAlias", ResolvedKey(record: key, requestAlias: name), caller: caller)
+        }
+        try await store.deleteAlias(named: name, account: caller.accountID)
     }
 
     public func listAliases(keyID: String?, limit: Int?, marker: String?, caller: Caller) async throws -> Page<AliasRecord> {
         let limit = limit ?? 50
         try validateRange(limit, "limit", min: 1, max: 100)
         if let marker { try validateLength(marker.utf8.count, "marker", min: 1, max: 1024) }
-        let target = try await keyID.asyncMap { try await resolveKey($0, allowAlias: false).id }
+        try await authorizer.authorize(AuthorizationRequest("kms:ListAliases"), caller: caller)
+        let target = try await keyID.asyncMap { try await resolveKey($0, allowAlias: false, caller: caller).record }
         do {
-            return try await store.listAliases(for: target, after: marker, limit: limit)
+            return try await store.listAliases(account: target?.accountID ?? caller.accountID, for: target?.id, after: marker, limit: limit)
         } catch MetadataStoreError.invalidMarker {
             throw KMSError(.invalidMarker, "The marker '\(marker ?? "")' is not valid.")
+        }
+    }
+
+    /// Aliases live in the key's account: another account's key cannot be named by one.
+    private func requireOwnAccount(_ key: KeyRecord, caller: Caller) throws(KMSError) {
+        guard key.accountID == caller.accountID else {
+            throw KMSError(.notFound, "Key '\(arn(key))' does not exist")
         }
     }
 }
@@ -92,7 +111,11 @@ extension KeyManagementService {
 
     public func tagResource(_ keyID: String, tags: [Tag], caller: Caller) async throws {
         try validateTags(tags)
-        let key = try await resolveKey(keyID, allowAlias: false)
+        let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
+        var conditions = ConditionContext()
+        conditions.addRequestTags(tags)
+        try await authorize("kms:TagResource", resolved, context: conditions, caller: caller)
+        let key = resolved.record
         try requireNotPendingDeletion(key)
         let existing = try await store.tags(of: key.id)
         let resulting = Set(existing.map(\.key)).union(tags.map(\.key))
@@ -104,7 +127,11 @@ extension KeyManagementService {
 
     public func untagResource(_ keyID: String, tagKeys: [String], caller: Caller) async throws {
         for tagKey in tagKeys { try validateTagKey(tagKey) }
-        let key = try await resolveKey(keyID, allowAlias: false)
+        let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
+        var conditions = ConditionContext()
+        conditions.set("aws:TagKeys", values: tagKeys)
+        try await authorize("kms:UntagResource", resolved, context: conditions, caller: caller)
+        let key = resolved.record
         try requireNotPendingDeletion(key)
         try await store.removeTags(tagKeys, from: key.id)
     }
@@ -113,7 +140,9 @@ extension KeyManagementService {
     public func listResourceTags(_ keyID: String, limit: Int?, marker: String?, caller: Caller) async throws -> Page<Tag> {
         let limit = limit ?? 50
         try validateRange(limit, "limit", min: 1, max: 50)
-        let key = try await resolveKey(keyID, allowAlias: false)
+        let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
+        try await authorize("kms:ListResourceTags", resolved, caller: caller)
+        let key = resolved.record
         let tags = try await store.tags(of: key.id).sorted { $0.key < $1.key }
         var start = 0
         if let marker {

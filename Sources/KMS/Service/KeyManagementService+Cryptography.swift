@@ -37,8 +37,11 @@ extension KeyManagementService {
     ) async throws -> EncryptResult {
         try validateLength(plaintext.count, "plaintext", min: 1, max: 4096)
         try context.validate(member: "encryptionContext")
-        let key = try await resolveKey(keyID, allowAlias: true)
+        let resolved = try await resolveKey(keyID, allowAlias: true, caller: caller)
+        let key = resolved.record
         let algorithm = try checkSymmetricAlgorithm(algorithm, member: "encryptionAlgorithm", for: key)
+        try await authorize(
+            "kms:Encrypt", resolved, grant: .encrypt, encryptionContext: context, context: .algorithm(algorithm), caller: caller)
         try requireEnabled(key)
         try requireSymmetricEncryption(key)
         try rejectDryRun(dryRun)
@@ -52,7 +55,7 @@ extension KeyManagementService {
         try validateLength(ciphertext.count, "ciphertextBlob", min: 1, max: 6144)
         let (key, plaintext, algorithm) = try await open(
             ciphertext, context: context, keyID: keyID, algorithm: algorithm, members: ("keyId", "encryptionAlgorithm"),
-            dryRun: dryRun)
+            action: ("kms:Decrypt", .decrypt), dryRun: dryRun, caller: caller)
         return DecryptResult(plaintext: plaintext, keyARN: arn(key), encryptionAlgorithm: algorithm)
     }
 
@@ -63,12 +66,17 @@ extension KeyManagementService {
     ) async throws -> ReEncryptResult {
         try validateLength(ciphertext.count, "ciphertextBlob", min: 1, max: 6144)
         try destinationContext.validate(member: "destinationEncryptionContext")
-        let destination = try await resolveKey(destinationKeyID, member: "destinationKeyId", allowAlias: true)
+        let resolvedDestination = try await resolveKey(destinationKeyID, member: "destinationKeyId", allowAlias: true, caller: caller)
+        let destination = resolvedDestination.record
         let destinationAlgorithm = try checkSymmetricAlgorithm(
             destinationAlgorithm, member: "destinationEncryptionAlgorithm", for: destination)
         let (source, plaintext, sourceAlgorithm) = try await open(
             ciphertext, context: sourceContext, keyID: sourceKeyID, algorithm: sourceAlgorithm,
-            members: ("sourceKeyId", "sourceEncryptionAlgorithm"), dryRun: nil)
+            members: ("sourceKeyId", "sourceEncryptionAlgorithm"), action: ("kms:ReEncryptFrom", .reEncryptFrom), dryRun: nil,
+            caller: caller)
+        try await authorize(
+            "kms:ReEncryptTo", resolvedDestination, grant: .reEncryptTo, encryptionContext: destinationContext,
+            context: .algorithm(destinationAlgorithm), caller: caller)
         try requireEnabled(destination)
         try requireSymmetricEncryption(destination)
         try rejectDryRun(dryRun)
@@ -98,7 +106,11 @@ extension KeyManagementService {
             length = count
         }
         try context.validate(member: "encryptionContext")
-        let key = try await resolveKey(keyID, allowAlias: true)
+        let resolved = try await resolveKey(keyID, allowAlias: true, caller: caller)
+        let key = resolved.record
+        try await authorize(
+            includePlaintext ? "kms:GenerateDataKey" : "kms:GenerateDataKeyWithoutPlaintext", resolved,
+            grant: includePlaintext ? .generateDataKey : .generateDataKeyWithoutPlaintext, encryptionContext: context, caller: caller)
         try requireEnabled(key)
         try requireSymmetricEncryption(key)
         try rejectDryRun(dryRun)
@@ -113,6 +125,7 @@ extension KeyManagementService {
         if customKeyStoreID != nil {
             throw KMSError(.unsupportedOperation, "Custom key stores are not supported by Trent yet.")
         }
+        try await authorizer.authorize(AuthorizationRequest("kms:GenerateRandom"), caller: caller)
         return try await provider.generateRandom(count: count)
     }
 
@@ -150,18 +163,21 @@ extension KeyManagementService {
     /// Decrypts a blob, checking the optional KeyId the caller named against the key the blob names.
     private func open(
         _ ciphertext: [UInt8], context: EncryptionContext, keyID: String?, algorithm: String?,
-        members: (keyID: String, algorithm: String), dryRun: Bool?
+        members: (keyID: String, algorithm: String), action: (name: String, grant: GrantOperation), dryRun: Bool?, caller: Caller
     ) async throws -> (KeyRecord, [UInt8], String) {
-        let named = try await keyID.asyncMap { try await resolveKey($0, member: members.keyID, allowAlias: true) }
+        let named = try await keyID.asyncMap { try await resolveKey($0, member: members.keyID, allowAlias: true, caller: caller) }
         let blob = try CiphertextBlob(parsing: ciphertext)
-        if let named, named.id != blob.keyID {
+        if let named, named.record.id != blob.keyID {
             throw KMSError(.incorrectKey, "The key ID in the request does not identify a CMK that can perform this operation.")
         }
-        let blobKey: KeyRecord? = if let named { named } else { try await store.key(blob.keyID) }
+        let blobKey: KeyRecord? = if let named { named.record } else { try await store.key(blob.keyID) }
         guard let key = blobKey else {
             throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
         }
         let algorithm = try checkSymmetricAlgorithm(algorithm, member: members.algorithm, for: key)
+        try await authorize(
+            action.name, ResolvedKey(record: key, requestAlias: named?.requestAlias), grant: action.grant, encryptionContext: context,
+            context: .algorithm(algorithm), caller: caller)
         try requireEnabled(key)
         try requireSymmetricEncryption(key)
         try rejectDryRun(dryRun)
@@ -172,5 +188,14 @@ extension KeyManagementService {
         let plaintext = try await provider.decrypt(
             SealedData(iv: blob.iv, ciphertextAndTag: blob.sealed), under: backingKey, additionalData: aad)
         return (key, plaintext, algorithm)
+    }
+}
+
+extension ConditionContext {
+    /// `kms:EncryptionAlgorithm` of a cryptographic request.
+    static func algorithm(_ algorithm: String) -> ConditionContext {
+        var context = ConditionContext()
+        context.set("kms:EncryptionAlgorithm", algorithm)
+        return context
     }
 }

@@ -13,12 +13,14 @@ extension KeyManagementService {
         public var tags: [Tag]
         public var multiRegion: Bool?
         public var xksKeyID: String?
+        public var bypassPolicyLockoutSafetyCheck: Bool
 
         public init(
             policy: String? = nil, description: String? = nil, keyUsage: String? = nil, keySpec: String? = nil,
             origin: String? = nil, customKeyStoreID: String? = nil, tags: [Tag] = [], multiRegion: Bool? = nil,
-            xksKeyID: String? = nil
+            xksKeyID: String? = nil, bypassPolicyLockoutSafetyCheck: Bool = false
         ) {
+            self.bypassPolicyLockoutSafetyCheck = bypassPolicyLockoutSafetyCheck
             self.policy = policy
             self.description = description
             self.keyUsage = keyUsage
@@ -53,68 +55,79 @@ extension KeyManagementService {
         if request.multiRegion == true {
             throw KMSError(.unsupportedOperation, "Multi-Region keys are not supported by Trent yet.")
         }
-        let policy = try request.policy.map { text throws(KMSError) in try validatePolicyDocument(text) } ?? defaultKeyPolicy(for: caller)
         try validateTags(request.tags)
+        var conditions = ConditionContext()
+        conditions.set("kms:KeySpec", keySpec.rawValue)
+        conditions.set("kms:KeyUsage", keyUsage.rawValue)
+        conditions.set("kms:KeyOrigin", origin.rawValue)
+        conditions.addRequestTags(request.tags)
+        try await authorizer.authorize(AuthorizationRequest("kms:CreateKey", context: conditions), caller: caller)
+        guard !caller.accountID.isEmpty else {
+            throw KMSError(.accessDenied, "User: \(caller.principalARN) is not authorized to perform: kms:CreateKey on resource: * because it belongs to no account")
+        }
 
         let id = KeyID()
-        let now = clock.now()
-        let material = try await provider.createBackingKey(for: id, version: 1)
-        let key = KeyRecord(
-            id: id, accountID: location.accountID, creationDate: now, description: description, keySpec: keySpec,
-            keyUsage: keyUsage, origin: origin, keyManager: .customer, state: .enabled, policy: policy, currentVersion: 1)
-        let backingKey = BackingKeyRecord(
-            keyID: id, version: 1, wrappedKey: material.wrappedKey, binding: material.binding,
-            wrappingKeyLabel: material.wrappingKeyLabel, creationDate: now)
-        try await store.insertKey(key, backingKey: backingKey, tags: request.tags)
+        var key = KeyRecord(
+            id: id, accountID: caller.accountID, creationDate: clock.now(), description: description, keySpec: keySpec,
+            keyUsage: keyUsage, origin: origin, keyManager: .customer, state: .enabled,
+            policy: Self.defaultKeyPolicy(account: caller.accountID), currentVersion: 1)
+        if let policy = request.policy {
+            key.policy = try await checkedKeyPolicy(policy, for: key, bypassLockoutCheck: request.bypassPolicyLockoutSafetyCheck, caller: caller)
+        }
+        try await insertNewKey(key, tags: request.tags)
         logger.info("created key", metadata: ["kms.key.id": "\(id)", "kms.caller": "\(caller.principalARN)"])
         return key
     }
 
-    /// The policy AWS gives a key created without one: the account root may do everything, which delegates
-    /// access to the account's identity policies.
-    func defaultKeyPolicy(for caller: Caller) -> String {
-        """
-        {"Version":"2012-10-17","Id":"key-default-1","Statement":[{"Sid":"Enable IAM User Permissions",\
-        "Effect":"Allow","Principal":{"AWS":"arn:aws:iam::\(location.accountID):root"},"Action":"kms:*","Resource":"*"}]}
-        """
+    /// Generates the first backing key in the token and stores the key with it.
+    func insertNewKey(_ key: KeyRecord, tags: [Tag]) async throws {
+        let material = try await provider.createBackingKey(for: key.id, version: 1)
+        let backingKey = BackingKeyRecord(
+            keyID: key.id, version: 1, wrappedKey: material.wrappedKey, binding: material.binding,
+            wrappingKeyLabel: material.wrappingKeyLabel, creationDate: key.creationDate)
+        try await store.insertKey(key, backingKey: backingKey, tags: tags)
     }
 
-    /// A key policy must be a JSON object of at most 32 KB. (Its statements are evaluated by the
-    /// authorization layer.)
-    func validatePolicyDocument(_ text: String) throws(KMSError) -> String {
-        try validateLength(text.utf8.count, "policy", min: 1, max: 32768)
-        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)), object is [String: Any] else {
-            throw KMSError(.malformedPolicyDocument, "The key policy is not a valid JSON policy document.")
-        }
-        return text
+    /// The policy AWS gives a key created without one: the account root may do everything, which delegates
+    /// access to the account's identity policies.
+    static func defaultKeyPolicy(account: String) -> String {
+        """
+        {"Version":"2012-10-17","Id":"key-default-1","Statement":[{"Sid":"Enable IAM User Permissions",\
+        "Effect":"Allow","Principal":{"AWS":"arn:aws:iam::\(account):root"},"Action":"kms:*","Resource":"*"}]}
+        """
     }
 
     public func describeKey(_ keyID: String, caller: Caller) async throws -> KeyRecord {
-        try await resolveKey(keyID, allowAlias: true)
+        let resolved = try await resolveKey(keyID, allowAlias: true, caller: caller)
+        try await authorize("kms:DescribeKey", resolved, grant: .describeKey, caller: caller)
+        return resolved.record
     }
 
     public func listKeys(limit: Int?, marker: String?, caller: Caller) async throws -> Page<KeyRecord> {
         let limit = limit ?? 100
         try validateRange(limit, "limit", min: 1, max: 1000)
         if let marker { try validateLength(marker.utf8.count, "marker", min: 1, max: 1024) }
+        try await authorizer.authorize(AuthorizationRequest("kms:ListKeys"), caller: caller)
         do {
-            return try await store.listKeys(after: marker, limit: limit)
+            return try await store.listKeys(account: caller.accountID, after: marker, limit: limit)
         } catch MetadataStoreError.invalidMarker {
             throw KMSError(.invalidMarker, "The marker '\(marker ?? "")' is not valid.")
         }
     }
 
     public func enableKey(_ keyID: String, caller: Caller) async throws {
-        try await setState(.enabled, of: keyID)
+        try await setState(.enabled, of: keyID, action: "kms:EnableKey", caller: caller)
     }
 
     public func disableKey(_ keyID: String, caller: Caller) async throws {
-        try await setState(.disabled, of: keyID)
+        try await setState(.disabled, of: keyID, action: "kms:DisableKey", caller: caller)
     }
 
     /// Enabling and disabling apply only between those two states (not to keys pending deletion or import).
-    private func setState(_ state: KeyState, of keyID: String) async throws {
-        var key = try await resolveKey(keyID, allowAlias: false)
+    private func setState(_ state: KeyState, of keyID: String, action: String, caller: Caller) async throws {
+        let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
+        try await authorize(action, resolved, caller: caller)
+        var key = resolved.record
         try requireNotPendingDeletion(key)
         guard key.state == .enabled || key.state == .disabled else {
             throw KMSError(.invalidState, "\(arn(key)) is \(key.state.rawValue).")
@@ -125,7 +138,9 @@ extension KeyManagementService {
 
     public func updateKeyDescription(_ keyID: String, description: String, caller: Caller) async throws {
         try validateLength(description.utf8.count, "description", min: 0, max: 8192)
-        var key = try await resolveKey(keyID, allowAlias: false)
+        let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
+        try await authorize("kms:UpdateKeyDescription", resolved, caller: caller)
+        var key = resolved.record
         try requireNotPendingDeletion(key)
         key.description = description
         try await store.updateKey(key)
@@ -138,7 +153,9 @@ extension KeyManagementService {
         guard (7...30).contains(days) else {
             throw KMSError(.validation, "PendingWindowInDays must be between 7 and 30 days, not \(days).")
         }
-        var key = try await resolveKey(keyID, allowAlias: false)
+        let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
+        try await authorize("kms:ScheduleKeyDeletion", resolved, caller: caller)
+        var key = resolved.record
         try requireNotPendingDeletion(key)
         key.state = .pendingDeletion
         key.deletionDate = clock.now().addingTimeInterval(TimeInterval(days) * 86_400)
@@ -150,7 +167,9 @@ extension KeyManagementService {
 
     /// Cancels a scheduled deletion; the key comes back disabled, as in AWS.
     public func cancelKeyDeletion(_ keyID: String, caller: Caller) async throws -> KeyRecord {
-        var key = try await resolveKey(keyID, allowAlias: false)
+        let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
+        try await authorize("kms:CancelKeyDeletion", resolved, caller: caller)
+        var key = resolved.record
         guard key.state == .pendingDeletion else {
             throw KMSError(.invalidState, "\(arn(key)) is not pending deletion.")
         }

@@ -20,6 +20,7 @@ public final class KeyManagementService: Sendable {
 
     public let location: ServiceLocation
     let provider: any KeyProvider
+    let authorizer: Authorizer
     let store: any MetadataStore
     let clock: any KMSClock
     let ledger: NonceLedger
@@ -34,21 +35,30 @@ public final class KeyManagementService: Sendable {
         self.store = store
         self.clock = clock
         self.logger = logger
+        self.authorizer = Authorizer(store: store, clock: clock, location: configuration.location)
         self.ledger = NonceLedger(
             limits: .init(budget: configuration.nonceBudget, reservationBlock: configuration.nonceReservationBlock),
             store: store, provider: provider, clock: clock)
     }
 
-    func arn(_ key: KeyRecord) -> String { location.keyARN(key.id) }
+    func arn(_ key: KeyRecord) -> String { location.keyARN(key) }
 
     // MARK: Identifiers
 
     private enum KeyIdentifier {
-        case keyID(KeyID)
-        case aliasName(String)
+        case keyID(KeyID, account: String?)
+        case aliasName(String, account: String?)
     }
 
-    /// Parses a key id, key ARN, alias name or alias ARN. ARNs of another Region or account name no key here.
+    /// A key as a request named it.
+    struct ResolvedKey: Sendable {
+        var record: KeyRecord
+        /// The alias name, when the request named the key by alias (`kms:RequestAlias`).
+        var requestAlias: String?
+    }
+
+    /// Parses a key id, key ARN, alias name or alias ARN. ARNs of another Region name no key here; an ARN's
+    /// account is kept, so a key of another account can be named (authorization then decides).
     private func parseIdentifier(_ text: String, member: String) throws(KMSError) -> KeyIdentifier {
         guard !text.isEmpty else { throw KMSError.constraint(member, "Member must have length greater than or equal to 1") }
         guard text.utf8.count <= 2048 else {
@@ -56,39 +66,48 @@ public final class KeyManagementService: Sendable {
         }
         if text.hasPrefix("arn:") {
             let parts = text.split(separator: ":", maxSplits: 5, omittingEmptySubsequences: false)
-            guard parts.count == 6, parts[1].hasPrefix("aws"), parts[2] == "kms" else {
+            guard parts.count == 6, parts[1].hasPrefix("aws"), parts[2] == "kms", Account.isValidID(String(parts[4])) else {
                 throw KMSError(.notFound, "Invalid arn \(text)")
             }
-            guard parts[3] == location.region, parts[4] == location.accountID else {
+            guard parts[3] == location.region else {
                 throw KMSError(.notFound, "Key '\(text)' does not exist")
             }
+            let account = String(parts[4])
             let resource = String(parts[5])
-            if resource.hasPrefix("key/"), let id = KeyID(String(resource.dropFirst(4))) { return .keyID(id) }
-            if resource.hasPrefix("alias/") { return .aliasName(resource) }
+            if resource.hasPrefix("key/"), let id = KeyID(String(resource.dropFirst(4))) { return .keyID(id, account: account) }
+            if resource.hasPrefix("alias/") { return .aliasName(resource, account: account) }
             throw KMSError(.notFound, "Invalid arn \(text)")
         }
-        if text.hasPrefix("alias/") { return .aliasName(text) }
-        if let id = KeyID(text) { return .keyID(id) }
+        if text.hasPrefix("alias/") { return .aliasName(text, account: nil) }
+        if let id = KeyID(text) { return .keyID(id, account: nil) }
         throw KMSError(.notFound, "Invalid keyId '\(text)'")
     }
 
-    /// Finds the key `identifier` names. Cryptographic operations and DescribeKey accept aliases; key
-    /// management operations take a key id or key ARN only, as AWS does.
-    func resolveKey(_ identifier: String, member: String = "keyId", allowAlias: Bool) async throws -> KeyRecord {
+    /// Finds the key `identifier` names. A bare key id or alias name means the caller's own account, as in AWS;
+    /// ARNs may name another account. Cryptographic operations and DescribeKey accept aliases; key management
+    /// operations take a key id or key ARN only.
+    func resolveKey(_ identifier: String, member: String = "keyId", allowAlias: Bool, caller: Caller) async throws -> ResolvedKey {
         switch try parseIdentifier(identifier, member: member) {
-        case .keyID(let id):
-            guard let key = try await store.key(id) else {
-                throw KMSError(.notFound, "Key '\(location.keyARN(id))' does not exist")
+        case .keyID(let id, let account):
+            let key = try await store.key(id)
+            // Services calling on their own behalf belong to no account: they name keys by id under their grants.
+            let expectedAccount = account ?? (caller.principalKind == .service && caller.viaService == nil ? key?.accountID : caller.accountID)
+            guard let key, key.accountID == expectedAccount else {
+                throw KMSError(.notFound, "Key '\(location.keyARN(id, account: expectedAccount ?? caller.accountID))' does not exist")
             }
-            return key
-        case .aliasName(let name):
+            return ResolvedKey(record: key, requestAlias: nil)
+        case .aliasName(let name, let account):
             guard allowAlias else {
                 throw KMSError(.notFound, "Invalid keyId '\(identifier)': this operation takes a key ID or key ARN, not an alias")
             }
-            guard let alias = try await store.alias(named: name), let key = try await store.key(alias.targetKeyID) else {
-                throw KMSError(.notFound, "Alias '\(location.aliasARN(name))' is not found.")
+            let account = account ?? caller.accountID
+            if let alias = try await store.alias(named: name, account: account), let key = try await store.key(alias.targetKeyID) {
+                return ResolvedKey(record: key, requestAlias: name)
             }
-            return key
+            if let managed = try await awsManagedKey(for: name, account: account, caller: caller) {
+                return ResolvedKey(record: managed, requestAlias: name)
+            }
+            throw KMSError(.notFound, "Alias '\(location.aliasARN(name, account: account))' is not found.")
         }
     }
 
@@ -132,7 +151,7 @@ public final class KeyManagementService: Sendable {
         return value
     }
 
-    func rejectDryRun(_ dryRun: Bool?) throws(KMSError) {
+    public func rejectDryRun(_ dryRun: Bool?) throws(KMSError) {
         if dryRun == true {
             throw KMSError(.dryRun, "The request would have succeeded, but the DryRun option is set.")
         }

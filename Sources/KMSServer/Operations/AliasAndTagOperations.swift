@@ -72,7 +72,7 @@ extension KeyManagementService {
                 return ListAliasesResponse(
                     Aliases: page.items.map {
                         .init(
-                            AliasName: $0.name, AliasArn: location.aliasARN($0.name), TargetKeyId: $0.targetKeyID.description,
+                            AliasName: $0.name, AliasArn: location.aliasARN($0.name, account: $0.accountID), TargetKeyId: $0.targetKeyID.description,
                             CreationDate: $0.creationDate, LastUpdatedDate: $0.lastUpdatedDate)
                     },
                     NextMarker: page.nextMarker, Truncated: page.nextMarker != nil)

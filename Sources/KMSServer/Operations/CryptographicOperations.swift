@@ -85,6 +85,7 @@ extension KeyManagementService {
     func cryptographicOperations() -> [String: Operation] {
         [
             "Encrypt": .json(EncryptRequest.self) { request, caller in
+                try self.validateGrantTokens(request.GrantTokens)
                 let result = try await self.encrypt(
                     keyID: try required(request.KeyId, "KeyId"), plaintext: try required(request.Plaintext, "Plaintext").bytes,
                     context: EncryptionContext(request.EncryptionContext ?? [:]), algorithm: request.EncryptionAlgorithm,
@@ -93,6 +94,7 @@ extension KeyManagementService {
                     CiphertextBlob: Blob(result.ciphertextBlob), KeyId: result.keyARN, EncryptionAlgorithm: result.encryptionAlgorithm)
             },
             "Decrypt": .json(DecryptRequest.self) { request, caller in
+                try self.validateGrantTokens(request.GrantTokens)
                 try Self.rejectRecipient(request.Recipient)
                 let result = try await self.decrypt(
                     ciphertext: try required(request.CiphertextBlob, "CiphertextBlob").bytes,
@@ -101,6 +103,7 @@ extension KeyManagementService {
                 return DecryptResponse(KeyId: result.keyARN, Plaintext: Blob(result.plaintext), EncryptionAlgorithm: result.encryptionAlgorithm)
             },
             "ReEncrypt": .json(ReEncryptRequest.self) { request, caller in
+                try self.validateGrantTokens(request.GrantTokens)
                 let result = try await self.reEncrypt(
                     ciphertext: try required(request.CiphertextBlob, "CiphertextBlob").bytes,
                     sourceContext: EncryptionContext(request.SourceEncryptionContext ?? [:]), sourceKeyID: request.SourceKeyId,
@@ -130,6 +133,7 @@ extension KeyManagementService {
 
     private func generateDataKey(_ request: GenerateDataKeyRequest, includePlaintext: Bool, caller: Caller) async throws -> GenerateDataKeyResponse {
         try Self.rejectRecipient(request.Recipient)
+        try validateGrantTokens(request.GrantTokens)
         let result = try await generateDataKey(
             keyID: try required(request.KeyId, "KeyId"), keySpec: request.KeySpec, numberOfBytes: request.NumberOfBytes,
             context: EncryptionContext(request.EncryptionContext ?? [:]), includePlaintext: includePlaintext,

@@ -22,7 +22,7 @@ struct WireKeyMetadata: Encodable, Sendable {
     init(_ key: KeyRecord, location: ServiceLocation) {
         AWSAccountId = key.accountID
         KeyId = key.id.description
-        Arn = location.keyARN(key.id)
+        Arn = location.keyARN(key)
         CreationDate = key.creationDate
         Enabled = key.isEnabled
         Description = key.description
@@ -39,7 +39,10 @@ struct WireKeyMetadata: Encodable, Sendable {
 }
 
 struct KeyMetadataResponse: Encodable, Sendable { var KeyMetadata: WireKeyMetadata }
-struct KeyIDRequest: Decodable, Sendable { var KeyId: String? }
+struct KeyIDRequest: Decodable, Sendable {
+    var KeyId: String?
+    var GrantTokens: [String]?
+}
 
 struct CreateKeyInput: Decodable, Sendable {
     var Policy: String?
@@ -102,18 +105,20 @@ extension KeyManagementService {
                         policy: request.Policy, description: request.Description, keyUsage: request.KeyUsage,
                         keySpec: request.KeySpec ?? request.CustomerMasterKeySpec, origin: request.Origin,
                         customKeyStoreID: request.CustomKeyStoreId, tags: try (request.Tags ?? []).map { try $0.domain() },
-                        multiRegion: request.MultiRegion, xksKeyID: request.XksKeyId),
+                        multiRegion: request.MultiRegion, xksKeyID: request.XksKeyId,
+                        bypassPolicyLockoutSafetyCheck: request.BypassPolicyLockoutSafetyCheck ?? false),
                     caller: caller)
                 return KeyMetadataResponse(KeyMetadata: WireKeyMetadata(key, location: location))
             },
             "DescribeKey": .json(KeyIDRequest.self) { request, caller in
+                try self.validateGrantTokens(request.GrantTokens)
                 let key = try await self.describeKey(try required(request.KeyId, "KeyId"), caller: caller)
                 return KeyMetadataResponse(KeyMetadata: WireKeyMetadata(key, location: location))
             },
             "ListKeys": .json(ListKeysRequest.self) { request, caller in
                 let page = try await self.listKeys(limit: request.Limit, marker: request.Marker, caller: caller)
                 return ListKeysResponse(
-                    Keys: page.items.map { .init(KeyId: $0.id.description, KeyArn: location.keyARN($0.id)) },
+                    Keys: page.items.map { .init(KeyId: $0.id.description, KeyArn: location.keyARN($0)) },
                     NextMarker: page.nextMarker, Truncated: page.nextMarker != nil)
             },
             "EnableKey": .json(KeyIDRequest.self) { request, caller in
@@ -134,12 +139,12 @@ extension KeyManagementService {
                 let key = try await self.scheduleKeyDeletion(
                     try required(request.KeyId, "KeyId"), pendingWindowInDays: request.PendingWindowInDays, caller: caller)
                 return ScheduleKeyDeletionResponse(
-                    KeyId: location.keyARN(key.id), DeletionDate: key.deletionDate, KeyState: key.state.rawValue,
+                    KeyId: location.keyARN(key), DeletionDate: key.deletionDate, KeyState: key.state.rawValue,
                     PendingWindowInDays: key.pendingWindowInDays)
             },
             "CancelKeyDeletion": .json(KeyIDRequest.self) { request, caller in
                 let key = try await self.cancelKeyDeletion(try required(request.KeyId, "KeyId"), caller: caller)
-                return CancelKeyDeletionResponse(KeyId: location.keyARN(key.id))
+                return CancelKeyDeletionResponse(KeyId: location.keyARN(key))
             },
         ]
     }

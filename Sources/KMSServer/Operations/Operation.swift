@@ -28,6 +28,7 @@ extension KeyManagementService {
         table.merge(keyOperations(), uniquingKeysWith: { _, implemented in implemented })
         table.merge(aliasAndTagOperations(), uniquingKeysWith: { _, implemented in implemented })
         table.merge(cryptographicOperations(), uniquingKeysWith: { _, implemented in implemented })
+        table.merge(grantAndPolicyOperations(), uniquingKeysWith: { _, implemented in implemented })
         return table
     }
 

@@ -12,20 +12,47 @@ public protocol CredentialProvider: Sendable {
 public struct Credential: Sendable, CustomStringConvertible {
     public var accessKeyID: String
     public var secretAccessKey: String
+    /// Empty for an integrated service, which belongs to no account.
     public var accountID: String
     public var principalARN: String
+    public var principalKind: Principal.Kind
 
-    public init(accessKeyID: String, secretAccessKey: String, accountID: String, principalARN: String) {
+    public init(accessKeyID: String, secretAccessKey: String, accountID: String, principalARN: String, principalKind: Principal.Kind = .user) {
         self.accessKeyID = accessKeyID
         self.secretAccessKey = secretAccessKey
         self.accountID = accountID
         self.principalARN = principalARN
+        self.principalKind = principalKind
     }
 
     public var description: String { "Credential(\(accessKeyID), \(principalARN))" }
 }
 
-/// A fixed set of credentials from configuration.
+/// Credentials from the identity directory in the metadata store. Unsealed secrets are cached in memory (the
+/// HMAC needs them), keyed by the sealed value, so a changed or rotated secret is never served stale; the key's
+/// status and principal are read on every request, so deactivation takes effect at once.
+public final class DirectoryCredentialProvider: CredentialProvider {
+    private let directory: IdentityDirectory
+    private let secrets = Mutex<[String: (sealed: SealedData, secret: String)]>([:])
+
+    public init(directory: IdentityDirectory) { self.directory = directory }
+
+    public func credential(for accessKeyID: String) async throws -> Credential? {
+        let cached = secrets.withLock { $0[accessKeyID] }
+        guard let (found, sealed) = try await directory.credential(for: accessKeyID, cachedSecret: { sealed in
+            cached?.sealed == sealed ? cached?.secret : nil
+        }) else { return nil }
+        secrets.withLock { cache in
+            if cache.count > 10_000 { cache.removeAll() }
+            cache[accessKeyID] = (sealed, found.secretAccessKey)
+        }
+        return Credential(
+            accessKeyID: accessKeyID, secretAccessKey: found.secretAccessKey, accountID: found.principal.accountID ?? "",
+            principalARN: found.principal.arn, principalKind: found.principal.kind)
+    }
+}
+
+/// A fixed set of credentials (for tests of the verifier).
 public struct StaticCredentialProvider: CredentialProvider {
     private let credentials: [String: Credential]
     public init(_ credentials: [Credential]) {
@@ -71,8 +98,13 @@ public final class SigV4Verifier: Sendable {
         self.credentials = credentials
     }
 
-    /// Returns the credential whose secret signed `request`, or throws the AWS error a client expects.
+    /// Returns the credential whose secret signed `request`, and the headers it signed, or throws the AWS error a
+    /// client expects.
     public func verify(_ request: SignedRequest, now: Date = Date()) async throws -> Credential {
+        try await verifyReturningSignedHeaders(request, now: now).credential
+    }
+
+    public func verifyReturningSignedHeaders(_ request: SignedRequest, now: Date = Date()) async throws -> (credential: Credential, signedHeaders: Set<String>) {
         guard let authorization = request.headers["authorization"]?.first else {
             throw KMSError(.missingAuthenticationToken, "Missing Authentication Token")
         }
@@ -111,7 +143,35 @@ public final class SigV4Verifier: Sendable {
                 .invalidSignature,
                 "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.")
         }
+        return (credential, Set(parsed.signedHeaders))
+    }
+
+    /// Verifies a forwarded-caller signature: the caller's proof that `service` may act on its behalf, made
+    /// with the caller's own secret over `TRENT-FORWARD-V1\n<date>\n<region>\n<service>` with the SigV4 signing
+    /// key of that day, valid for 15 minutes. A service cannot forge it, and it names the service it is for.
+    public func verifyForwardedCaller(
+        accessKeyID: String, date amzDate: String, signature: String, service: String, now: Date = Date()
+    ) async throws -> Credential {
+        guard let credential = try await credentials.credential(for: accessKeyID) else {
+            throw KMSError(.accessDenied, "The forwarded caller's access key is not valid.")
+        }
+        guard let date = Self.parseAmzDate(amzDate), date.timeIntervalSince(now) < allowedSkew, now.timeIntervalSince(date) < Self.forwardingLifetime
+        else {
+            throw KMSError(.accessDenied, "The forwarded caller's authorization has expired or is not yet valid.")
+        }
+        let key = signingKey(secret: credential.secretAccessKey, date: String(amzDate.prefix(8)), region: region, service: self.service)
+        let message = Self.forwardingMessage(date: amzDate, region: region, service: service)
+        let expected = Self.hex(HMAC<SHA256>.authenticationCode(for: Array(message.utf8), using: key))
+        guard Self.constantTimeEqual(expected, signature.lowercased()) else {
+            throw KMSError(.accessDenied, "The forwarded caller's signature does not match: \(service) cannot act on its behalf.")
+        }
         return credential
+    }
+
+    static let forwardingLifetime: TimeInterval = 15 * 60
+
+    public static func forwardingMessage(date: String, region: String, service: String) -> String {
+        "TRENT-FORWARD-V1\n\(date)\n\(region)\n\(service)"
     }
 
     func canonicalRequest(_ request: SignedRequest, signedHeaders: [String]) -> String {

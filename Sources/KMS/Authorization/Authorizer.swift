@@ -1,0 +1,146 @@
+import Foundation
+
+/// One authorization question: may the caller perform `action`, on `key` or on the account?
+struct AuthorizationRequest: Sendable {
+    /// As policies name it, such as `kms:Decrypt`.
+    var action: String
+    /// Nil for account-level actions (CreateKey, ListKeys, ListAliases, GenerateRandom, ...), which only
+    /// identity policies can allow.
+    var key: KeyRecord?
+    /// The grant operation that would allow the same thing, if any.
+    var grantOperation: GrantOperation?
+    /// The request's encryption context, for `kms:EncryptionContext:` keys and grant constraints.
+    var encryptionContext: EncryptionContext?
+    /// The alias the request named the key by (`kms:RequestAlias`).
+    var requestAlias: String?
+    /// Operation-specific condition keys (`kms:GrantOperations`, `aws:RequestTag/...`, ...).
+    var context = ConditionContext()
+
+    init(
+        _ action: String, key: KeyRecord? = nil, grantOperation: GrantOperation? = nil, encryptionContext: EncryptionContext? = nil,
+        requestAlias: String? = nil, context: ConditionContext = ConditionContext()
+    ) {
+        self.action = action
+        self.key = key
+        self.grantOperation = grantOperation
+        self.encryptionContext = encryptionContext
+        self.requestAlias = requestAlias
+        self.context = context
+    }
+}
+
+/// Decides every request as KMS does: an explicit Deny in the key policy or an identity policy wins; otherwise
+/// the key policy must allow the caller directly, or allow the caller's account and an identity policy of the
+/// caller allow too (the default key policy delegates to IAM this way), or a grant must allow the operation.
+/// A caller from another account needs both the key policy and its own identity policy.
+struct Authorizer: Sendable {
+    let store: any MetadataStore
+    let clock: any KMSClock
+    let location: ServiceLocation
+
+    func authorize(_ request: AuthorizationRequest, caller: Caller) async throws {
+        if let key = request.key { AuditResources.current?.add(arn: location.keyARN(key), accountID: key.accountID) }
+        let outcome = try await evaluate(request, caller: caller, keyPolicy: nil)
+        switch outcome {
+        case .allowed:
+            return
+        case .denied(let reason):
+            let resource = request.key.map(location.keyARN) ?? "*"
+            throw KMSError(
+                .accessDenied,
+                "User: \(caller.principalARN) is not authorized to perform: \(request.action) on resource: \(resource) \(reason)")
+        }
+    }
+
+    enum Outcome: Equatable {
+        case allowed
+        case denied(String)
+    }
+
+    /// Evaluates `request`, optionally as if the key had `keyPolicy` (the lockout safety check of PutKeyPolicy).
+    func evaluate(_ request: AuthorizationRequest, caller: Caller, keyPolicy: PolicyDocument?, includeGrants: Bool = true) async throws -> Outcome {
+        let policyRequest = PolicyRequest(
+            action: request.action, resource: request.key.map(location.keyARN) ?? "*", principalARN: caller.principalARN,
+            principalAccount: caller.accountID.isEmpty ? nil : caller.accountID,
+            context: try await conditionContext(for: request, caller: caller))
+
+        let identityDecisions = try await identityPolicies(of: caller).map { $0.evaluate(policyRequest, as: .identity) }
+        let identityAllows = identityDecisions.contains { $0.allowsPrincipal }
+
+        guard let key = request.key else {
+            if identityDecisions.contains(where: \.explicitDeny) {
+                return .denied("with an explicit deny in an identity-based policy")
+            }
+            return identityAllows ? .allowed : .denied("because no identity-based policy allows the \(request.action) action")
+        }
+
+        let document = keyPolicy ?? (try? PolicyDocument(parsing: key.policy))
+        let keyDecision = document?.evaluate(policyRequest, as: .resource)
+        if keyDecision?.explicitDeny == true {
+            return .denied("with an explicit deny in a resource-based policy")
+        }
+        if identityDecisions.contains(where: \.explicitDeny) {
+            return .denied("with an explicit deny in an identity-based policy")
+        }
+        let keyAllowsCaller = keyDecision?.allowsPrincipal ?? false
+        let keyDelegatesToAccount = keyDecision?.allowedAccounts.contains(caller.accountID) ?? false
+        let sameAccount = caller.accountID == key.accountID
+        let allowed =
+            sameAccount
+            ? keyAllowsCaller || (keyDelegatesToAccount && identityAllows)
+            : (keyAllowsCaller || keyDelegatesToAccount) && identityAllows
+        if allowed { return .allowed }
+        if includeGrants, let operation = request.grantOperation,
+            try await grantAllows(operation, on: key, caller: caller, context: request.encryptionContext ?? EncryptionContext())
+        {
+            return .allowed
+        }
+        if keyAllowsCaller || keyDelegatesToAccount {
+            return .denied("because no identity-based policy allows the \(request.action) action")
+        }
+        return .denied("because no resource-based policy allows the \(request.action) action")
+    }
+
+    func grantAllows(_ operation: GrantOperation, on key: KeyRecord, caller: Caller, context: EncryptionContext) async throws -> Bool {
+        try await store.grants(of: key.id).contains { $0.allows(operation, for: caller.principalARN, context: context) }
+    }
+
+    private func identityPolicies(of caller: Caller) async throws -> [PolicyDocument] {
+        guard caller.principalKind != .service else { return [] }
+        return try await store.identityPolicies(of: caller.principalARN).compactMap { try? PolicyDocument(parsing: $0.document) }
+    }
+
+    /// The global and KMS condition keys of a request.
+    private func conditionContext(for request: AuthorizationRequest, caller: Caller) async throws -> ConditionContext {
+        var context = request.context
+        context.set("aws:PrincipalArn", caller.principalARN)
+        context.set("aws:CurrentTime", ISO8601DateFormatter().string(from: clock.now()))
+        context.set("aws:EpochTime", String(Int(clock.now().timeIntervalSince1970)))
+        if !caller.accountID.isEmpty {
+            context.set("kms:CallerAccount", caller.accountID)
+            context.set("aws:PrincipalAccount", caller.accountID)
+        }
+        if let service = caller.viaService { context.set("kms:ViaService", service) }
+        if let sourceIP = caller.sourceIP { context.set("aws:SourceIp", sourceIP) }
+        if caller.principalKind != .service, let principal = try await store.principal(caller.principalARN) {
+            for tag in principal.tags { context.set("aws:PrincipalTag/\(tag.key)", tag.value) }
+        }
+        if let key = request.key {
+            context.set("kms:KeySpec", key.keySpec.rawValue)
+            context.set("kms:KeyUsage", key.keyUsage.rawValue)
+            context.set("kms:KeyOrigin", key.origin.rawValue)
+            for tag in try await store.tags(of: key.id) { context.set("aws:ResourceTag/\(tag.key)", tag.value) }
+            context.set("kms:ResourceAliases", values: try await store.aliases(of: key.id).map(\.name))
+        }
+        if let alias = request.requestAlias { context.set("kms:RequestAlias", alias) }
+        if let encryptionContext = request.encryptionContext {
+            for (key, value) in encryptionContext.pairs { context.set("kms:EncryptionContext:\(key)", value) }
+            context.set("kms:EncryptionContextKeys", values: encryptionContext.pairs.keys.sorted())
+        }
+        return context
+    }
+}
+
+extension KMSError.Code {
+    public static let accessDenied = KMSError.Code(rawValue: "AccessDeniedException")
+}

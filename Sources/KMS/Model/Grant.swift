@@ -1,0 +1,103 @@
+public import Foundation
+
+/// The operations a grant can allow, spelled as the API spells them.
+public enum GrantOperation: String, Sendable, Codable, CaseIterable, Comparable {
+    case decrypt = "Decrypt"
+    case encrypt = "Encrypt"
+    case generateDataKey = "GenerateDataKey"
+    case generateDataKeyWithoutPlaintext = "GenerateDataKeyWithoutPlaintext"
+    case reEncryptFrom = "ReEncryptFrom"
+    case reEncryptTo = "ReEncryptTo"
+    case sign = "Sign"
+    case verify = "Verify"
+    case getPublicKey = "GetPublicKey"
+    case createGrant = "CreateGrant"
+    case retireGrant = "RetireGrant"
+    case describeKey = "DescribeKey"
+    case generateDataKeyPair = "GenerateDataKeyPair"
+    case generateDataKeyPairWithoutPlaintext = "GenerateDataKeyPairWithoutPlaintext"
+    case generateMac = "GenerateMac"
+    case verifyMac = "VerifyMac"
+    case deriveSharedSecret = "DeriveSharedSecret"
+
+    public static func < (lhs: GrantOperation, rhs: GrantOperation) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    /// Operations that take an encryption context, the only ones a constrained grant may allow.
+    public var acceptsEncryptionContext: Bool {
+        switch self {
+        case .decrypt, .encrypt, .generateDataKey, .generateDataKeyWithoutPlaintext, .reEncryptFrom, .reEncryptTo,
+            .generateDataKeyPair, .generateDataKeyPairWithoutPlaintext, .createGrant, .retireGrant:
+            return true
+        default:
+            return false
+        }
+    }
+}
+
+/// Limits a grant to requests whose encryption context equals, or includes, the given pairs.
+public struct GrantConstraints: Sendable, Equatable, Codable {
+    public var encryptionContextEquals: [String: String]?
+    public var encryptionContextSubset: [String: String]?
+
+    public init(encryptionContextEquals: [String: String]? = nil, encryptionContextSubset: [String: String]? = nil) {
+        self.encryptionContextEquals = encryptionContextEquals
+        self.encryptionContextSubset = encryptionContextSubset
+    }
+
+    public var isEmpty: Bool { encryptionContextEquals == nil && encryptionContextSubset == nil }
+
+    /// Whether a request with `context` satisfies the constraints.
+    public func allow(_ context: EncryptionContext) -> Bool {
+        if let equals = encryptionContextEquals, context.pairs != equals { return false }
+        if let subset = encryptionContextSubset, !subset.allSatisfy({ context.pairs[$0.key] == $0.value }) { return false }
+        return true
+    }
+
+    /// Whether every request these constraints allow is also allowed by `parent` (a grant made through a grant
+    /// may only narrow it).
+    public func isAtLeastAsStrict(as parent: GrantConstraints) -> Bool {
+        if let equals = parent.encryptionContextEquals {
+            return encryptionContextEquals == equals
+        }
+        if let subset = parent.encryptionContextSubset {
+            if let equals = encryptionContextEquals { return subset.allSatisfy { equals[$0.key] == $0.value } }
+            guard let mine = encryptionContextSubset else { return false }
+            return subset.allSatisfy { mine[$0.key] == $0.value }
+        }
+        return true
+    }
+}
+
+public struct GrantRecord: Sendable, Equatable {
+    /// 64 hexadecimal characters, as AWS grant ids are.
+    public var id: String
+    public var keyID: KeyID
+    public var name: String?
+    public var granteePrincipal: String
+    public var retiringPrincipal: String?
+    public var operations: [GrantOperation]
+    public var constraints: GrantConstraints?
+    /// The account of the principal that created the grant.
+    public var issuingAccount: String
+    public var creationDate: Date
+
+    public init(
+        id: String, keyID: KeyID, name: String?, granteePrincipal: String, retiringPrincipal: String?, operations: [GrantOperation],
+        constraints: GrantConstraints?, issuingAccount: String, creationDate: Date
+    ) {
+        self.id = id
+        self.keyID = keyID
+        self.name = name
+        self.granteePrincipal = granteePrincipal
+        self.retiringPrincipal = retiringPrincipal
+        self.operations = operations
+        self.constraints = constraints
+        self.issuingAccount = issuingAccount
+        self.creationDate = creationDate
+    }
+
+    /// Whether this grant lets `principal` perform `operation` with `context`.
+    public func allows(_ operation: GrantOperation, for principal: String, context: EncryptionContext) -> Bool {
+        granteePrincipal == principal && operations.contains(operation) && (constraints?.allow(context) ?? true)
+    }
+}

@@ -1,0 +1,123 @@
+import Foundation
+import KMS
+
+/// Builds the CloudTrail record of one request (eventVersion 1.08, as KMS writes them).
+///
+/// Request and response members are copied by allowlist, so plaintext, ciphertext, data keys, grant tokens
+/// and secrets can never reach the trail, whatever a future operation adds to its wire shapes.
+struct CloudTrailRecord {
+    var operation: String
+    var requestID: String
+    var eventTime: Date
+    var region: String
+    /// The caller as authenticated; nil when authentication failed.
+    var caller: Caller?
+    /// The access key the request claimed, when authentication failed.
+    var claimedAccessKeyID: String?
+    var sourceIP: String?
+    var userAgent: String?
+    var requestBody: [UInt8]
+    var responseBody: [UInt8]?
+    var error: KMSError?
+    var resources: [AuditResources.Resource]
+
+    /// Request members that may appear in the trail.
+    static let requestMembers: Set<String> = [
+        "KeyId", "EncryptionContext", "SourceEncryptionContext", "DestinationEncryptionContext", "SourceKeyId", "DestinationKeyId",
+        "EncryptionAlgorithm", "SourceEncryptionAlgorithm", "DestinationEncryptionAlgorithm", "KeySpec", "NumberOfBytes", "KeyUsage",
+        "CustomerMasterKeySpec", "Description", "Origin", "AliasName", "TargetKeyId", "PendingWindowInDays", "TagKeys", "Tags", "Limit",
+        "Marker", "GranteePrincipal", "RetiringPrincipal", "Operations", "Constraints", "Name", "GrantId", "PolicyName", "Policy",
+        "BypassPolicyLockoutSafetyCheck", "DryRun", "MultiRegion",
+    ]
+
+    /// Response members that may appear in the trail (CloudTrail leaves most responses out).
+    static let responseMembers: Set<String> = [
+        "KeyMetadata", "GrantId", "DeletionDate", "KeyState", "PendingWindowInDays",
+    ]
+
+    static let readOnlyPrefixes = ["Describe", "List", "Get"]
+
+    var json: JSONValue {
+        var record: [String: JSONValue] = [
+            "eventVersion": "1.08",
+            "userIdentity": userIdentity,
+            "eventTime": .string(Self.timestamp(eventTime)),
+            "eventSource": "kms.amazonaws.com",
+            "eventName": .string(operation),
+            "awsRegion": .string(region),
+            "sourceIPAddress": caller?.viaService.map(JSONValue.string) ?? sourceIP.map(JSONValue.string) ?? .null,
+            "userAgent": userAgent.map(JSONValue.string) ?? .null,
+            "requestParameters": Self.filtered(requestBody, allowing: Self.requestMembers),
+            "responseElements": error == nil ? (responseBody.map { Self.filtered($0, allowing: Self.responseMembers) } ?? .null) : .null,
+            "requestID": .string(requestID),
+            "eventID": .string(UUID().uuidString.lowercased()),
+            "readOnly": .bool(Self.readOnlyPrefixes.contains { operation.hasPrefix($0) }),
+            "resources": .array(resources.map { ["accountId": .string($0.accountID), "type": "AWS::KMS::Key", "ARN": .string($0.arn)] }),
+            "eventType": "AwsApiCall",
+            "managementEvent": true,
+            "eventCategory": "Management",
+        ]
+        if let account = resources.first?.accountID ?? caller?.accountID, !account.isEmpty {
+            record["recipientAccountId"] = .string(account)
+        }
+        if let error {
+            record["errorCode"] = .string(error.code.rawValue)
+            record["errorMessage"] = .string(error.message)
+        }
+        return .object(record)
+    }
+
+    private var userIdentity: JSONValue {
+        guard let caller else {
+            return ["type": "Unknown", "accessKeyId": claimedAccessKeyID.map(JSONValue.string) ?? .null]
+        }
+        var identity: [String: JSONValue] = ["arn": .string(caller.principalARN), "accessKeyId": .string(caller.accessKeyID)]
+        switch caller.principalKind {
+        case .user:
+            identity["type"] = "IAMUser"
+            identity["userName"] = .string(String(caller.principalARN.split(separator: "/").last ?? ""))
+        case .role:
+            identity["type"] = "AssumedRole"
+        case .service:
+            identity["type"] = "AWSService"
+        }
+        if !caller.accountID.isEmpty { identity["accountId"] = .string(caller.accountID) }
+        identity["principalId"] = .string(caller.accessKeyID)
+        if let service = caller.viaService { identity["invokedBy"] = .string(service) }
+        return .object(identity)
+    }
+
+    /// The allowed members of a JSON object body, renamed lowerCamelCase as CloudTrail writes them.
+    static func filtered(_ body: [UInt8], allowing allowed: Set<String>) -> JSONValue {
+        guard !body.isEmpty, let value = try? JSONDecoder().decode(JSONValue.self, from: Data(body)), case .object(let members) = value else {
+            return .null
+        }
+        var kept: [String: JSONValue] = [:]
+        for (name, member) in members where allowed.contains(name) {
+            kept[lowerCamel(name)] = lowerCamelKeys(member, preservingKeysOf: name.hasSuffix("EncryptionContext") || name == "Constraints")
+        }
+        return kept.isEmpty ? .null : .object(kept)
+    }
+
+    /// Renames nested members too, except inside encryption contexts, whose keys are the caller's data.
+    private static func lowerCamelKeys(_ value: JSONValue, preservingKeysOf preserve: Bool) -> JSONValue {
+        switch value {
+        case .object(let members):
+            return .object(Dictionary(uniqueKeysWithValues: members.map { name, member in
+                (preserve ? name : lowerCamel(name), lowerCamelKeys(member, preservingKeysOf: preserve || name.hasPrefix("EncryptionContext")))
+            }))
+        case .array(let items):
+            return .array(items.map { lowerCamelKeys($0, preservingKeysOf: preserve) })
+        default:
+            return value
+        }
+    }
+
+    static func lowerCamel(_ name: String) -> String { name.prefix(1).lowercased() + name.dropFirst() }
+
+    static func timestamp(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        return formatter.string(from: date)
+    }
+}
