@@ -16,6 +16,8 @@ public final class SQLiteMetadataStore: MetadataStore {
             try db.execute(sql: "PRAGMA secure_delete = ON")
         }
         configuration.label = "trent.metadata"
+        // Admin commands (`trent identity`) write while the server runs: wait for the other writer, never fail at once.
+        configuration.busyMode = .timeout(10)
         do {
             database = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(database)
