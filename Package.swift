@@ -136,6 +136,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "TrentTests", dependencies: ["trent"], swiftSettings: swiftSettings),
+        .testTarget(name: "KMSAuthorizationTests", dependencies: ["KMS"], swiftSettings: swiftSettings),
         .testTarget(
             name: "KMSServerTests",
             dependencies: [
