@@ -107,7 +107,7 @@ let package = Package(
         .testTarget(
             name: "PKCS11Tests",
             dependencies: [
-                "PKCS11", "TrentTestSupport", .product(name: "Crypto", package: "swift-crypto"),
+                "PKCS11", "KMSHSM", "TrentTestSupport", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings

@@ -11,30 +11,26 @@ public import PKCS11
 public final class PKCS11KeyProvider: KeyProvider {
     public struct Configuration: Sendable {
         public var keyLabels: TokenKeyLabels
-        public var domainKeyLabel: String { keyLabels.domainKey }
-        /// The RFC 3394 wrap mechanism the token offers for AES keys.
-        public var wrapMechanism: MechanismType
-        /// Return values the token uses for a failed AES-GCM tag check (SoftHSM: `CKR_GENERAL_ERROR`).
-        public var tagFailureReturnValues: Set<PKCS11Error.ReturnValue>
+        /// The token's quirks: wrap mechanism, which codes mean a failed tag, whether to copy token keys.
+        public var profile: HSMProfile
         /// How many backing-key versions stay unwrapped in the token at once.
         public var handleCacheCapacity: Int
 
-        public init(
-            keyLabels: TokenKeyLabels, wrapMechanism: MechanismType = .aesKeyWrap,
-            tagFailureReturnValues: Set<PKCS11Error.ReturnValue> = [.generalError, .encryptedDataInvalid, .encryptedDataLenRange],
-            handleCacheCapacity: Int = 10_000
-        ) {
+        public init(keyLabels: TokenKeyLabels, profile: HSMProfile, handleCacheCapacity: Int = 10_000) {
             self.keyLabels = keyLabels
-            self.wrapMechanism = wrapMechanism
-            self.tagFailureReturnValues = tagFailureReturnValues
+            self.profile = profile
             self.handleCacheCapacity = handleCacheCapacity
         }
+
+        var domainKeyLabel: String { keyLabels.domainKey }
     }
 
     public let token: Token
     let configuration: Configuration
     let domainKey: ObjectHandle
     let sealingKey: ObjectHandle
+    let wrapMechanism: MechanismType
+    let tagFailureReturnValues: Set<PKCS11Error.ReturnValue>
     let threadPool: NIOThreadPool
     let cache: HandleCache
     let logger: Logger
@@ -49,7 +45,20 @@ public final class PKCS11KeyProvider: KeyProvider {
             return key
         }
         self.domainKey = try find(configuration.keyLabels.domainKey, "domain key")
-        self.sealingKey = try find(configuration.keyLabels.sealingKey, "sealing key")
+        let sealingTokenKey = try find(configuration.keyLabels.sealingKey, "sealing key")
+        self.wrapMechanism = try configuration.profile.rfc3394Mechanism()
+        self.tagFailureReturnValues = try configuration.profile.authenticationFailures()
+        // Tokens that re-read their storage on every use of a token key (NSS softoken) are far faster on a
+        // session copy; the copy stays sensitive and non-extractable.
+        if configuration.profile.copyTokenKeysToSession,
+            let copy = try? token.withLongLivedSession({ session throws(PKCS11Error) in
+                try session.copyObject(sealingTokenKey, template: [Attribute(.token, false)])
+            })
+        {
+            self.sealingKey = copy
+        } else {
+            self.sealingKey = sealingTokenKey
+        }
         self.token = token
         self.configuration = configuration
         self.threadPool = threadPool
@@ -65,13 +74,10 @@ public final class PKCS11KeyProvider: KeyProvider {
                 // Generated extractable only so the token can wrap it; this copy is destroyed at once and the
                 // working copies are unwrapped non-extractable.
                 let fresh = try session.generateKey(
-                    .aesKeyGen, template: Self.backingKeyTemplate(extractable: true) + [Attribute(.valueLength, ulong: 32)])
+                    .aesKeyGen, template: backingKeyTemplate(extractable: true) + [Attribute(.valueLength, ulong: 32)])
                 defer { try? session.destroyObject(fresh) }
-                let wrapped = try session.wrapKey(fresh, with: domainKey, mechanism: .keyWrap(configuration.wrapMechanism))
-                let iv = try session.generateRandom(count: Mechanism.gcmIVLength)
-                let proof = try session.encrypt(
-                    Self.bindingPlaintext, key: fresh,
-                    mechanism: .aesGCM(iv: iv, additionalData: Self.bindingData(keyID, version)))
+                let wrapped = try session.wrapKey(fresh, with: domainKey, mechanism: .keyWrap(wrapMechanism))
+                let (iv, proof) = try session.sealGCM(Self.bindingPlaintext, key: fresh, additionalData: Self.bindingData(keyID, version))
                 return BackingKeyMaterial(wrappedKey: wrapped, binding: iv + proof, wrappingKeyLabel: configuration.domainKeyLabel)
             }
         }
@@ -79,8 +85,7 @@ public final class PKCS11KeyProvider: KeyProvider {
 
     public func encrypt(_ plaintext: [UInt8], under key: BackingKeyRecord, additionalData: [UInt8]) async throws -> SealedData {
         try await withWorkingKey(key, "encrypt") { session, handle throws(PKCS11Error) in
-            let iv = try session.generateRandom(count: Mechanism.gcmIVLength)
-            let sealed = try session.encrypt(plaintext, key: handle, mechanism: .aesGCM(iv: iv, additionalData: additionalData))
+            let (iv, sealed) = try session.sealGCM(plaintext, key: handle, additionalData: additionalData)
             return SealedData(iv: iv, ciphertextAndTag: sealed)
         }
     }
@@ -90,7 +95,7 @@ public final class PKCS11KeyProvider: KeyProvider {
             return try await withWorkingKey(key, "decrypt") { session, handle throws(PKCS11Error) in
                 try session.decrypt(sealed.ciphertextAndTag, key: handle, mechanism: .aesGCM(iv: sealed.iv, additionalData: additionalData))
             }
-        } catch let error as PKCS11Error where error.function == .decrypt && configuration.tagFailureReturnValues.contains(error.returnValue) {
+        } catch let error as PKCS11Error where error.function == .decrypt && tagFailureReturnValues.contains(error.returnValue) {
             throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
         }
     }
@@ -104,8 +109,7 @@ public final class PKCS11KeyProvider: KeyProvider {
     public func seal(_ plaintext: [UInt8], additionalData: [UInt8]) async throws -> SealedData {
         try await onHSM("seal a secret") { [self] in
             try token.withSession { session throws(PKCS11Error) in
-                let iv = try session.generateRandom(count: Mechanism.gcmIVLength)
-                let sealed = try session.encrypt(plaintext, key: sealingKey, mechanism: .aesGCM(iv: iv, additionalData: additionalData))
+                let (iv, sealed) = try session.sealGCM(plaintext, key: sealingKey, additionalData: additionalData)
                 return SealedData(iv: iv, ciphertextAndTag: sealed)
             }
         }
@@ -118,7 +122,7 @@ public final class PKCS11KeyProvider: KeyProvider {
                     try session.decrypt(sealed.ciphertextAndTag, key: sealingKey, mechanism: .aesGCM(iv: sealed.iv, additionalData: additionalData))
                 }
             }
-        } catch let error as PKCS11Error where error.function == .decrypt && configuration.tagFailureReturnValues.contains(error.returnValue) {
+        } catch let error as PKCS11Error where error.function == .decrypt && tagFailureReturnValues.contains(error.returnValue) {
             throw KMSError(.invalidCiphertext, "The sealed value is invalid or belongs to something else.")
         }
     }
@@ -143,14 +147,13 @@ public final class PKCS11KeyProvider: KeyProvider {
         return data
     }
 
-    static func backingKeyTemplate(extractable: Bool) -> [Attribute] {
+    func backingKeyTemplate(extractable: Bool) -> [Attribute] {
         [
             .objectClass(.secretKey), .keyType(.aes), Attribute(.token, false), Attribute(.private, true),
             Attribute(.sensitive, true), Attribute(.extractable, extractable),
             Attribute(.encrypt, true), Attribute(.decrypt, true), Attribute(.wrap, false), Attribute(.unwrap, false),
             Attribute(.derive, false), Attribute(.sign, false), Attribute(.verify, false),
-            .allowedMechanisms([.aesGCM]),
-        ]
+        ] + (configuration.profile.allowedMechanisms.enforced ? [.allowedMechanisms([.aesGCM])] : [])
     }
 
     /// Runs `body` with the session-object handle of `key`'s working copy, unwrapping it on a cache miss. A
@@ -181,8 +184,8 @@ public final class PKCS11KeyProvider: KeyProvider {
         }
         let handle = try token.withLongLivedSession { session throws(PKCS11Error) in
             try session.unwrapKey(
-                key.wrappedKey, with: domainKey, mechanism: .keyWrap(configuration.wrapMechanism),
-                template: Self.backingKeyTemplate(extractable: false))
+                key.wrappedKey, with: domainKey, mechanism: .keyWrap(wrapMechanism),
+                template: backingKeyTemplate(extractable: false))
         }
         guard verifyBinding(handle, key) else {
             destroy([handle])
@@ -220,7 +223,7 @@ public final class PKCS11KeyProvider: KeyProvider {
         } catch let error as KMSError {
             throw error
         } catch let error as PKCS11Error {
-            if error.function == .decrypt && configuration.tagFailureReturnValues.contains(error.returnValue) { throw error }
+            if error.function == .decrypt && tagFailureReturnValues.contains(error.returnValue) { throw error }
             logger.error("HSM call failed", metadata: ["pkcs11.error": "\(error)", "kms.hsm.task": "\(what)"])
             throw KMSError(.internalFailure, "The HSM could not \(what); the request can be retried.", cause: error)
         } catch {

@@ -26,7 +26,9 @@ public enum TokenKeys {
         case sealing
     }
 
-    static func template(_ role: Role, label: String, id: [UInt8]) -> [Attribute] {
+    /// - Parameter restrictMechanisms: set `CKA_ALLOWED_MECHANISMS` (only where the token enforces it: NSS
+    ///   softoken refuses the attribute on token keys, and where it is not enforced it would promise nothing).
+    static func template(_ role: Role, label: String, id: [UInt8], restrictMechanisms: Bool) -> [Attribute] {
         let common: [Attribute] = [
             .objectClass(.secretKey), .keyType(.aes), Attribute(.valueLength, ulong: 32),
             Attribute(.token, true), Attribute(.private, true), Attribute(.sensitive, true),
@@ -36,15 +38,11 @@ public enum TokenKeys {
         ]
         switch role {
         case .domain(let wrapMechanism):
-            return common + [
-                Attribute(.wrap, true), Attribute(.unwrap, true), Attribute(.encrypt, false), Attribute(.decrypt, false),
-                .allowedMechanisms([wrapMechanism]),
-            ]
+            return common + [Attribute(.wrap, true), Attribute(.unwrap, true), Attribute(.encrypt, false), Attribute(.decrypt, false)]
+                + (restrictMechanisms ? [.allowedMechanisms([wrapMechanism])] : [])
         case .sealing:
-            return common + [
-                Attribute(.wrap, false), Attribute(.unwrap, false), Attribute(.encrypt, true), Attribute(.decrypt, true),
-                .allowedMechanisms([.aesGCM]),
-            ]
+            return common + [Attribute(.wrap, false), Attribute(.unwrap, false), Attribute(.encrypt, true), Attribute(.decrypt, true)]
+                + (restrictMechanisms ? [.allowedMechanisms([.aesGCM])] : [])
         }
     }
 
@@ -60,15 +58,16 @@ public enum TokenKeys {
         return found.first
     }
 
-    /// Creates whichever of the two keys is missing; returns the labels it created.
+    /// Creates whichever of the two keys is missing, as the token's profile says; returns the labels it created.
     @discardableResult
-    public static func ensure(in token: Token, labels: TokenKeyLabels, wrapMechanism: MechanismType = .aesKeyWrap) throws -> [String] {
+    public static func ensure(in token: Token, labels: TokenKeyLabels, profile: HSMProfile) throws -> [String] {
         var created: [String] = []
-        for (label, role) in [(labels.domainKey, Role.domain(wrapMechanism: wrapMechanism)), (labels.sealingKey, .sealing)] {
+        let restrict = profile.allowedMechanisms.enforced
+        for (label, role) in [(labels.domainKey, Role.domain(wrapMechanism: try profile.rfc3394Mechanism())), (labels.sealingKey, .sealing)] {
             guard try find(in: token, label: label) == nil else { continue }
             try token.withSession { session throws(PKCS11Error) in
                 let id = try session.generateRandom(count: 16)
-                _ = try session.generateKey(.aesKeyGen, template: template(role, label: label, id: id))
+                _ = try session.generateKey(.aesKeyGen, template: template(role, label: label, id: id, restrictMechanisms: restrict))
             }
             created.append(label)
         }

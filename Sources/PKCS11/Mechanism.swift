@@ -11,7 +11,37 @@ public struct MechanismType: RawRepresentable, Hashable, Sendable, CustomStringC
     public static let aesKeyWrap = MechanismType(rawValue: UInt(CKM_AES_KEY_WRAP))
     public static let aesKeyWrapPad = MechanismType(rawValue: UInt(CKM_AES_KEY_WRAP_PAD))
 
-    public var description: String { "CKM 0x" + String(rawValue, radix: 16) }
+    public static let aesECB = MechanismType(rawValue: UInt(CKM_AES_ECB))
+    public static let aesKeyWrapKWP = MechanismType(rawValue: 0x210B)  // PKCS#11 3.0; absent from p11-kit 0.24's header
+
+    public var description: String { name }
+}
+
+/// How a token does AES-GCM, which differs between tokens (HSM-profile data).
+public struct GCMConvention: Sendable, Hashable {
+    public enum IVSource: String, Sendable, Codable {
+        /// The caller supplies a random IV (SoftHSM, NSS softoken).
+        case caller
+        /// The caller passes a zeroed IV buffer and the token writes the IV it chose into it (CloudHSM, nShield).
+        case tokenFillsBuffer = "token-fills-buffer"
+        /// The caller passes no IV; the token chooses one and appends it to the output, ciphertext || tag || IV (Luna).
+        case tokenAppends = "token-appends"
+    }
+
+    public enum ParameterLayout: String, Sendable, Codable {
+        /// PKCS#11 2.40 errata / 3.0: `{pIv, ulIvLen, ulIvBits, pAAD, ulAADLen, ulTagBits}`, 48 bytes on 64-bit.
+        case withIVBits = "with-iv-bits"
+        /// The original 2.40 header: `{pIv, ulIvLen, pAAD, ulAADLen, ulTagBits}`, 40 bytes.
+        case withoutIVBits = "without-iv-bits"
+    }
+
+    public var ivSource: IVSource
+    public var parameterLayout: ParameterLayout
+
+    public init(ivSource: IVSource = .caller, parameterLayout: ParameterLayout = .withIVBits) {
+        self.ivSource = ivSource
+        self.parameterLayout = parameterLayout
+    }
 }
 
 /// A mechanism with its parameters, checked before it reaches the token.
@@ -39,7 +69,8 @@ public enum Mechanism: Sendable {
 
     /// Pins the parameters for the duration of one Cryptoki call.
     func withCMechanism<R>(
-        for function: PKCS11Error.Function, _ body: (UnsafeMutablePointer<CK_MECHANISM>) throws(PKCS11Error) -> R
+        for function: PKCS11Error.Function, layout: GCMConvention.ParameterLayout = .withIVBits,
+        _ body: (UnsafeMutablePointer<CK_MECHANISM>) throws(PKCS11Error) -> R
     ) throws(PKCS11Error) -> R {
         switch self {
         case .aesKeyGen, .aesKeyWrap, .keyWrap:
@@ -56,23 +87,80 @@ public enum Mechanism: Sendable {
             var aadCopy = additionalData
             let result: Result<R, PKCS11Error> = ivCopy.withUnsafeMutableBufferPointer { ivBuffer in
                 aadCopy.withUnsafeMutableBufferPointer { aadBuffer in
-                    var params = CK_GCM_PARAMS(
-                        pIv: ivBuffer.baseAddress, ulIvLen: CK_ULONG(ivBuffer.count), ulIvBits: CK_ULONG(ivBuffer.count * 8),
-                        pAAD: aadBuffer.isEmpty ? nil : aadBuffer.baseAddress, ulAADLen: CK_ULONG(aadBuffer.count),
-                        ulTagBits: CK_ULONG(tagBits))
-                    return withUnsafeMutablePointer(to: &params) { paramsPointer in
-                        var mechanism = CK_MECHANISM(
-                            mechanism: CK_MECHANISM_TYPE(CKM_AES_GCM), pParameter: UnsafeMutableRawPointer(paramsPointer),
-                            ulParameterLen: CK_ULONG(MemoryLayout<CK_GCM_PARAMS>.size))
-                        do throws(PKCS11Error) {
-                            return .success(try body(&mechanism))
-                        } catch {
-                            return .failure(error)
-                        }
+                    let aad = aadBuffer.isEmpty ? nil : aadBuffer.baseAddress
+                    switch layout {
+                    case .withIVBits:
+                        var params = CK_GCM_PARAMS(
+                            pIv: ivBuffer.baseAddress, ulIvLen: CK_ULONG(ivBuffer.count), ulIvBits: CK_ULONG(ivBuffer.count * 8),
+                            pAAD: aad, ulAADLen: CK_ULONG(aadBuffer.count), ulTagBits: CK_ULONG(tagBits))
+                        return Self.call(CKM_AES_GCM, with: &params, body)
+                    case .withoutIVBits:
+                        var params = CPKCS11_GCM_PARAMS_240(
+                            pIv: ivBuffer.baseAddress, ulIvLen: CK_ULONG(ivBuffer.count), pAAD: aad, ulAADLen: CK_ULONG(aadBuffer.count),
+                            ulTagBits: CK_ULONG(tagBits))
+                        return Self.call(CKM_AES_GCM, with: &params, body)
                     }
                 }
             }
             return try result.get()
+        }
+    }
+}
+
+extension Mechanism {
+    /// Output length of an encryption, when the mechanism fixes it.
+    func encryptedLength(of inputLength: Int) -> Int? {
+        if case .aesGCM(_, _, let tagBits) = self { return inputLength + tagBits / 8 }
+        return nil
+    }
+
+    /// A buffer large enough for a decryption's output, when the mechanism bounds it. The input length is used,
+    /// not input minus tag: SoftHSM checks the buffer against its own over-estimate.
+    func decryptedLengthBound(of inputLength: Int) -> Int? {
+        if case .aesGCM = self { return inputLength }
+        return nil
+    }
+
+    /// GCM parameters over a caller-owned IV buffer that the token fills, or no IV at all (an empty buffer) for
+    /// tokens that choose the IV and append it to their output.
+    static func withGCMOutputIV<R>(
+        _ iv: inout [UInt8], additionalData: [UInt8], layout: GCMConvention.ParameterLayout,
+        _ body: (UnsafeMutablePointer<CK_MECHANISM>) throws(PKCS11Error) -> R
+    ) throws(PKCS11Error) -> R {
+        var aadCopy = additionalData
+        let result: Result<R, PKCS11Error> = iv.withUnsafeMutableBufferPointer { ivBuffer in
+            aadCopy.withUnsafeMutableBufferPointer { aadBuffer in
+                let aad = aadBuffer.isEmpty ? nil : aadBuffer.baseAddress
+                let ivPointer = ivBuffer.isEmpty ? nil : ivBuffer.baseAddress
+                switch layout {
+                case .withIVBits:
+                    var params = CK_GCM_PARAMS(
+                        pIv: ivPointer, ulIvLen: CK_ULONG(ivBuffer.count), ulIvBits: CK_ULONG(ivBuffer.count * 8),
+                        pAAD: aad, ulAADLen: CK_ULONG(aadBuffer.count), ulTagBits: CK_ULONG(gcmTagLength * 8))
+                    return call(CKM_AES_GCM, with: &params, body)
+                case .withoutIVBits:
+                    var params = CPKCS11_GCM_PARAMS_240(
+                        pIv: ivPointer, ulIvLen: CK_ULONG(ivBuffer.count), pAAD: aad, ulAADLen: CK_ULONG(aadBuffer.count),
+                        ulTagBits: CK_ULONG(gcmTagLength * 8))
+                    return call(CKM_AES_GCM, with: &params, body)
+                }
+            }
+        }
+        return try result.get()
+    }
+
+    /// Builds a `CK_MECHANISM` over `parameters` and runs `body` with it.
+    fileprivate static func call<P, R>(
+        _ type: some BinaryInteger, with parameters: inout P, _ body: (UnsafeMutablePointer<CK_MECHANISM>) throws(PKCS11Error) -> R
+    ) -> Result<R, PKCS11Error> {
+        withUnsafeMutablePointer(to: &parameters) { pointer in
+            var mechanism = CK_MECHANISM(
+                mechanism: CK_MECHANISM_TYPE(type), pParameter: UnsafeMutableRawPointer(pointer), ulParameterLen: CK_ULONG(MemoryLayout<P>.size))
+            do throws(PKCS11Error) {
+                return .success(try body(&mechanism))
+            } catch {
+                return .failure(error)
+            }
         }
     }
 }

@@ -93,11 +93,12 @@ public final class PKCS11Module: Sendable {
             isLoginRequired: info.flags & CK_FLAGS(CKF_LOGIN_REQUIRED) != 0)
     }
 
-    /// The slot whose initialised token carries `label`, or nil.
-    public func slot(forTokenLabel label: String) throws(PKCS11Error) -> SlotID? {
+    /// The slot whose token carries `label`, or nil. By default only initialised tokens count (SoftHSM shows a
+    /// free, uninitialised token too); NSS softoken's key database reports itself initialised only once it has a PIN.
+    public func slot(forTokenLabel label: String, requireInitialized: Bool = true) throws(PKCS11Error) -> SlotID? {
         for slot in try slotsWithToken() {
             let info = try tokenInfo(slot: slot)
-            if info.isInitialized && info.label == label { return slot }
+            if (info.isInitialized || !requireInitialized) && info.label == label { return slot }
         }
         return nil
     }
@@ -111,7 +112,7 @@ public final class PKCS11Module: Sendable {
     }
 
     /// Initialises the token in `slot` with `label`, then sets its user PIN: `C_InitToken`, then `C_InitPIN`
-    /// from a security-officer session. Used to create development and test tokens.
+    /// from a security-officer session (SoftHSM's way; the HSM profile's `tokenSetup` says which way a token takes).
     public func initializeToken(slot: SlotID, label: String, soPIN: PIN, userPIN: PIN) throws(PKCS11Error) {
         var labelBytes = padded(label, to: 32)
         var so = soPIN.bytes
@@ -120,7 +121,13 @@ public final class PKCS11Module: Sendable {
         guard let initialized = try self.slot(forTokenLabel: label) else {
             throw PKCS11Error(.tokenNotPresent, in: .initToken, detail: "token '\(label)' not found after initialisation")
         }
-        let session = try Session.open(functions: functions, slot: initialized)
+        try initializeUserPIN(slot: initialized, soPIN: soPIN, userPIN: userPIN)
+    }
+
+    /// Sets the user PIN from a security-officer session. NSS softoken's new key database takes this with an
+    /// empty SO PIN, once; it has no SO PIN afterwards.
+    public func initializeUserPIN(slot: SlotID, soPIN: PIN, userPIN: PIN) throws(PKCS11Error) {
+        let session = try Session.open(functions: functions, slot: slot)
         defer { session.close() }
         try session.login(.securityOfficer, pin: soPIN)
         var user = userPIN.bytes

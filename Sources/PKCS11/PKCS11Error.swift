@@ -94,6 +94,7 @@ extension PKCS11Error {
         public static let findObjects = Function(rawValue: "C_FindObjects")
         public static let findObjectsFinal = Function(rawValue: "C_FindObjectsFinal")
         public static let destroyObject = Function(rawValue: "C_DestroyObject")
+        public static let copyObject = Function(rawValue: "C_CopyObject")
     }
 
     /// A `CK_RV`. Named constants cover the codes Trent reacts to; any other prints in hex.
@@ -177,6 +178,16 @@ extension PKCS11Error {
             0x150: "CKR_BUFFER_TOO_SMALL", 0x190: "CKR_CRYPTOKI_NOT_INITIALIZED",
             0x191: "CKR_CRYPTOKI_ALREADY_INITIALIZED",
         ]
+
+        /// Parses `CKR_GENERAL_ERROR` or a hex code such as `0x5` (HSM profiles name codes this way).
+        public init?(name: String) {
+            if name.lowercased().hasPrefix("0x"), let value = UInt(name.dropFirst(2), radix: 16) {
+                self.init(rawValue: value)
+                return
+            }
+            guard let code = Self.names.first(where: { $0.value == name })?.key else { return nil }
+            self.init(rawValue: code)
+        }
 
         public var description: String {
             let hex = "0x" + String(rawValue, radix: 16, uppercase: true)

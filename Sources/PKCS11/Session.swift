@@ -8,13 +8,21 @@ internal import CPKCS11
 public struct Session: ~Copyable {
     let functions: FunctionList
     let handle: CK_SESSION_HANDLE
+    /// How this token does AES-GCM.
+    public let gcm: GCMConvention
 
-    static func open(functions: FunctionList, slot: SlotID) throws(PKCS11Error) -> Session {
+    init(functions: FunctionList, handle: CK_SESSION_HANDLE, gcm: GCMConvention = GCMConvention()) {
+        self.functions = functions
+        self.handle = handle
+        self.gcm = gcm
+    }
+
+    static func open(functions: FunctionList, slot: SlotID, gcm: GCMConvention = GCMConvention()) throws(PKCS11Error) -> Session {
         var handle: CK_SESSION_HANDLE = 0
         try call(.openSession) {
             functions.list.C_OpenSession?(CK_SLOT_ID(slot), CK_FLAGS(CKF_SERIAL_SESSION | CKF_RW_SESSION), nil, nil, &handle)
         }
-        return Session(functions: functions, handle: handle)
+        return Session(functions: functions, handle: handle, gcm: gcm)
     }
 
     func close() {
@@ -90,6 +98,15 @@ public struct Session: ~Copyable {
         return ObjectHandle(rawValue: UInt(key))
     }
 
+    /// Copies an object, changing the attributes in `template` (`CKA_TOKEN=false` makes a fast session copy).
+    public func copyObject(_ object: ObjectHandle, template: [Attribute]) throws(PKCS11Error) -> ObjectHandle {
+        var copy: CK_OBJECT_HANDLE = 0
+        try withCTemplate(template) { attributes, count throws(PKCS11Error) in
+            try call(.copyObject) { functions.list.C_CopyObject?(handle, CK_OBJECT_HANDLE(object.rawValue), attributes, count, &copy) }
+        }
+        return ObjectHandle(rawValue: UInt(copy))
+    }
+
     public func destroyObject(_ object: ObjectHandle) throws(PKCS11Error) {
         try call(.destroyObject) { functions.list.C_DestroyObject?(handle, CK_OBJECT_HANDLE(object.rawValue)) }
     }
@@ -98,23 +115,60 @@ public struct Session: ~Copyable {
 
     public func encrypt(_ plaintext: [UInt8], key: ObjectHandle, mechanism: Mechanism) throws(PKCS11Error) -> [UInt8] {
         var input = plaintext
-        return try mechanism.withCMechanism(for: .encryptInit) { cMechanism throws(PKCS11Error) in
+        return try mechanism.withCMechanism(for: .encryptInit, layout: gcm.parameterLayout) { cMechanism throws(PKCS11Error) in
             try call(.encryptInit) { functions.list.C_EncryptInit?(handle, cMechanism, CK_OBJECT_HANDLE(key.rawValue)) }
-            return try twoCallOutput(.encrypt) { output, length in
+            return try output(.encrypt, knownLength: mechanism.encryptedLength(of: input.count)) { output, length in
                 functions.list.C_Encrypt?(handle, &input, CK_ULONG(input.count), output, length)
             }
         }
     }
 
     /// Decrypts in the token. For AES-GCM a failed tag check comes back as whatever the token uses for it
-    /// (SoftHSM: `CKR_GENERAL_ERROR`); the HSM profile says which codes mean that.
+    /// (SoftHSM: `CKR_GENERAL_ERROR`, NSS: `CKR_ENCRYPTED_DATA_INVALID`); the HSM profile says which codes mean that.
     public func decrypt(_ ciphertext: [UInt8], key: ObjectHandle, mechanism: Mechanism) throws(PKCS11Error) -> [UInt8] {
         var input = ciphertext
-        return try mechanism.withCMechanism(for: .decryptInit) { cMechanism throws(PKCS11Error) in
+        return try mechanism.withCMechanism(for: .decryptInit, layout: gcm.parameterLayout) { cMechanism throws(PKCS11Error) in
             try call(.decryptInit) { functions.list.C_DecryptInit?(handle, cMechanism, CK_OBJECT_HANDLE(key.rawValue)) }
-            return try twoCallOutput(.decrypt) { output, length in
+            return try output(.decrypt, knownLength: mechanism.decryptedLengthBound(of: input.count)) { output, length in
                 functions.list.C_Decrypt?(handle, &input, CK_ULONG(input.count), output, length)
             }
+        }
+    }
+
+    /// AES-GCM encryption with the IV made the way this token makes it: a random IV from the token's RNG passed
+    /// in, or one the token writes into the IV buffer or appends to its output. Returns the IV and ciphertext||tag.
+    public func sealGCM(_ plaintext: [UInt8], key: ObjectHandle, additionalData: [UInt8]) throws(PKCS11Error) -> (iv: [UInt8], sealed: [UInt8]) {
+        let ivLength = Mechanism.gcmIVLength
+        switch gcm.ivSource {
+        case .caller:
+            let iv = try generateRandom(count: ivLength)
+            return (iv, try encrypt(plaintext, key: key, mechanism: .aesGCM(iv: iv, additionalData: additionalData)))
+        case .tokenFillsBuffer:
+            var iv = [UInt8](repeating: 0, count: ivLength)
+            var input = plaintext
+            let sealed = try Mechanism.withGCMOutputIV(&iv, additionalData: additionalData, layout: gcm.parameterLayout) { cMechanism throws(PKCS11Error) in
+                try call(.encryptInit) { functions.list.C_EncryptInit?(handle, cMechanism, CK_OBJECT_HANDLE(key.rawValue)) }
+                return try output(.encrypt, knownLength: input.count + Mechanism.gcmTagLength) { output, length in
+                    functions.list.C_Encrypt?(handle, &input, CK_ULONG(input.count), output, length)
+                }
+            }
+            guard iv.contains(where: { $0 != 0 }) else {
+                throw PKCS11Error(.functionFailed, in: .encrypt, detail: "the token did not write the GCM IV it chose; check the HSM profile's gcm.ivSource")
+            }
+            return (iv, sealed)
+        case .tokenAppends:
+            var iv: [UInt8] = []
+            var input = plaintext
+            let output = try Mechanism.withGCMOutputIV(&iv, additionalData: additionalData, layout: gcm.parameterLayout) { cMechanism throws(PKCS11Error) in
+                try call(.encryptInit) { functions.list.C_EncryptInit?(handle, cMechanism, CK_OBJECT_HANDLE(key.rawValue)) }
+                return try self.output(.encrypt, knownLength: input.count + Mechanism.gcmTagLength + ivLength) { output, length in
+                    functions.list.C_Encrypt?(handle, &input, CK_ULONG(input.count), output, length)
+                }
+            }
+            guard output.count == plaintext.count + Mechanism.gcmTagLength + ivLength else {
+                throw PKCS11Error(.functionFailed, in: .encrypt, detail: "the token's GCM output has no appended IV; check the HSM profile's gcm.ivSource")
+            }
+            return (Array(output.suffix(ivLength)), Array(output.dropLast(ivLength)))
         }
     }
 
@@ -157,22 +211,37 @@ public struct Session: ~Copyable {
 
     // MARK: Output buffers
 
+    /// Fetches output into a buffer of `knownLength` when the mechanism fixes it (AES-GCM: NSS's size query
+    /// under-reports GCM output and a short buffer ends its operation), else by the two-call convention.
+    private func output(
+        _ function: PKCS11Error.Function, knownLength: Int?,
+        _ body: (UnsafeMutablePointer<UInt8>?, UnsafeMutablePointer<CK_ULONG>) -> CK_RV?
+    ) throws(PKCS11Error) -> [UInt8] {
+        guard let knownLength else { return try twoCallOutput(function, body) }
+        var output = [UInt8](repeating: 0, count: max(knownLength, 1))
+        var produced = CK_ULONG(output.count)
+        try call(function) { output.withUnsafeMutableBufferPointer { body($0.baseAddress, &produced) } }
+        return Array(output.prefix(Int(produced)))
+    }
+
     /// The two-call convention: ask for the length, then fetch. A size query leaves the operation active, so
-    /// the second call always follows; `CKR_BUFFER_TOO_SMALL` also leaves it active and is retried.
+    /// the second call always follows. `CKR_BUFFER_TOO_SMALL` is retried with the length the token then reports,
+    /// or with a larger buffer when it reports none (NSS under-reports some sizes, such as RFC 5649 wrap output).
     private func twoCallOutput(
         _ function: PKCS11Error.Function, _ body: (UnsafeMutablePointer<UInt8>?, UnsafeMutablePointer<CK_ULONG>) -> CK_RV?
     ) throws(PKCS11Error) -> [UInt8] {
         var length: CK_ULONG = 0
         try call(function) { body(nil, &length) }
-        while true {
+        for attempt in 0..<4 {
             var output = [UInt8](repeating: 0, count: max(Int(length), 1))
             var produced = CK_ULONG(output.count)
             do {
                 try call(function) { output.withUnsafeMutableBufferPointer { body($0.baseAddress, &produced) } }
                 return Array(output.prefix(Int(produced)))
-            } catch where error.returnValue == .bufferTooSmall && produced > length {
-                length = produced
+            } catch where error.returnValue == .bufferTooSmall && attempt < 3 {
+                length = produced > length ? produced : length * 2 + 64
             }
         }
+        throw PKCS11Error(.bufferTooSmall, in: function, detail: "the token kept asking for a larger buffer")
     }
 }

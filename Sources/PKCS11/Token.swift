@@ -14,11 +14,15 @@ public final class Token: Sendable {
     private let longLived: Mutex<CK_SESSION_HANDLE>
     private let idle = Mutex<[CK_SESSION_HANDLE]>([])
     private let maxIdleSessions: Int
+    /// How this token does AES-GCM (from its HSM profile); every lent session carries it.
+    public let gcm: GCMConvention
 
     /// Finds the token labelled `label` and logs in with `pin`.
     /// - Throws: `CKR_TOKEN_NOT_PRESENT` from `C_GetSlotList` when no initialised token has that label,
     ///   `CKR_PIN_INCORRECT` from `C_Login` for a wrong PIN.
-    public init(module: PKCS11Module, label: String, pin: PIN, maxIdleSessions: Int = 64) throws(PKCS11Error) {
+    public init(
+        module: PKCS11Module, label: String, pin: PIN, maxIdleSessions: Int = 64, gcm: GCMConvention = GCMConvention()
+    ) throws(PKCS11Error) {
         guard let slot = try module.slot(forTokenLabel: label) else {
             throw PKCS11Error(.tokenNotPresent, in: .getSlotList, detail: "no initialised token is labelled '\(label)'")
         }
@@ -35,6 +39,7 @@ public final class Token: Sendable {
         self.functions = module.functions
         self.longLived = Mutex(session.handle)
         self.maxIdleSessions = maxIdleSessions
+        self.gcm = gcm
     }
 
     /// Lends a session to `body` for its exclusive use. Blocking: call it from a thread that may block
@@ -59,8 +64,9 @@ public final class Token: Sendable {
     /// Runs `body` on the session that lives as long as the token, serialised with every other caller.
     public func withLongLivedSession<R: Sendable>(_ body: (borrowing Session) throws(PKCS11Error) -> R) throws(PKCS11Error) -> R {
         let functions = self.functions
+        let gcm = self.gcm
         let result: Result<R, PKCS11Error> = longLived.withLock { handle in
-            let session = Session(functions: functions, handle: handle)
+            let session = Session(functions: functions, handle: handle, gcm: gcm)
             do throws(PKCS11Error) { return .success(try body(session)) } catch { return .failure(error) }
         }
         return try result.get()
@@ -71,9 +77,9 @@ public final class Token: Sendable {
 
     private func checkOut() throws(PKCS11Error) -> Session {
         if let handle = idle.withLock({ $0.popLast() }) {
-            return Session(functions: functions, handle: handle)
+            return Session(functions: functions, handle: handle, gcm: gcm)
         }
-        return try Session.open(functions: functions, slot: slot)
+        return try Session.open(functions: functions, slot: slot, gcm: gcm)
     }
 
     private func checkIn(_ session: borrowing Session) {

@@ -2,35 +2,51 @@ import Foundation
 import KMSHSM
 import PKCS11
 
-/// Opens the configured token: loads the module, finds the token by label and logs in once. In embedded
-/// mode it first creates a SoftHSM token inside the data directory (with a random PIN kept in a 0600 file).
+/// Opens the configured token: loads the HSM profile and the module, finds the token by label and logs in
+/// once. An embedded token (SoftHSM or NSS softoken in the data directory) is created on first run, with a
+/// random PIN kept in a 0600 file.
 struct HSMBootstrap {
     let configuration: TrentConfiguration
 
-    /// Where the embedded SoftHSM keeps its configuration, tokens and PINs.
-    var softHSMDirectory: URL { configuration.dataDirectoryURL.appendingPathComponent("softhsm", isDirectory: true) }
+    /// Where the embedded token keeps its configuration, database and PINs.
+    var embeddedDirectory: URL {
+        configuration.dataDirectoryURL.appendingPathComponent(configuration.hsm.embeddedToken == "nss-softoken" ? "nss" : "softhsm", isDirectory: true)
+    }
 
-    /// Opens the token; with `createMissing`, also initialises an embedded token and the domain key.
-    func openToken(createMissing: Bool) throws -> Token {
+    func loadProfile() throws -> HSMProfile {
+        try HSMProfile.find(configuration.profileName, in: configuration.profileDirectories)
+    }
+
+    /// Opens the token; with `createMissing`, also creates an embedded token.
+    func openToken(createMissing: Bool) throws -> (Token, HSMProfile) {
         let hsm = configuration.hsm
-        if hsm.embeddedSoftHSM { try prepareEmbeddedSoftHSM() }
-        guard FileManager.default.fileExists(atPath: hsm.module) else {
-            throw StartupError("PKCS#11 module \(hsm.module) does not exist: install it (apt-get install softhsm2) or set hsm.module / TRENT_HSM_MODULE")
+        let profile = try loadProfile()
+        let modulePath = hsm.module.isEmpty ? (profile.defaultModule ?? "") : hsm.module
+        var initString = hsm.initString.isEmpty ? nil : hsm.initString
+        switch hsm.embeddedToken {
+        case "softhsm2": try prepareEmbeddedSoftHSM()
+        case "nss-softoken": initString = try prepareEmbeddedNSS(profile)
+        default: break
+        }
+        guard FileManager.default.fileExists(atPath: modulePath) else {
+            throw StartupError("PKCS#11 module '\(modulePath)' does not exist: install it or set hsm.module / TRENT_HSM_MODULE")
         }
         let module: PKCS11Module
         do {
-            module = try PKCS11Module(path: hsm.module, initString: hsm.initString.isEmpty ? nil : hsm.initString)
+            module = try PKCS11Module(path: modulePath, initString: initString)
         } catch {
-            throw StartupError("cannot initialise PKCS#11 module \(hsm.module): \(error)")
+            throw StartupError("cannot initialise PKCS#11 module \(modulePath): \(error)")
         }
-        if hsm.embeddedSoftHSM, createMissing, try module.slot(forTokenLabel: hsm.tokenLabel) == nil {
-            try initializeEmbeddedToken(module)
+        if configuration.isEmbeddedToken, createMissing {
+            try initializeEmbeddedToken(module, profile: profile)
         }
         let pin = try readPIN()
         do {
-            return try Token(module: module, label: hsm.tokenLabel, pin: pin, maxIdleSessions: max(64, hsm.threads * 2))
+            let token = try Token(
+                module: module, label: hsm.tokenLabel, pin: pin, maxIdleSessions: max(64, hsm.threads * 2), gcm: profile.gcmConvention)
+            return (token, profile)
         } catch let error where error.returnValue == .tokenNotPresent {
-            throw StartupError("no initialised token labelled '\(hsm.tokenLabel)' in \(hsm.module): set hsm.tokenLabel / TRENT_HSM_TOKEN_LABEL, or initialise the token")
+            throw StartupError("no initialised token labelled '\(hsm.tokenLabel)' in \(modulePath): set hsm.tokenLabel / TRENT_HSM_TOKEN_LABEL, or initialise the token")
         } catch let error where error.returnValue == .pinIncorrect || error.returnValue == .pinInvalid || error.returnValue == .pinLenRange {
             throw StartupError("the PIN for token '\(hsm.tokenLabel)' is wrong: check TRENT_HSM_PIN or hsm.pinFile")
         } catch let error where error.returnValue == .pinLocked {
@@ -44,8 +60,8 @@ struct HSMBootstrap {
     func readPIN() throws -> PIN {
         if let pin = ProcessInfo.processInfo.environment["TRENT_HSM_PIN"], !pin.isEmpty { return PIN(pin) }
         var file = configuration.hsm.pinFile
-        if file.isEmpty && configuration.hsm.embeddedSoftHSM {
-            file = softHSMDirectory.appendingPathComponent("user-pin").path
+        if file.isEmpty && configuration.isEmbeddedToken {
+            file = embeddedDirectory.appendingPathComponent("user-pin").path
         }
         guard !file.isEmpty else {
             throw StartupError("no PIN for token '\(configuration.hsm.tokenLabel)': set TRENT_HSM_PIN or hsm.pinFile / TRENT_HSM_PIN_FILE")
@@ -59,9 +75,9 @@ struct HSMBootstrap {
     /// Writes a private softhsm2.conf and points SOFTHSM2_CONF at it, before the module is loaded
     /// (SoftHSM reads it once, in C_Initialize).
     private func prepareEmbeddedSoftHSM() throws {
-        let tokens = softHSMDirectory.appendingPathComponent("tokens", isDirectory: true)
+        let tokens = embeddedDirectory.appendingPathComponent("tokens", isDirectory: true)
         try SecretFile.makeDirectory(tokens)
-        let conf = softHSMDirectory.appendingPathComponent("softhsm2.conf")
+        let conf = embeddedDirectory.appendingPathComponent("softhsm2.conf")
         let text = """
             # Written by trent for its embedded SoftHSM token.
             directories.tokendir = \(tokens.path)
@@ -74,13 +90,38 @@ struct HSMBootstrap {
         setenv("SOFTHSM2_CONF", conf.path, 1)
     }
 
-    private func initializeEmbeddedToken(_ module: PKCS11Module) throws {
-        guard let slot = try module.uninitializedSlot() else {
-            throw StartupError("SoftHSM offers no free slot to create token '\(configuration.hsm.tokenLabel)'")
+    /// NSS softoken keeps its key database in a folder named by the init string, which also names the token.
+    private func prepareEmbeddedNSS(_ profile: HSMProfile) throws -> String {
+        try SecretFile.makeDirectory(embeddedDirectory)
+        guard let template = profile.initStringTemplate else {
+            throw StartupError("HSM profile '\(profile.name)' has no initStringTemplate for an embedded NSS token")
         }
-        let userPIN = try SecretFile.createRandom(softHSMDirectory.appendingPathComponent("user-pin"))
-        let soPIN = try SecretFile.createRandom(softHSMDirectory.appendingPathComponent("so-pin"))
-        try module.initializeToken(slot: slot, label: configuration.hsm.tokenLabel, soPIN: PIN(soPIN), userPIN: PIN(userPIN))
+        return template.replacingOccurrences(of: "{directory}", with: embeddedDirectory.path)
+            .replacingOccurrences(of: "{label}", with: configuration.hsm.tokenLabel)
+    }
+
+    /// Creates the embedded token and its user PIN the way the profile says this kind of token takes one.
+    private func initializeEmbeddedToken(_ module: PKCS11Module, profile: HSMProfile) throws {
+        let label = configuration.hsm.tokenLabel
+        switch profile.tokenSetup {
+        case .initToken:
+            guard try module.slot(forTokenLabel: label) == nil else { return }
+            guard let slot = try module.uninitializedSlot() else {
+                throw StartupError("the module offers no free slot to create token '\(label)'")
+            }
+            let userPIN = try SecretFile.createRandom(embeddedDirectory.appendingPathComponent("user-pin"))
+            let soPIN = try SecretFile.createRandom(embeddedDirectory.appendingPathComponent("so-pin"))
+            try module.initializeToken(slot: slot, label: label, soPIN: PIN(soPIN), userPIN: PIN(userPIN))
+        case .initPINWithEmptySOPIN:
+            guard let slot = try module.slot(forTokenLabel: label, requireInitialized: false) else {
+                throw StartupError("the module shows no token labelled '\(label)'")
+            }
+            guard try !module.tokenInfo(slot: slot).isUserPINInitialized else { return }
+            let userPIN = try SecretFile.createRandom(embeddedDirectory.appendingPathComponent("user-pin"))
+            try module.initializeUserPIN(slot: slot, soPIN: PIN(""), userPIN: PIN(userPIN))
+        case .vendorTool:
+            throw StartupError("profile '\(profile.name)' tokens are created with the vendor's tools; set hsm.embeddedToken to none")
+        }
     }
 }
 

@@ -18,7 +18,7 @@ struct IdentityCommand: AsyncParsableCommand {
     static func run<Result: Encodable>(_ options: ConfigOption, _ body: (IdentityDirectory, TrentRuntime) async throws -> Result) async throws {
         try await Trent.runReportingFailures {
             let configuration = try options.load()
-            let runtime = try await TrentRuntime.open(configuration, createMissing: configuration.hsm.embeddedSoftHSM)
+            let runtime = try await TrentRuntime.open(configuration, createMissing: configuration.isEmbeddedToken)
             do {
                 let result = try await body(runtime.directory, runtime)
                 await runtime.shutdown()

@@ -67,7 +67,7 @@ struct Serve: AsyncParsableCommand {
 
 struct TokenCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "token", abstract: "Prepare the PKCS#11 token.", subcommands: [TokenInit.self])
+        commandName: "token", abstract: "Prepare and check the PKCS#11 token.", subcommands: [TokenInit.self, TokenProbeCommand.self])
 }
 
 struct TokenInit: AsyncParsableCommand {
@@ -80,14 +80,58 @@ struct TokenInit: AsyncParsableCommand {
     func run() async throws {
         try await Trent.runReportingFailures {
             let configuration = try options.load()
-            let token = try HSMBootstrap(configuration: configuration).openToken(createMissing: configuration.hsm.embeddedSoftHSM)
+            let (token, profile) = try HSMBootstrap(configuration: configuration).openToken(createMissing: configuration.isEmbeddedToken)
             defer { token.module.finalize() }
-            let created = try TokenKeys.ensure(in: token, labels: configuration.tokenKeyLabels)
+            try TokenProbe.requireMechanisms(of: token, profile: profile)
+            let created = try TokenKeys.ensure(in: token, labels: configuration.tokenKeyLabels, profile: profile)
             print(created.isEmpty
                 ? "Token '\(token.label)' already holds Trent's keys ('\(configuration.hsm.domainKeyLabel)', '\(configuration.hsm.sealingKeyLabel)')."
                 : "Created \(created.map { "'\($0)'" }.joined(separator: " and ")) in token '\(token.label)'.")
         }
     }
+}
+
+/// `trent token probe`: the token's information, its mechanisms and a pass/fail line per Trent feature, so an
+/// operator can check a new HSM (and its profile) before trusting it.
+struct TokenProbeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "probe", abstract: "Show the token, its mechanisms, and which Trent features it supports. Exits 1 when Trent cannot serve on it.")
+
+    @OptionGroup var options: ConfigOption
+
+    func run() async throws {
+        var usable = true
+        try await Trent.runReportingFailures {
+            let configuration = try options.load()
+            let (token, profile) = try HSMBootstrap(configuration: configuration).openToken(createMissing: configuration.isEmbeddedToken)
+            defer { token.module.finalize() }
+            let info = try token.module.tokenInfo(slot: token.slot)
+            var lines = [
+                "Token:        \(info.label) (slot \(token.slot))",
+                "Manufacturer: \(info.manufacturer)",
+                "Model:        \(info.model)  serial \(info.serialNumber)",
+                "Module:       \(token.module.path)",
+                "Profile:      \(profile.name) (\(profile.displayName); \(profile.tested ? "tested: \(profile.testedVersions ?? "")" : "untested"))",
+            ]
+            let mechanisms = try token.module.mechanisms(slot: token.slot).sorted { $0.rawValue < $1.rawValue }
+            lines.append("Mechanisms (\(mechanisms.count)):")
+            lines.append(contentsOf: mechanisms.map { "  0x\(String($0.rawValue, radix: 16, uppercase: true).leftPadded(8)) \($0.name)" })
+            lines.append("Trent features:")
+            let checks = try TokenProbe.run(on: token, profile: profile)
+            for check in checks {
+                let verdict = check.passed ? "PASS" : (check.required ? "FAIL" : "n/a ")
+                lines.append("  \(verdict)  \(check.feature): \(check.detail)")
+            }
+            usable = checks.filter(\.required).allSatisfy(\.passed)
+            lines.append(usable ? "Trent can serve symmetric keys on this token." : "Trent cannot serve on this token as configured.")
+            print(lines.joined(separator: "\n"))
+        }
+        if !usable { throw ExitCode.failure }
+    }
+}
+
+extension String {
+    func leftPadded(_ width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
 }
 
 /// Runs the service until SIGTERM/SIGINT: the token, the store, the identity directory, the HTTP server and the
@@ -96,7 +140,7 @@ struct TrentServer {
     let configuration: TrentConfiguration
 
     func run() async throws {
-        let runtime = try await TrentRuntime.open(configuration, createMissing: configuration.hsm.embeddedSoftHSM)
+        let runtime = try await TrentRuntime.open(configuration, createMissing: configuration.isEmbeddedToken)
         do {
             try await serve(runtime)
         } catch {
@@ -185,16 +229,23 @@ struct TrentRuntime {
         var logger = Logger(label: "trent")
         logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
         try SecretFile.makeDirectory(configuration.dataDirectoryURL)
-        let token = try HSMBootstrap(configuration: configuration).openToken(createMissing: createMissing)
-        if configuration.hsm.embeddedSoftHSM {
-            try TokenKeys.ensure(in: token, labels: configuration.tokenKeyLabels)
+        let (token, profile) = try HSMBootstrap(configuration: configuration).openToken(createMissing: createMissing)
+        do {
+            try TokenProbe.requireMechanisms(of: token, profile: profile)
+        } catch {
+            token.module.finalize()
+            throw error
+        }
+        if configuration.isEmbeddedToken {
+            try TokenKeys.ensure(in: token, labels: configuration.tokenKeyLabels, profile: profile)
         }
         let threadPool = NIOThreadPool(numberOfThreads: configuration.hsm.threads)
         threadPool.start()
         do {
             let provider = try PKCS11KeyProvider(
                 token: token,
-                configuration: .init(keyLabels: configuration.tokenKeyLabels, handleCacheCapacity: configuration.hsm.handleCacheCapacity),
+                configuration: .init(
+                    keyLabels: configuration.tokenKeyLabels, profile: profile, handleCacheCapacity: configuration.hsm.handleCacheCapacity),
                 threadPool: threadPool, logger: logger)
             let store = try SQLiteMetadataStore(path: configuration.sqliteFile)
             let location = ServiceLocation(region: configuration.service.region, accountID: configuration.service.accountId)

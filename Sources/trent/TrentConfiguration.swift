@@ -17,8 +17,15 @@ struct TrentConfiguration: Codable, Equatable {
     }
 
     struct HSM: Codable, Equatable {
-        /// Path of the PKCS#11 module.
-        var module = "/usr/lib/softhsm/libsofthsm2.so"
+        /// A token Trent creates and owns in the data directory: `softhsm2`, `nss-softoken`, or `none` for a token
+        /// you manage (a hardware HSM).
+        var embeddedToken = "softhsm2"
+        /// The HSM profile (`Config/hsm/<name>.json`, or a path); empty means the embedded token's, else softhsm2.
+        var profile = ""
+        /// Where profiles are looked up; empty means ./Config/hsm, the Config/hsm beside the binary's package, /etc/trent/hsm.
+        var profileDirectory = ""
+        /// Path of the PKCS#11 module; empty means the profile's default module.
+        var module = ""
         var tokenLabel = "trent"
         /// A file holding the user PIN (the environment variable TRENT_HSM_PIN wins over it).
         var pinFile = ""
@@ -26,8 +33,6 @@ struct TrentConfiguration: Codable, Equatable {
         var initString = ""
         var domainKeyLabel = "trent-domain-key"
         var sealingKeyLabel = "trent-sealing-key"
-        /// Create a SoftHSM token (and its PIN) inside the data directory on first run.
-        var embeddedSoftHSM = true
         /// Threads that make blocking PKCS#11 calls; each uses its own session.
         var threads = 4
         /// Backing keys kept unwrapped in the token at once.
@@ -158,7 +163,9 @@ struct TrentConfiguration: Codable, Equatable {
         string("TRENT_HSM_INIT_STRING") { hsm.initString = $0 }
         string("TRENT_HSM_DOMAIN_KEY_LABEL") { hsm.domainKeyLabel = $0 }
         string("TRENT_HSM_SEALING_KEY_LABEL") { hsm.sealingKeyLabel = $0 }
-        string("TRENT_HSM_EMBEDDED_SOFTHSM") { hsm.embeddedSoftHSM = ["1", "true", "yes"].contains($0.lowercased()) }
+        string("TRENT_HSM_EMBEDDED_TOKEN") { hsm.embeddedToken = $0 }
+        string("TRENT_HSM_PROFILE") { hsm.profile = $0 }
+        string("TRENT_HSM_PROFILE_DIR") { hsm.profileDirectory = $0 }
         try number("TRENT_HSM_THREADS") { hsm.threads = $0 }
         try number("TRENT_HSM_HANDLE_CACHE") { hsm.handleCacheCapacity = $0 }
         string("TRENT_SQLITE_PATH") { store.sqlitePath = $0 }
@@ -178,6 +185,9 @@ struct TrentConfiguration: Codable, Equatable {
     func validate() throws {
         guard (1...65535).contains(server.port) else { throw StartupError("server.port must be 1 to 65535, not \(server.port)") }
         guard hsm.threads >= 1 else { throw StartupError("hsm.threads must be at least 1") }
+        guard ["softhsm2", "nss-softoken", "none"].contains(hsm.embeddedToken) else {
+            throw StartupError("hsm.embeddedToken must be softhsm2, nss-softoken or none, not '\(hsm.embeddedToken)'")
+        }
         guard hsm.handleCacheCapacity >= 1 else { throw StartupError("hsm.handleCacheCapacity must be at least 1") }
         guard nonceBudget.perBackingKey >= 1, nonceBudget.reservationBlock >= 1 else {
             throw StartupError("nonceBudget values must be at least 1")
@@ -209,6 +219,21 @@ struct TrentConfiguration: Codable, Equatable {
             throw StartupError("access key \(credentials.accessKeyId) has no secret: set TRENT_SECRET_ACCESS_KEY or credentials.secretAccessKeyFile")
         }
         return secret
+    }
+
+    var isEmbeddedToken: Bool { hsm.embeddedToken != "none" }
+    var profileName: String { hsm.profile.isEmpty ? (isEmbeddedToken ? hsm.embeddedToken : "softhsm2") : hsm.profile }
+
+    /// Where HSM profiles are looked up, in order.
+    var profileDirectories: [URL] {
+        if !hsm.profileDirectory.isEmpty { return [URL(fileURLWithPath: hsm.profileDirectory, isDirectory: true)] }
+        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        return [
+            URL(fileURLWithPath: "Config/hsm", isDirectory: true),
+            // .build/<configuration>/trent -> <package>/Config/hsm
+            executable.appendingPathComponent("../../Config/hsm", isDirectory: true).standardizedFileURL,
+            URL(fileURLWithPath: "/etc/trent/hsm", isDirectory: true),
+        ]
     }
 
     var tokenKeyLabels: TokenKeyLabels { TokenKeyLabels(domainKey: hsm.domainKeyLabel, sealingKey: hsm.sealingKeyLabel) }

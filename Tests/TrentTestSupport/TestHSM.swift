@@ -7,14 +7,16 @@ public import NIOPosix
 public import PKCS11
 import Synchronization
 
-/// One SoftHSM token for the whole test process, in a folder of its own.
+/// One test token for the whole test process, in a folder of its own: SoftHSM 2 by default, NSS softoken with
+/// `TRENT_TEST_HSM_PROFILE=nss-softoken`. The token's quirks come from its HSM profile (`Config/hsm/`).
 ///
-/// SoftHSM reads `SOFTHSM2_CONF` once, in `C_Initialize`, and login state belongs to the process, so every
-/// suite shares this token and isolates itself with fresh keys and labels. The module defaults to Debian's
-/// SoftHSM and can be changed with `TRENT_TEST_PKCS11_MODULE`.
+/// A module reads its configuration once, in `C_Initialize`, and login state belongs to the process, so every
+/// suite shares this token and isolates itself with fresh keys and labels. `TRENT_TEST_PKCS11_MODULE` overrides
+/// the profile's module path.
 public final class TestHSM: Sendable {
-    public static let modulePath =
-        ProcessInfo.processInfo.environment["TRENT_TEST_PKCS11_MODULE"] ?? "/usr/lib/softhsm/libsofthsm2.so"
+    public static let profileName = ProcessInfo.processInfo.environment["TRENT_TEST_HSM_PROFILE"] ?? "softhsm2"
+    public static let profileDirectory = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Config/hsm")
     public static let tokenLabel = "trent-test"
     public static let domainKeyLabel = "trent-test-domain-key"
     public static let keyLabels = TokenKeyLabels(domainKey: domainKeyLabel, sealingKey: "trent-test-sealing-key")
@@ -25,24 +27,40 @@ public final class TestHSM: Sendable {
     public static func shared() throws -> TestHSM { try instance.get() }
 
     public let directory: URL
+    public let profile: HSMProfile
     public let module: PKCS11Module
     public let token: Token
     public let threadPool: NIOThreadPool
 
     private init() throws {
+        profile = try HSMProfile.find(Self.profileName, in: [Self.profileDirectory])
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("trent-tests-\(UUID().uuidString)")
-        let tokens = directory.appendingPathComponent("tokens")
-        try FileManager.default.createDirectory(at: tokens, withIntermediateDirectories: true)
-        let conf = directory.appendingPathComponent("softhsm2.conf")
-        try "directories.tokendir = \(tokens.path)\nobjectstore.backend = file\nlog.level = ERROR\n"
-            .write(to: conf, atomically: true, encoding: .utf8)
-        setenv("SOFTHSM2_CONF", conf.path, 1)
-
-        module = try PKCS11Module(path: Self.modulePath)
-        guard let slot = try module.uninitializedSlot() else { throw HSMSetupError("SoftHSM offers no free slot") }
-        try module.initializeToken(slot: slot, label: Self.tokenLabel, soPIN: PIN("so-1234"), userPIN: PIN(Self.userPIN))
-        token = try Token(module: module, label: Self.tokenLabel, pin: PIN(Self.userPIN))
-        try TokenKeys.ensure(in: token, labels: Self.keyLabels)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let modulePath = ProcessInfo.processInfo.environment["TRENT_TEST_PKCS11_MODULE"] ?? profile.defaultModule ?? ""
+        switch profile.tokenSetup {
+        case .initToken:
+            let tokens = directory.appendingPathComponent("tokens")
+            try FileManager.default.createDirectory(at: tokens, withIntermediateDirectories: true)
+            let conf = directory.appendingPathComponent("softhsm2.conf")
+            try "directories.tokendir = \(tokens.path)\nobjectstore.backend = file\nlog.level = ERROR\n"
+                .write(to: conf, atomically: true, encoding: .utf8)
+            setenv("SOFTHSM2_CONF", conf.path, 1)
+            module = try PKCS11Module(path: modulePath)
+            guard let slot = try module.uninitializedSlot() else { throw HSMSetupError("the module offers no free slot") }
+            try module.initializeToken(slot: slot, label: Self.tokenLabel, soPIN: PIN("so-1234"), userPIN: PIN(Self.userPIN))
+        case .initPINWithEmptySOPIN:
+            let initString = (profile.initStringTemplate ?? "")
+                .replacingOccurrences(of: "{directory}", with: directory.path).replacingOccurrences(of: "{label}", with: Self.tokenLabel)
+            module = try PKCS11Module(path: modulePath, initString: initString)
+            guard let slot = try module.slot(forTokenLabel: Self.tokenLabel, requireInitialized: false) else {
+                throw HSMSetupError("the module shows no token labelled \(Self.tokenLabel)")
+            }
+            try module.initializeUserPIN(slot: slot, soPIN: PIN(""), userPIN: PIN(Self.userPIN))
+        case .vendorTool:
+            throw HSMSetupError("profile \(profile.name) needs a token made with the vendor's tools; tests create their own")
+        }
+        token = try Token(module: module, label: Self.tokenLabel, pin: PIN(Self.userPIN), gcm: profile.gcmConvention)
+        try TokenKeys.ensure(in: token, labels: Self.keyLabels, profile: profile)
         threadPool = NIOThreadPool(numberOfThreads: 4)
         threadPool.start()
     }
@@ -53,7 +71,7 @@ public final class TestHSM: Sendable {
     public func makeProvider(handleCacheCapacity: Int = 10_000) throws -> PKCS11KeyProvider {
         try PKCS11KeyProvider(
             token: token,
-            configuration: .init(keyLabels: Self.keyLabels, handleCacheCapacity: handleCacheCapacity),
+            configuration: .init(keyLabels: Self.keyLabels, profile: profile, handleCacheCapacity: handleCacheCapacity),
             threadPool: threadPool, logger: Logger(label: "trent.tests"))
     }
 

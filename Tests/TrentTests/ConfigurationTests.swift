@@ -15,9 +15,9 @@ import Testing
         var configuration = try TrentConfiguration.parse("server:\n  port: 5000\n", source: "test")
         #expect(configuration.server.port == 5000)
         #expect(configuration.server.host == "127.0.0.1")
-        try configuration.applyEnvironment(["TRENT_PORT": "6000", "TRENT_HSM_EMBEDDED_SOFTHSM": "false", "TRENT_REGION": "eu-west-1"])
+        try configuration.applyEnvironment(["TRENT_PORT": "6000", "TRENT_HSM_EMBEDDED_TOKEN": "none", "TRENT_REGION": "eu-west-1"])
         #expect(configuration.server.port == 6000)
-        #expect(configuration.hsm.embeddedSoftHSM == false)
+        #expect(configuration.hsm.embeddedToken == "none")
         #expect(configuration.service.region == "eu-west-1")
     }
 

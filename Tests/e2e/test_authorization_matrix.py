@@ -537,3 +537,74 @@ def test_identity_policy_resource_scoped_to_one_key(ids, world):
         gina.kms.encrypt(KeyId=key2, Plaintext=b"key one only")
     with expect_denied(gina.arn, "kms:ListKeys", "*", "no-identity"):
         gina.kms.list_keys()
+
+
+# --------------------------------------------------------------------------- policy grammar
+
+def test_key_policy_principal_as_bare_account_id(world):
+    key_id, arn = _new_key(world)
+    policy = policy_json(root_statement(world.a), allow("kms:DescribeKey", principal=world.b))
+    world.alice.kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=policy)
+    assert world.carol.kms.describe_key(KeyId=arn)["KeyMetadata"]["KeyId"] == key_id
+    with expect_denied(world.dave.arn, "kms:DescribeKey", arn, "no-identity"):
+        world.dave.kms.describe_key(KeyId=arn)
+
+
+def test_action_wildcards_and_case(ids, world):
+    key_id, arn = _new_key(world)
+    hugo = ids.user(world.a, "hugo", policy_json(allow(["KMS:generate*", "kms:Describe?ey"])))
+    assert len(hugo.kms.generate_data_key(KeyId=arn, KeySpec="AES_256")["Plaintext"]) == 32
+    assert len(hugo.kms.generate_random(NumberOfBytes=4)["Plaintext"]) == 4
+    assert hugo.kms.describe_key(KeyId=arn)["KeyMetadata"]["KeyId"] == key_id
+    with expect_denied(hugo.arn, "kms:Encrypt", arn, "no-identity"):
+        hugo.kms.encrypt(KeyId=arn, Plaintext=b"not generate")
+
+
+def test_not_action_and_not_resource(ids, world):
+    key1, arn1 = _new_key(world)
+    key2, arn2 = _new_key(world)
+    ivy = ids.user(world.a, "ivy", policy_json(
+        {"Effect": "Allow", "NotAction": ["kms:Decrypt", "kms:ScheduleKeyDeletion"], "Resource": "*"},
+        {"Effect": "Deny", "Action": "kms:Encrypt", "NotResource": arn1},
+    ))
+    assert ivy.kms.encrypt(KeyId=arn1, Plaintext=b"key one")["KeyId"] == arn1
+    with expect_denied(ivy.arn, "kms:Encrypt", arn2, "deny-identity"):
+        ivy.kms.encrypt(KeyId=arn2, Plaintext=b"key two")
+    blob = world.alice.kms.encrypt(KeyId=arn1, Plaintext=b"for ivy")["CiphertextBlob"]
+    with expect_denied(ivy.arn, "kms:Decrypt", arn1, "no-identity"):
+        ivy.kms.decrypt(CiphertextBlob=blob)
+    with expect_denied(ivy.arn, "kms:ScheduleKeyDeletion", arn1, "no-identity"):
+        ivy.kms.schedule_key_deletion(KeyId=arn1, PendingWindowInDays=7)
+
+
+def test_not_principal_in_a_key_policy_deny(world):
+    key_id, arn = _new_key(world)
+    policy = policy_json(
+        root_statement(world.a),
+        allow("kms:Encrypt", principal=world.bob.arn),
+        {"Effect": "Deny", "NotPrincipal": {"AWS": [world.alice.arn, root_arn(world.a)]}, "Action": "kms:Encrypt", "Resource": "*"},
+    )
+    world.alice.kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=policy)
+    assert world.alice.kms.encrypt(KeyId=arn, Plaintext=b"alice is not denied")["KeyId"] == arn
+    with expect_denied(world.bob.arn, "kms:Encrypt", arn, "deny-resource"):
+        world.bob.kms.encrypt(KeyId=arn, Plaintext=b"bob is denied")
+
+
+# --------------------------------------------------------------------------- what another account must not see
+
+def test_list_aliases_does_not_return_another_accounts_aliases(world, aliased_key):
+    """AWS: "ListAliases does not return aliases in other accounts" -- not even when given such a key's ARN."""
+    key_id, arn, alias = aliased_key
+    assert [a["AliasName"] for a in world.alice.kms.list_aliases(KeyId=arn)["Aliases"]] == [alias]
+    out = world.carol.kms.list_aliases(KeyId=arn)
+    assert out["Aliases"] == [], out
+
+
+def test_list_retirable_grants_of_another_accounts_principal_is_denied(world):
+    """AWS: the retiring principal must be in the caller's account (it is the authorized resource)."""
+    key_id, arn = _new_key(world)
+    world.alice.kms.create_grant(KeyId=arn, GranteePrincipal=world.bob.arn, RetiringPrincipal=world.alice.arn,
+                                 Operations=["Decrypt"])
+    assert [g["KeyId"] for g in world.alice.kms.list_retirable_grants(RetiringPrincipal=world.alice.arn)["Grants"]].count(arn) == 1
+    with expect_error("AccessDeniedException"):
+        world.carol.kms.list_retirable_grants(RetiringPrincipal=world.alice.arn)

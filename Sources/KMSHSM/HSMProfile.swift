@@ -1,0 +1,117 @@
+public import Foundation
+public import PKCS11
+
+/// How one kind of token behaves behind the same pkcs11.h, as data (`Config/hsm/<name>.json`): the code reads
+/// these quirks instead of branching on vendor names.
+public struct HSMProfile: Codable, Sendable, Equatable {
+    /// How a new token gets its user PIN.
+    public enum TokenSetup: String, Codable, Sendable {
+        /// `C_InitToken` with an SO PIN, then `C_InitPIN` as SO (SoftHSM).
+        case initToken = "init-token"
+        /// `C_InitPIN` as SO with an empty SO PIN, once (NSS softoken's new key database).
+        case initPINWithEmptySOPIN = "init-pin-with-empty-so-pin"
+        /// The vendor's own tools create tokens and PINs (hardware HSMs).
+        case vendorTool = "vendor-tool"
+    }
+
+    public struct GCM: Codable, Sendable, Equatable {
+        public var ivSource: GCMConvention.IVSource
+        public var parameterLayout: GCMConvention.ParameterLayout
+    }
+
+    public struct KeyWrap: Codable, Sendable, Equatable {
+        /// The mechanism code of RFC 3394 AES key wrap (used for backing keys).
+        public var rfc3394: String
+        /// The mechanism code of RFC 5649 AES key wrap with padding, when the token has it.
+        public var rfc5649: String?
+    }
+
+    public struct AllowedMechanisms: Codable, Sendable, Equatable {
+        /// Whether the token refuses a mechanism outside a key's `CKA_ALLOWED_MECHANISMS`.
+        public var enforced: Bool
+        /// Where it is not enforced: what keeps Trent safe without it.
+        public var compensation: String?
+    }
+
+    public struct Limits: Codable, Sendable, Equatable {
+        public var maxSessions: Int?
+        public var maxObjects: Int?
+    }
+
+    /// The file's name without `.json`.
+    public var name: String
+    public var displayName: String
+    /// Whether Trent's test suite runs on this token. Untested profiles are written from vendor documentation.
+    public var tested: Bool
+    public var testedVersions: String?
+    public var defaultModule: String?
+    /// For `C_Initialize`'s `pReserved`; `{directory}` and `{label}` are filled in for embedded tokens.
+    public var initStringTemplate: String?
+    public var tokenSetup: TokenSetup
+    public var gcm: GCM
+    public var keyWrap: KeyWrap
+    /// Return values that mean a failed AES-GCM tag check on decrypt.
+    public var authenticationFailureCodes: [String]
+    /// Return values that mean a wrong MAC or signature on verify.
+    public var macFailureCodes: [String]
+    public var allowedMechanisms: AllowedMechanisms
+    /// Whether the token refuses to wrap a key whose `CKA_EXTRACTABLE` is false. Where it does not, anyone holding
+    /// the PIN can export the domain key: use such a token for development and tests only.
+    public var enforcesNonExtractable: Bool
+    /// Copy long-lived token keys into session objects at start (much faster on tokens that re-read storage per use).
+    public var copyTokenKeysToSession: Bool
+    public var limits: Limits
+    public var notes: [String]
+
+    // MARK: Typed views
+
+    public var gcmConvention: GCMConvention { GCMConvention(ivSource: gcm.ivSource, parameterLayout: gcm.parameterLayout) }
+
+    public func rfc3394Mechanism() throws -> MechanismType { try Self.mechanism(keyWrap.rfc3394, "keyWrap.rfc3394") }
+
+    public func authenticationFailures() throws -> Set<PKCS11Error.ReturnValue> { try Set(authenticationFailureCodes.map(Self.returnValue)) }
+
+    public func macFailures() throws -> Set<PKCS11Error.ReturnValue> { try Set(macFailureCodes.map(Self.returnValue)) }
+
+    static func mechanism(_ text: String, _ field: String) throws -> MechanismType {
+        guard let mechanism = MechanismType(name: text) else { throw HSMSetupError("HSM profile: \(field) '\(text)' is not a mechanism name or code") }
+        return mechanism
+    }
+
+    static func returnValue(_ text: String) throws -> PKCS11Error.ReturnValue {
+        guard let value = PKCS11Error.ReturnValue(name: text) else { throw HSMSetupError("HSM profile: '\(text)' is not a CKR name or code") }
+        return value
+    }
+
+    // MARK: Loading
+
+    /// Reads and checks a profile file.
+    public static func load(from url: URL) throws -> HSMProfile {
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw HSMSetupError("cannot read HSM profile \(url.path)")
+        }
+        let profile: HSMProfile
+        do {
+            profile = try JSONDecoder().decode(HSMProfile.self, from: data)
+        } catch {
+            throw HSMSetupError("HSM profile \(url.path) is not valid: \(error)")
+        }
+        _ = try profile.rfc3394Mechanism()
+        _ = try profile.authenticationFailures()
+        _ = try profile.macFailures()
+        return profile
+    }
+
+    /// Finds `nameOrPath`: a path to a `.json` file, or a profile name looked up in `directories` in order.
+    public static func find(_ nameOrPath: String, in directories: [URL]) throws -> HSMProfile {
+        if nameOrPath.contains("/") || nameOrPath.hasSuffix(".json") {
+            return try load(from: URL(fileURLWithPath: nameOrPath))
+        }
+        for directory in directories {
+            let candidate = directory.appendingPathComponent("\(nameOrPath).json")
+            if FileManager.default.fileExists(atPath: candidate.path) { return try load(from: candidate) }
+        }
+        throw HSMSetupError(
+            "no HSM profile '\(nameOrPath)' in \(directories.map(\.path).joined(separator: ", ")): set hsm.profileDirectory / TRENT_HSM_PROFILE_DIR")
+    }
+}
