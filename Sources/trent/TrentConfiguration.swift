@@ -22,7 +22,7 @@ struct TrentConfiguration: Codable, Equatable {
         var embeddedToken = "softhsm2"
         /// The HSM profile (`Config/hsm/<name>.json`, or a path); empty means the embedded token's, else softhsm2.
         var profile = ""
-        /// Where profiles are looked up; empty means ./Config/hsm, the Config/hsm beside the binary's package, /etc/trent/hsm.
+        /// Where profiles are looked up; empty means ./Config/hsm, the Config/hsm of the package the binary was built in, /etc/trent/hsm.
         var profileDirectory = ""
         /// Path of the PKCS#11 module; empty means the profile's default module.
         var module = ""
@@ -227,13 +227,18 @@ struct TrentConfiguration: Codable, Equatable {
     /// Where HSM profiles are looked up, in order.
     var profileDirectories: [URL] {
         if !hsm.profileDirectory.isEmpty { return [URL(fileURLWithPath: hsm.profileDirectory, isDirectory: true)] }
-        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-        return [
-            URL(fileURLWithPath: "Config/hsm", isDirectory: true),
-            // .build/<configuration>/trent -> <package>/Config/hsm
-            executable.appendingPathComponent("../../Config/hsm", isDirectory: true).standardizedFileURL,
-            URL(fileURLWithPath: "/etc/trent/hsm", isDirectory: true),
-        ]
+        // A binary built in a checkout (<package>/.build/.../trent) finds the package's Config/hsm above it.
+        var packageProfiles: [URL] = []
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<5 {
+            let candidate = directory.appendingPathComponent("Config/hsm", isDirectory: true)
+            if FileManager.default.fileExists(atPath: candidate.path) {
+                packageProfiles.append(candidate)
+                break
+            }
+            directory = directory.deletingLastPathComponent()
+        }
+        return [URL(fileURLWithPath: "Config/hsm", isDirectory: true)] + packageProfiles + [URL(fileURLWithPath: "/etc/trent/hsm", isDirectory: true)]
     }
 
     var tokenKeyLabels: TokenKeyLabels { TokenKeyLabels(domainKey: hsm.domainKeyLabel, sealingKey: hsm.sealingKeyLabel) }

@@ -107,12 +107,14 @@ import Testing
         #expect(allowAllButAlice.evaluate(Fixture.request(principal: Fixture.bob), as: .resource) == Self.allowed)
         #expect(allowAllButAlice.evaluate(Self.service, as: .resource) == Self.allowed)
 
-        // A listed account covers all its principals.
-        let denyOutsideTheAccount = try keyPolicy(.object([("AWS", "arn:aws:iam::111122223333:root")]), effect: "Deny", element: "NotPrincipal")
-        #expect(denyOutsideTheAccount.evaluate(Fixture.request(), as: .resource) == Self.nothing)
-        #expect(denyOutsideTheAccount.evaluate(Fixture.request(principal: Fixture.role), as: .resource) == Self.nothing)
-        #expect(denyOutsideTheAccount.evaluate(Self.outsider, as: .resource) == Self.denied)
-        #expect(denyOutsideTheAccount.evaluate(Self.service, as: .resource) == Self.denied)
+        // A listed account exempts only its root user (IAM's documented NotPrincipal pattern: listing
+        // [user/Bob, account root] with Deny denies everyone but Bob).
+        let denyAllButTheRoot = try keyPolicy(.object([("AWS", "arn:aws:iam::111122223333:root")]), effect: "Deny", element: "NotPrincipal")
+        #expect(denyAllButTheRoot.evaluate(Fixture.request(), as: .resource) == Self.denied)
+        #expect(denyAllButTheRoot.evaluate(Fixture.request(principal: Fixture.role), as: .resource) == Self.denied)
+        #expect(denyAllButTheRoot.evaluate(Fixture.request(principal: "arn:aws:iam::111122223333:root"), as: .resource) == Self.nothing)
+        #expect(denyAllButTheRoot.evaluate(Self.outsider, as: .resource) == Self.denied)
+        #expect(denyAllButTheRoot.evaluate(Self.service, as: .resource) == Self.denied)
 
         let services = try keyPolicy(.object([("Service", "rds.amazonaws.com")]), effect: "Deny", element: "NotPrincipal")
         #expect(services.evaluate(Self.service, as: .resource) == Self.nothing)

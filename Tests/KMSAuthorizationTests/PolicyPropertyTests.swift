@@ -235,7 +235,8 @@ struct SplitMix64 {
         }
         let principalApplies: Bool
         if statement.notPrincipal {
-            principalApplies = !namesCallerExactly && !namesCallerAccount
+            // IAM: a listed account in NotPrincipal exempts only that account's root user.
+            principalApplies = !namesCallerExactly
         } else {
             principalApplies = namesCallerExactly || namesCallerAccount
         }

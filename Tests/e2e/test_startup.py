@@ -103,7 +103,7 @@ def test_a_wrong_pin_stops_startup_with_one_line(tmp_path):
 
 def test_a_missing_token_stops_startup_with_one_line(tmp_path):
     env = make_softhsm_token(tmp_path / "hsm", label="some-other-token")
-    env.update(TRENT_DATA_DIR=str(tmp_path / "data"), TRENT_PORT=str(free_port()), TRENT_HSM_EMBEDDED_SOFTHSM="false",
+    env.update(TRENT_DATA_DIR=str(tmp_path / "data"), TRENT_PORT=str(free_port()), TRENT_HSM_EMBEDDED_TOKEN="none",
                TRENT_HSM_PIN="87654321", TRENT_HSM_TOKEN_LABEL="ops-token")
     result = run_trent("serve", cwd=tmp_path, env=env)
     assert_one_line_failure(result, "no initialised token labelled 'ops-token'")
@@ -112,7 +112,7 @@ def test_a_missing_token_stops_startup_with_one_line(tmp_path):
 def test_a_configured_token_is_prepared_by_token_init(tmp_path):
     env = make_softhsm_token(tmp_path / "hsm")
     port = free_port()
-    env.update(TRENT_DATA_DIR=str(tmp_path / "data"), TRENT_PORT=str(port), TRENT_HSM_EMBEDDED_SOFTHSM="false",
+    env.update(TRENT_DATA_DIR=str(tmp_path / "data"), TRENT_PORT=str(port), TRENT_HSM_EMBEDDED_TOKEN="none",
                TRENT_HSM_TOKEN_LABEL="ops-token", TRENT_ACCESS_KEY_ID="AKIAOPSTOKENEXAMPLE",
                TRENT_SECRET_ACCESS_KEY="ops-secret-0123456789")
     pin_file = tmp_path / "pin"

@@ -44,7 +44,7 @@ struct Authorizer: Sendable {
         switch outcome {
         case .allowed:
             return
-        case .denied(let reason):
+        case .denied(let reason), .explicitlyDenied(let reason):
             let resource = request.key.map(location.keyARN) ?? "*"
             throw KMSError(
                 .accessDenied,
@@ -54,7 +54,10 @@ struct Authorizer: Sendable {
 
     enum Outcome: Equatable {
         case allowed
+        /// No policy or grant allows it.
         case denied(String)
+        /// A Deny statement matched: nothing, not even a grant, can allow it.
+        case explicitlyDenied(String)
     }
 
     /// Evaluates `request`, optionally as if the key had `keyPolicy` (the lockout safety check of PutKeyPolicy).
@@ -69,7 +72,7 @@ struct Authorizer: Sendable {
 
         guard let key = request.key else {
             if identityDecisions.contains(where: \.explicitDeny) {
-                return .denied("with an explicit deny in an identity-based policy")
+                return .explicitlyDenied("with an explicit deny in an identity-based policy")
             }
             return identityAllows ? .allowed : .denied("because no identity-based policy allows the \(request.action) action")
         }
@@ -77,18 +80,22 @@ struct Authorizer: Sendable {
         let document = keyPolicy ?? (try? PolicyDocument(parsing: key.policy))
         let keyDecision = document?.evaluate(policyRequest, as: .resource)
         if keyDecision?.explicitDeny == true {
-            return .denied("with an explicit deny in a resource-based policy")
+            return .explicitlyDenied("with an explicit deny in a resource-based policy")
         }
         if identityDecisions.contains(where: \.explicitDeny) {
-            return .denied("with an explicit deny in an identity-based policy")
+            return .explicitlyDenied("with an explicit deny in an identity-based policy")
         }
         let keyAllowsCaller = keyDecision?.allowsPrincipal ?? false
         let keyDelegatesToAccount = keyDecision?.allowedAccounts.contains(caller.accountID) ?? false
-        let sameAccount = caller.accountID == key.accountID
-        let allowed =
-            sameAccount
-            ? keyAllowsCaller || (keyDelegatesToAccount && identityAllows)
-            : (keyAllowsCaller || keyDelegatesToAccount) && identityAllows
+        let allowed: Bool
+        if caller.principalKind == .service {
+            // A service calling as itself has no account and no identity policies: the key policy decides.
+            allowed = keyAllowsCaller
+        } else if caller.accountID == key.accountID {
+            allowed = keyAllowsCaller || (keyDelegatesToAccount && identityAllows)
+        } else {
+            allowed = (keyAllowsCaller || keyDelegatesToAccount) && identityAllows
+        }
         if allowed { return .allowed }
         if includeGrants, let operation = request.grantOperation,
             try await grantAllows(operation, on: key, caller: caller, context: request.encryptionContext ?? EncryptionContext())

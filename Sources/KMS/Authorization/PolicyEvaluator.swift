@@ -90,8 +90,12 @@ extension PolicyStatement {
             let accounts = Set(principals.compactMap { $0.delegatedAccount(for: request) })
             return isExact || !accounts.isEmpty ? PrincipalMatch(isExact: isExact, accounts: accounts) : nil
         case (.resource, .excluding(let principals)?):
-            // NotPrincipal: everyone not listed; a listed account covers every principal in it.
-            let isListed = principals.contains { $0.namesExactly(request) || $0.delegatedAccount(for: request) != nil }
+            // NotPrincipal: everyone not listed. A listed account exempts only the account's root user, as IAM
+            // documents: `NotPrincipal: [user/Bob, <account root>]` with Deny denies every principal but Bob.
+            let isListed = principals.contains { principal in
+                if case .anyone = principal { return true }
+                return principal.namesExactly(request)
+            }
             return isListed ? nil : PrincipalMatch(isExact: true, accounts: [])
         }
     }

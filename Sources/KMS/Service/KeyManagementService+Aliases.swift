@@ -70,6 +70,8 @@ extension KeyManagementService {
         if let marker { try validateLength(marker.utf8.count, "marker", min: 1, max: 1024) }
         try await authorizer.authorize(AuthorizationRequest("kms:ListAliases"), caller: caller)
         let target = try await keyID.asyncMap { try await resolveKey($0, allowAlias: false, caller: caller).record }
+        // Aliases live in an account: another account's aliases are never listed, even for a key shared with the caller.
+        if let target, target.accountID != caller.accountID { return Page(items: [], nextMarker: nil) }
         do {
             return try await store.listAliases(account: target?.accountID ?? caller.accountID, for: target?.id, after: marker, limit: limit)
         } catch MetadataStoreError.invalidMarker {

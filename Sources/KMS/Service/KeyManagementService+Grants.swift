@@ -56,6 +56,11 @@ extension KeyManagementService {
         let outcome = try await authorizer.evaluate(
             AuthorizationRequest("kms:CreateGrant", key: resolved.record, requestAlias: resolved.requestAlias, context: conditions),
             caller: caller, keyPolicy: nil, includeGrants: false)
+        if case .explicitlyDenied(let reason) = outcome {
+            throw KMSError(
+                .accessDenied,
+                "User: \(caller.principalARN) is not authorized to perform: kms:CreateGrant on resource: \(arn(resolved.record)) \(reason)")
+        }
         if case .denied(let reason) = outcome {
             // Through a grant: only one that allows CreateGrant, and only for a grant no wider than itself.
             let parents = try await store.grants(of: resolved.record.id).filter {
@@ -112,6 +117,13 @@ extension KeyManagementService {
         try validateRange(limit, "limit", min: 1, max: 100)
         try validateLength(retiringPrincipal.utf8.count, "retiringPrincipal", min: 1, max: 256)
         try await authorizer.authorize(AuthorizationRequest("kms:ListRetirableGrants"), caller: caller)
+        // As in AWS, a principal lists the retirable grants of its own account's principals only.
+        let parts = retiringPrincipal.split(separator: ":", omittingEmptySubsequences: false)
+        if parts.count >= 5, parts[0] == "arn", String(parts[4]) != caller.accountID {
+            throw KMSError(
+                .accessDenied,
+                "User: \(caller.principalARN) is not authorized to perform: kms:ListRetirableGrants for \(retiringPrincipal), a principal of another account")
+        }
         return try page(try await store.grants(retirableBy: retiringPrincipal), limit: limit, marker: marker)
     }
 

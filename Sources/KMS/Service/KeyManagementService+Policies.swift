@@ -82,7 +82,8 @@ extension KeyManagementService {
     /// when `<service>` is an integrated service configured in Trent. Its policy lets principals of the account
     /// use it only through that service, and shows its metadata to the account; nobody can change it.
     func awsManagedKey(for aliasName: String, account: String, caller: Caller) async throws -> KeyRecord? {
-        guard aliasName.hasPrefix(Self.awsManagedAliasPrefix), Account.isValidID(account) else { return nil }
+        // Only an account's own principals bring its AWS managed keys into being.
+        guard aliasName.hasPrefix(Self.awsManagedAliasPrefix), Account.isValidID(account), account == caller.accountID else { return nil }
         let service = String(aliasName.dropFirst(Self.awsManagedAliasPrefix.count))
         let servicePrincipal = "\(service).\(location.region).amazonaws.com"
         guard !service.isEmpty, try await store.principal(servicePrincipal)?.kind == .service,
