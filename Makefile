@@ -7,7 +7,7 @@ VENV := .venv
 
 help:
 	@echo "make run    build Trent (release) and serve the KMS API on 127.0.0.1:4599 with an embedded SoftHSM token"
-	@echo "make test   run every test: Swift suites on SoftHSM and SQLite, then the boto3/AWS CLI end-to-end suite"
+	@echo "make test   run every test on SoftHSM 2 and on NSS softoken: Swift suites, then the boto3/AWS CLI end-to-end suite"
 
 deps:
 	./scripts/install-deps.sh
@@ -23,14 +23,23 @@ run: build
 
 test: test-deps test-swift test-e2e
 
+# Every suite runs on both tokens; each run makes its tokens from scratch in folders of its own.
+TOKENS := softhsm2 nss-softoken
+
 test-swift:
 	swift build --build-tests
-	swift test
+	set -e; for token in $(TOKENS); do \
+		echo "=== Swift suites on $$token ==="; \
+		TRENT_TEST_HSM_PROFILE=$$token swift test; \
+	done
 
 # Starts the debug `trent` binary on free ports with its own token folders and drives it with boto3 and the AWS CLI.
 test-e2e:
 	swift build --product trent
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest Tests/e2e
+	set -e; for token in $(TOKENS); do \
+		echo "=== end-to-end suite on $$token ==="; \
+		TRENT_E2E_TOKEN=$$token PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest Tests/e2e; \
+	done
 
 clean:
 	rm -rf .build $(VENV) .trent

@@ -34,6 +34,10 @@ import requests
 REPO = Path(__file__).resolve().parent.parent.parent
 DEFAULT_BIN = REPO / ".build" / "debug" / "trent"
 
+# The token every server of this run uses: softhsm2 (default) or nss-softoken, created by Trent in each
+# server's data folder (`hsm.embeddedToken`). `make test` runs the suite once per token.
+TOKEN = os.environ.get("TRENT_E2E_TOKEN", "softhsm2")
+
 REGION = "us-east-1"
 ACCOUNT_ID = "111122223333"
 ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
@@ -145,6 +149,7 @@ class TrentServer:
             TRENT_ACCESS_KEY_ID=ACCESS_KEY_ID,
             TRENT_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY,
             TRENT_LOG_LEVEL="info",
+            TRENT_HSM_EMBEDDED_TOKEN=TOKEN,
         )
         self.env = base
         self.proc: subprocess.Popen | None = None
