@@ -66,11 +66,12 @@ public enum TokenProbe {
                 checks.append(Check(feature: feature, passed: false, detail: "\(error)"))
             }
         }
-        let template: [Attribute] = [
+        let plain: [Attribute] = [
             .objectClass(.secretKey), .keyType(.aes), Attribute(.valueLength, ulong: 32), Attribute(.token, false),
             Attribute(.sensitive, true), Attribute(.extractable, true), Attribute(.encrypt, true), Attribute(.decrypt, true),
-            Attribute(.wrap, true), Attribute(.unwrap, true), .allowedMechanisms([.aesGCM]),
+            Attribute(.wrap, true), Attribute(.unwrap, true),
         ]
+        let template = plain + [.allowedMechanisms([.aesGCM])]
         check("AES-GCM with additional data, IV made as the profile says (\(profile.gcm.ivSource.rawValue))") {
             try token.withSession { session throws(PKCS11Error) in
                 let key = try session.generateKey(.aesKeyGen, template: template)
@@ -102,8 +103,8 @@ public enum TokenProbe {
         check("RFC 3394 key wrap round trip (\(profile.keyWrap.rfc3394))") {
             let mechanism = try profile.rfc3394Mechanism()
             return try token.withSession { session throws(PKCS11Error) in
-                let wrapping = try session.generateKey(.aesKeyGen, template: template)
-                let key = try session.generateKey(.aesKeyGen, template: template)
+                let wrapping = try session.generateKey(.aesKeyGen, template: plain)
+                let key = try session.generateKey(.aesKeyGen, template: plain)
                 defer { for object in [wrapping, key] { try? session.destroyObject(object) } }
                 let wrapped = try session.wrapKey(key, with: wrapping, mechanism: .keyWrap(mechanism))
                 let unwrapped = try session.unwrapKey(wrapped, with: wrapping, mechanism: .keyWrap(mechanism), template: [
@@ -112,6 +113,24 @@ public enum TokenProbe {
                 try session.destroyObject(unwrapped)
                 return "\(wrapped.count) bytes for a 32-byte key"
             }
+        }
+        check("a key with CKA_EXTRACTABLE false cannot be wrapped out: \(profile.enforcesNonExtractable ? "yes" : "no, a development token only")") {
+            let mechanism = try profile.rfc3394Mechanism()
+            let refused: Bool = try token.withSession { session throws(PKCS11Error) in
+                let wrapping = try session.generateKey(.aesKeyGen, template: plain)
+                let key = try session.generateKey(.aesKeyGen, template: plain.filter { $0.type != .extractable } + [Attribute(.extractable, false)])
+                defer { for object in [wrapping, key] { try? session.destroyObject(object) } }
+                do throws(PKCS11Error) {
+                    _ = try session.wrapKey(key, with: wrapping, mechanism: .keyWrap(mechanism))
+                    return false
+                } catch {
+                    return true
+                }
+            }
+            guard refused == profile.enforcesNonExtractable else {
+                throw HSMSetupError("the token \(refused ? "refuses" : "allows") wrapping a non-extractable key: update the profile")
+            }
+            return refused ? "refused" : "the token wrapped it, as the profile says"
         }
         check("CKA_ALLOWED_MECHANISMS enforced: \(profile.allowedMechanisms.enforced ? "yes" : "no, \(profile.allowedMechanisms.compensation ?? "")")") {
             let refused: Bool = try token.withSession { session throws(PKCS11Error) in

@@ -40,12 +40,12 @@ def assert_one_line_failure(result, *fragments):
     assert "Fatal error" not in result.stderr and "Backtrace" not in result.stderr
 
 
-def make_softhsm_token(folder: Path, label="ops-token", pin="87654321") -> dict:
+def make_softhsm_token(folder: Path, label="ops-token", pin="87654321", conf_extra="") -> dict:
     """A token made the way an operator would, with softhsm2-util, in a folder of its own."""
     tokens = folder / "tokens"
     tokens.mkdir(parents=True)
     conf = folder / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n{conf_extra}")
     env = clean_env(SOFTHSM2_CONF=str(conf))
     subprocess.run(
         ["softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", "12345678", "--pin", pin],
@@ -156,3 +156,27 @@ def test_a_configured_token_is_prepared_by_token_init(tmp_path):
         log.close()
     # A configured secret is never printed.
     assert "ops-secret-0123456789" not in (tmp_path / "serve.log").read_text()
+
+
+def test_token_probe_reports_every_feature(tmp_path):
+    env = clean_env(TRENT_DATA_DIR=str(tmp_path / "data"), TRENT_HSM_EMBEDDED_TOKEN=TOKEN)
+    result = run_trent("token", "probe", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Profile:      {TOKEN} " in result.stdout
+    assert "  0x00001087 CKM_AES_GCM" in result.stdout
+    assert "PASS  symmetric keys: AES-256 backing keys, AES-GCM, RFC 3394 wrap" in result.stdout
+    assert "FAIL" not in result.stdout
+    assert result.stdout.rstrip().endswith("Trent can serve symmetric keys on this token.")
+
+
+@softhsm_tools_only
+def test_a_token_without_a_needed_mechanism_is_refused(tmp_path):
+    # SoftHSM can limit the mechanisms it offers: this token has AES key generation and wrapping but no AES-GCM.
+    env = make_softhsm_token(tmp_path / "hsm", conf_extra="slots.mechanisms = CKM_AES_KEY_GEN,CKM_AES_KEY_WRAP,CKM_AES_KEY_WRAP_PAD\n")
+    env.update(TRENT_DATA_DIR=str(tmp_path / "data"), TRENT_PORT=str(free_port()), TRENT_HSM_EMBEDDED_TOKEN="none",
+               TRENT_HSM_TOKEN_LABEL="ops-token", TRENT_HSM_PIN="87654321")
+    assert_one_line_failure(run_trent("serve", cwd=tmp_path, env=env), "lacks CKM_AES_GCM", "trent token probe")
+    probe = run_trent("token", "probe", cwd=tmp_path, env=env)
+    assert probe.returncode == 1
+    assert "FAIL  symmetric keys: AES-256 backing keys, AES-GCM, RFC 3394 wrap: missing CKM_AES_GCM" in probe.stdout
+    assert "Trent cannot serve on this token as configured." in probe.stdout
