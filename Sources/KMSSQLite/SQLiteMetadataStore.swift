@@ -46,8 +46,11 @@ public final class SQLiteMetadataStore: MetadataStore {
                         deletion_date REAL,
                         pending_window_days INTEGER,
                         policy TEXT NOT NULL,
-                        current_version INTEGER NOT NULL
+                        current_version INTEGER NOT NULL,
+                        rotation_period_days INTEGER,
+                        next_rotation_date REAL
                     );
+                    CREATE INDEX keys_rotation ON keys(next_rotation_date) WHERE next_rotation_date IS NOT NULL;
                     CREATE INDEX keys_deletion ON keys(deletion_date) WHERE deletion_date IS NOT NULL;
                     CREATE TABLE backing_keys (
                         key_id TEXT NOT NULL REFERENCES keys(key_id),
@@ -57,6 +60,7 @@ public final class SQLiteMetadataStore: MetadataStore {
                         wrapping_key_label TEXT NOT NULL,
                         creation_date REAL NOT NULL,
                         nonces_reserved INTEGER NOT NULL,
+                        rotation_type TEXT,
                         PRIMARY KEY (key_id, version)
                     ) WITHOUT ROWID;
                     CREATE TABLE aliases (
@@ -142,11 +146,12 @@ public final class SQLiteMetadataStore: MetadataStore {
             try db.execute(
                 sql: """
                     UPDATE keys SET description = ?, state = ?, deletion_date = ?, pending_window_days = ?, policy = ?,
-                    current_version = MAX(current_version, ?) WHERE key_id = ?
+                    current_version = MAX(current_version, ?), rotation_period_days = ?, next_rotation_date = ? WHERE key_id = ?
                     """,
                 arguments: [
                     key.description, key.state.rawValue, key.deletionDate?.timeIntervalSince1970, key.pendingWindowInDays,
-                    key.policy, Int64(key.currentVersion), key.id.description,
+                    key.policy, Int64(key.currentVersion), key.rotationSchedule?.periodInDays,
+                    key.rotationSchedule?.nextRotationDate.timeIntervalSince1970, key.id.description,
                 ])
         }
     }
@@ -171,6 +176,15 @@ public final class SQLiteMetadataStore: MetadataStore {
         }
     }
 
+    public func keysDueForRotation(dueBy date: Date) async throws -> [KeyRecord] {
+        try await read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM keys WHERE next_rotation_date IS NOT NULL AND next_rotation_date <= ? ORDER BY next_rotation_date",
+                arguments: [date.timeIntervalSince1970]
+            ).map(Self.keyRecord)
+        }
+    }
+
     public func destroyKey(_ id: KeyID) async throws {
         try await write { db in
             for table in ["tags", "aliases", "grants", "backing_keys", "keys"] {
@@ -191,6 +205,13 @@ public final class SQLiteMetadataStore: MetadataStore {
                 db, sql: "SELECT * FROM backing_keys WHERE key_id = ? AND version = ?",
                 arguments: [keyID.description, Int64(version)]
             ).map(Self.backingKeyRecord)
+        }
+    }
+
+    public func backingKeys(of keyID: KeyID) async throws -> [BackingKeyRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM backing_keys WHERE key_id = ? ORDER BY version", arguments: [keyID.description])
+                .map(Self.backingKeyRecord)
         }
     }
 
@@ -437,25 +458,27 @@ public final class SQLiteMetadataStore: MetadataStore {
         try db.execute(
             sql: """
                 INSERT INTO keys (key_id, account_id, creation_date, description, key_spec, key_usage, origin, key_manager,
-                state, deletion_date, pending_window_days, policy, current_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                state, deletion_date, pending_window_days, policy, current_version, rotation_period_days, next_rotation_date)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [
                 key.id.description, key.accountID, key.creationDate.timeIntervalSince1970, key.description,
                 key.keySpec.rawValue, key.keyUsage.rawValue, key.origin.rawValue, key.keyManager.rawValue,
                 key.state.rawValue, key.deletionDate?.timeIntervalSince1970, key.pendingWindowInDays, key.policy,
-                Int64(key.currentVersion),
+                Int64(key.currentVersion), key.rotationSchedule?.periodInDays, key.rotationSchedule?.nextRotationDate.timeIntervalSince1970,
             ])
     }
 
     private static func insert(_ backingKey: BackingKeyRecord, into db: Database) throws {
         try db.execute(
             sql: """
-                INSERT INTO backing_keys (key_id, version, wrapped_key, binding, wrapping_key_label, creation_date, nonces_reserved)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO backing_keys (key_id, version, wrapped_key, binding, wrapping_key_label, creation_date, nonces_reserved, rotation_type)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [
                 backingKey.keyID.description, Int64(backingKey.version), Data(backingKey.wrappedKey), Data(backingKey.binding),
                 backingKey.wrappingKeyLabel, backingKey.creationDate.timeIntervalSince1970, Int64(clamping: backingKey.noncesReserved),
+                backingKey.rotationType?.rawValue,
             ])
     }
 
@@ -478,7 +501,10 @@ public final class SQLiteMetadataStore: MetadataStore {
             description: row["description"], keySpec: keySpec, keyUsage: keyUsage, origin: origin, keyManager: keyManager,
             state: state, deletionDate: (row["deletion_date"] as Double?).map(Date.init(timeIntervalSince1970:)),
             pendingWindowInDays: row["pending_window_days"], policy: row["policy"],
-            currentVersion: UInt32(row["current_version"] as Int64))
+            currentVersion: UInt32(row["current_version"] as Int64),
+            rotationSchedule: (row["rotation_period_days"] as Int?).flatMap { days in
+                (row["next_rotation_date"] as Double?).map { RotationSchedule(periodInDays: days, nextRotationDate: Date(timeIntervalSince1970: $0)) }
+            })
     }
 
     private static func backingKeyRecord(_ row: Row) throws -> BackingKeyRecord {
@@ -489,7 +515,8 @@ public final class SQLiteMetadataStore: MetadataStore {
             keyID: id, version: UInt32(row["version"] as Int64), wrappedKey: Array(row["wrapped_key"] as Data),
             binding: Array(row["binding"] as Data), wrappingKeyLabel: row["wrapping_key_label"],
             creationDate: Date(timeIntervalSince1970: row["creation_date"]),
-            noncesReserved: UInt64(max(0, row["nonces_reserved"] as Int64)))
+            noncesReserved: UInt64(max(0, row["nonces_reserved"] as Int64)),
+            rotationType: (row["rotation_type"] as String?).flatMap(RotationType.init(rawValue:)))
     }
 
     private static func aliasRecord(_ row: Row) throws -> AliasRecord {

@@ -167,7 +167,7 @@ struct TrentServer {
                 Self.printBanner(endpoint: endpoint, region: location.region, administrator: administrator)
             },
             logger: logger)
-        let sweeper = KeyDeletionSweeper(
+        let sweeper = KeyMaintenance(
             service: runtime.service, interval: .seconds(configuration.keyDeletion.sweepIntervalSeconds), logger: logger)
         let digests = AuditDigestService(trail: trail, interval: .seconds(configuration.audit.digestIntervalSeconds), logger: logger)
         // Services stop in reverse order: the server first, then the digest writer closes the trail.
@@ -291,8 +291,9 @@ struct AuditDigestService: Service {
     }
 }
 
-/// Destroys keys whose deletion window has ended, every `interval`, until graceful shutdown.
-struct KeyDeletionSweeper: Service {
+/// Every `interval`, until graceful shutdown: destroys keys whose deletion window has ended and rotates keys
+/// whose rotation date has come.
+struct KeyMaintenance: Service {
     let service: KeyManagementService
     let interval: Duration
     let logger: Logger
@@ -302,8 +303,9 @@ struct KeyDeletionSweeper: Service {
             while !Task.isCancelled {
                 do {
                     try await service.destroyExpiredKeys()
+                    try await service.rotateDueKeys()
                 } catch {
-                    logger.error("key deletion sweep failed; retrying at the next interval", metadata: ["error": "\(error)"])
+                    logger.error("key maintenance failed; retrying at the next interval", metadata: ["error": "\(error)"])
                 }
                 try? await Task.sleep(for: interval)
             }

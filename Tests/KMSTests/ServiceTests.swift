@@ -166,3 +166,62 @@ import TrentTestSupport
         #expect(await code { try await service.createAlias("alias/aws/mine", targetKeyID: id, caller: caller) } == .notAuthorized)
     }
 }
+
+/// Rotation, on demand and on schedule, with an injected clock.
+@Suite struct RotationTests {
+    let hsm: TestHSM
+    let caller = ServiceFixture.caller
+    init() throws { hsm = try TestHSM.shared() }
+
+    func encrypt(_ service: KeyManagementService, _ keyID: String) async throws -> [UInt8] {
+        try await service.encrypt(keyID: keyID, plaintext: [42], context: EncryptionContext(["r": "1"]), algorithm: nil, dryRun: nil, caller: caller)
+            .ciphertextBlob
+    }
+
+    @Test func rotationOnScheduleAndOnDemandKeepsEveryCiphertextReadable() async throws {
+        let clock = ManualClock()
+        let fixture = try await hsm.makeService(clock: clock)
+        let service = fixture.service
+        let key = try await service.createKey(.init(), caller: caller)
+        let id = key.id.description
+        let first = try await encrypt(service, id)
+
+        try await service.enableKeyRotation(id, periodInDays: 90, caller: caller)
+        let status = try await service.getKeyRotationStatus(id, caller: caller)
+        #expect(status.schedule?.periodInDays == 90)
+        #expect(abs(status.schedule!.nextRotationDate.timeIntervalSince(clock.now().addingTimeInterval(90 * 86_400))) < 0.001)
+
+        clock.advance(by: 89 * 86_400)
+        #expect(try await service.rotateDueKeys().isEmpty)
+        clock.advance(by: 86_400)
+        #expect(try await service.rotateDueKeys() == [key.id])
+        let second = try await encrypt(service, id)
+        _ = try await service.rotateKeyOnDemand(id, caller: caller)
+        let third = try await encrypt(service, id)
+
+        #expect(try [first, second, third].map { try CiphertextBlob(parsing: $0).backingKeyVersion } == [1, 2, 3])
+        for blob in [first, second, third] {
+            let opened = try await service.decrypt(ciphertext: blob, context: EncryptionContext(["r": "1"]), keyID: nil, algorithm: nil, dryRun: nil, caller: caller)
+            #expect(opened.plaintext == [42])
+        }
+        let rotations = try await service.listKeyRotations(id, limit: nil, marker: nil, caller: caller).items
+        #expect(rotations.map(\.type) == [.automatic, .onDemand])
+        let next = try #require(try await service.getKeyRotationStatus(id, caller: caller).schedule?.nextRotationDate)
+        #expect(abs(next.timeIntervalSince(clock.now().addingTimeInterval(90 * 86_400))) < 0.001, "the schedule moves on by one period")
+        let page = try await service.listKeyRotations(id, limit: 1, marker: nil, caller: caller)
+        #expect(page.items.map(\.version) == [2])
+        #expect(try await service.listKeyRotations(id, limit: 1, marker: page.nextMarker, caller: caller).items.map(\.version) == [3])
+
+        try await service.disableKeyRotation(id, caller: caller)
+        clock.advance(by: 400 * 86_400)
+        #expect(try await service.rotateDueKeys().isEmpty)
+    }
+
+    @Test func onDemandRotationStopsAtTwentyFive() async throws {
+        let service = try await hsm.makeService().service
+        let id = try await service.createKey(.init(), caller: caller).id.description
+        for _ in 0..<KeyManagementService.maximumOnDemandRotations { _ = try await service.rotateKeyOnDemand(id, caller: caller) }
+        await #expect { _ = try await service.rotateKeyOnDemand(id, caller: caller) } throws: { ($0 as? KMSError)?.code == .limitExceeded }
+        #expect(try await service.listKeyRotations(id, limit: nil, marker: nil, caller: caller).items.count == 25)
+    }
+}

@@ -109,7 +109,7 @@ def test_generate_random_out_of_range(kms, n):
 UNSUPPORTED = {
     "sign": lambda k: dict(KeyId=k, Message=b"message", SigningAlgorithm="RSASSA_PSS_SHA_256"),
     "get_public_key": lambda k: dict(KeyId=k),
-    "enable_key_rotation": lambda k: dict(KeyId=k),
+    "get_parameters_for_import": lambda k: dict(KeyId=k, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"),
 }
 
 

@@ -57,12 +57,15 @@ public struct KeyRecord: Sendable, Equatable {
     public var policy: String
     /// The backing-key version new encryptions use.
     public var currentVersion: UInt32
+    /// Automatic rotation, when enabled.
+    public var rotationSchedule: RotationSchedule?
 
     public init(
         id: KeyID, accountID: String, creationDate: Date, description: String, keySpec: KeySpec, keyUsage: KeyUsage,
         origin: KeyOrigin, keyManager: KeyManager, state: KeyState, deletionDate: Date? = nil,
-        pendingWindowInDays: Int? = nil, policy: String, currentVersion: UInt32
+        pendingWindowInDays: Int? = nil, policy: String, currentVersion: UInt32, rotationSchedule: RotationSchedule? = nil
     ) {
+        self.rotationSchedule = rotationSchedule
         self.id = id
         self.accountID = accountID
         self.creationDate = creationDate
@@ -85,6 +88,24 @@ public struct KeyRecord: Sendable, Equatable {
     }
 }
 
+/// When a key's material rotates automatically.
+public struct RotationSchedule: Sendable, Equatable {
+    public var periodInDays: Int
+    public var nextRotationDate: Date
+
+    public init(periodInDays: Int, nextRotationDate: Date) {
+        self.periodInDays = periodInDays
+        self.nextRotationDate = nextRotationDate
+    }
+}
+
+/// Why a backing-key version exists beyond the first: a rotation (listed by ListKeyRotations) or, when nil,
+/// an internal move to fresh material before the nonce budget ran out.
+public enum RotationType: String, Sendable, Codable {
+    case automatic = "AUTOMATIC"
+    case onDemand = "ON_DEMAND"
+}
+
 /// A backing key (HSM backing key, HBK) version of a KMS key, as the store keeps it: only wrapped.
 public struct BackingKeyRecord: Sendable, Equatable {
     public var keyID: KeyID
@@ -98,11 +119,14 @@ public struct BackingKeyRecord: Sendable, Equatable {
     public var creationDate: Date
     /// Encryptions reserved so far under this version; the nonce budget is counted against it.
     public var noncesReserved: UInt64
+    /// Set when a rotation made this version.
+    public var rotationType: RotationType?
 
     public init(
         keyID: KeyID, version: UInt32, wrappedKey: [UInt8], binding: [UInt8], wrappingKeyLabel: String,
-        creationDate: Date, noncesReserved: UInt64 = 0
+        creationDate: Date, noncesReserved: UInt64 = 0, rotationType: RotationType? = nil
     ) {
+        self.rotationType = rotationType
         self.keyID = keyID
         self.version = version
         self.wrappedKey = wrappedKey

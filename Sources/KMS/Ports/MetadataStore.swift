@@ -13,11 +13,15 @@ public protocol MetadataStore: Sendable {
     /// The keys of one account in creation order, starting after `marker` (an opaque value from a previous page).
     func listKeys(account: String, after marker: String?, limit: Int) async throws -> Page<KeyRecord>
     func keysPendingDeletion(dueBy date: Date) async throws -> [KeyRecord]
+    /// Keys with automatic rotation enabled whose next rotation date has come.
+    func keysDueForRotation(dueBy date: Date) async throws -> [KeyRecord]
     /// Removes the key with its backing keys, aliases and tags, and overwrites the freed bytes.
     func destroyKey(_ id: KeyID) async throws
 
     // Backing keys
     func backingKey(_ keyID: KeyID, version: UInt32) async throws -> BackingKeyRecord?
+    /// Every backing-key version of a key, oldest first.
+    func backingKeys(of keyID: KeyID) async throws -> [BackingKeyRecord]
     /// Adds a new backing-key version and makes it the key's current version, atomically.
     func addBackingKey(_ backingKey: BackingKeyRecord) async throws
     /// Durably raises the reserved nonce count of one backing-key version.

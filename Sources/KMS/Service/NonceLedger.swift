@@ -79,16 +79,35 @@ actor NonceLedger {
             return
         }
         // Budget spent: a fresh backing key takes over for new encryptions.
-        let next = id.version + 1
-        let material = try await provider.createBackingKey(for: id.keyID, version: next)
-        let firstBlock = min(limits.reservationBlock, limits.budget)
-        try await store.addBackingKey(
-            BackingKeyRecord(
-                keyID: id.keyID, version: next, wrappedKey: material.wrappedKey, binding: material.binding,
-                wrappingKeyLabel: material.wrappingKeyLabel, creationDate: clock.now(), noncesReserved: firstBlock))
         slots[id] = nil
-        slots[VersionID(keyID: id.keyID, version: next)] = Slot(used: 0, reserved: firstBlock)
-        currentVersions[id.keyID] = next
+        _ = try await createVersion(of: id.keyID, after: id.version, rotationType: nil)
+    }
+
+    /// Rotates a key's material: a new backing-key version takes over new encryptions. Serialised with budget
+    /// refills, so two new versions never race for the same number.
+    func rotate(_ keyID: KeyID, type: RotationType) async throws -> BackingKeyRecord {
+        while let refill = refills[keyID] { try await refill.value }
+        let work = Task { () throws -> BackingKeyRecord in
+            let stored = try await self.store.key(keyID)?.currentVersion ?? 0
+            return try await self.createVersion(of: keyID, after: max(stored, self.currentVersions[keyID] ?? 0), rotationType: type)
+        }
+        refills[keyID] = Task { _ = try await work.value }
+        defer { refills[keyID] = nil }
+        return try await work.value
+    }
+
+    /// Generates the next backing-key version in the token, reserves its first block of budget, and makes it current.
+    private func createVersion(of keyID: KeyID, after version: UInt32, rotationType: RotationType?) async throws -> BackingKeyRecord {
+        let next = version + 1
+        let material = try await provider.createBackingKey(for: keyID, version: next)
+        let firstBlock = min(limits.reservationBlock, limits.budget)
+        let record = BackingKeyRecord(
+            keyID: keyID, version: next, wrappedKey: material.wrappedKey, binding: material.binding,
+            wrappingKeyLabel: material.wrappingKeyLabel, creationDate: clock.now(), noncesReserved: firstBlock, rotationType: rotationType)
+        try await store.addBackingKey(record)
+        slots[VersionID(keyID: keyID, version: next)] = Slot(used: 0, reserved: firstBlock)
+        currentVersions[keyID] = next
+        return record
     }
 
     /// Forgets a destroyed key.

@@ -29,6 +29,7 @@ extension KeyManagementService {
         table.merge(aliasAndTagOperations(), uniquingKeysWith: { _, implemented in implemented })
         table.merge(cryptographicOperations(), uniquingKeysWith: { _, implemented in implemented })
         table.merge(grantAndPolicyOperations(), uniquingKeysWith: { _, implemented in implemented })
+        table.merge(rotationOperations(), uniquingKeysWith: { _, implemented in implemented })
         return table
     }
 

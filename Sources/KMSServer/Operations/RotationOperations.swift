@@ -1,0 +1,70 @@
+import Foundation
+import KMS
+
+struct EnableKeyRotationInput: Decodable, Sendable {
+    var KeyId: String?
+    var RotationPeriodInDays: Int?
+}
+
+struct GetKeyRotationStatusOutput: Encodable, Sendable {
+    var KeyRotationEnabled: Bool
+    var KeyId: String
+    var RotationPeriodInDays: Int?
+    var NextRotationDate: Date?
+}
+
+struct RotateKeyOnDemandOutput: Encodable, Sendable { var KeyId: String }
+
+struct ListKeyRotationsInput: Decodable, Sendable {
+    var KeyId: String?
+    var IncludeKeyMaterial: String?
+    var Limit: Int?
+    var Marker: String?
+}
+
+struct ListKeyRotationsOutput: Encodable, Sendable {
+    struct Entry: Encodable, Sendable {
+        var KeyId: String
+        var RotationDate: Date
+        var RotationType: String
+    }
+    var Rotations: [Entry]
+    var NextMarker: String?
+    var Truncated: Bool
+}
+
+extension KeyManagementService {
+    func rotationOperations() -> [String: Operation] {
+        let location = self.location
+        return [
+            "EnableKeyRotation": .json(EnableKeyRotationInput.self) { request, caller in
+                try await self.enableKeyRotation(try required(request.KeyId, "KeyId"), periodInDays: request.RotationPeriodInDays, caller: caller)
+                return NoOutput()
+            },
+            "DisableKeyRotation": .json(KeyIDRequest.self) { request, caller in
+                try await self.disableKeyRotation(try required(request.KeyId, "KeyId"), caller: caller)
+                return NoOutput()
+            },
+            "GetKeyRotationStatus": .json(KeyIDRequest.self) { request, caller in
+                let status = try await self.getKeyRotationStatus(try required(request.KeyId, "KeyId"), caller: caller)
+                return GetKeyRotationStatusOutput(
+                    KeyRotationEnabled: status.schedule != nil, KeyId: status.keyARN, RotationPeriodInDays: status.schedule?.periodInDays,
+                    NextRotationDate: status.schedule?.nextRotationDate)
+            },
+            "RotateKeyOnDemand": .json(KeyIDRequest.self) { request, caller in
+                let key = try await self.rotateKeyOnDemand(try required(request.KeyId, "KeyId"), caller: caller)
+                return RotateKeyOnDemandOutput(KeyId: location.keyARN(key))
+            },
+            "ListKeyRotations": .json(ListKeyRotationsInput.self) { request, caller in
+                if let include = request.IncludeKeyMaterial, !["ALL_KEY_MATERIAL", "ROTATIONS_ONLY"].contains(include) {
+                    throw KMSError(.validation, "1 validation error detected: Value '\(include)' at 'includeKeyMaterial' failed to satisfy constraint: Member must satisfy enum value set: [ALL_KEY_MATERIAL, ROTATIONS_ONLY]")
+                }
+                let page = try await self.listKeyRotations(
+                    try required(request.KeyId, "KeyId"), limit: request.Limit, marker: request.Marker, caller: caller)
+                return ListKeyRotationsOutput(
+                    Rotations: page.items.map { .init(KeyId: $0.keyARN, RotationDate: $0.date, RotationType: $0.type.rawValue) },
+                    NextMarker: page.nextMarker, Truncated: page.nextMarker != nil)
+            },
+        ]
+    }
+}
