@@ -29,7 +29,7 @@ public final class PKCS11KeyProvider: KeyProvider {
     let configuration: Configuration
     let domainKey: ObjectHandle
     let sealingKey: ObjectHandle
-    let wrapMechanism: MechanismType
+    let rfc3394: MechanismType
     let tagFailureReturnValues: Set<PKCS11Error.ReturnValue>
     let threadPool: NIOThreadPool
     let cache: HandleCache
@@ -46,7 +46,7 @@ public final class PKCS11KeyProvider: KeyProvider {
         }
         self.domainKey = try find(configuration.keyLabels.domainKey, "domain key")
         let sealingTokenKey = try find(configuration.keyLabels.sealingKey, "sealing key")
-        self.wrapMechanism = try configuration.profile.rfc3394Mechanism()
+        self.rfc3394 = try configuration.profile.rfc3394Mechanism()
         self.tagFailureReturnValues = try configuration.profile.authenticationFailures()
         // Tokens that re-read their storage on every use of a token key (NSS softoken) are far faster on a
         // session copy; the copy stays sensitive and non-extractable.
@@ -68,23 +68,39 @@ public final class PKCS11KeyProvider: KeyProvider {
 
     // MARK: KeyProvider
 
-    public func createBackingKey(for keyID: KeyID, version: UInt32) async throws -> BackingKeyMaterial {
-        try await onHSM("create a backing key") { [self] in
+    public func createBackingKey(for keyID: KeyID, version: UInt32, kind: BackingKeyKind) async throws -> BackingKeyMaterial {
+        let wrapMechanism = try wrapMechanism(for: kind)
+        return try await onHSM("create a backing key") { [self] in
             try token.withSession { session throws(PKCS11Error) -> BackingKeyMaterial in
                 // Generated extractable only so the token can wrap it; this copy is destroyed at once and the
                 // working copies are unwrapped non-extractable.
                 let fresh = try session.generateKey(
-                    .aesKeyGen, template: backingKeyTemplate(extractable: true) + [Attribute(.valueLength, ulong: 32)])
+                    kind.generationMechanism, template: backingKeyTemplate(kind, extractable: true) + [Attribute(.valueLength, ulong: UInt(kind.keyLength))])
                 defer { try? session.destroyObject(fresh) }
                 let wrapped = try session.wrapKey(fresh, with: domainKey, mechanism: .keyWrap(wrapMechanism))
-                let (iv, proof) = try session.sealGCM(Self.bindingPlaintext, key: fresh, additionalData: Self.bindingData(keyID, version))
-                return BackingKeyMaterial(wrappedKey: wrapped, binding: iv + proof, wrappingKeyLabel: configuration.domainKeyLabel)
+                let binding = try Self.bind(fresh, kind: kind, data: Self.bindingData(keyID, version), in: session)
+                return BackingKeyMaterial(wrappedKey: wrapped, binding: binding, wrappingKeyLabel: configuration.domainKeyLabel)
             }
         }
     }
 
+    public func generateMac(_ message: [UInt8], under key: BackingKeyRecord, algorithm: MacAlgorithm) async throws -> [UInt8] {
+        try await withWorkingKey(key, kind: .hmac(algorithm), "compute a MAC") { session, handle throws(PKCS11Error) in
+            try session.sign(message, key: handle, mechanism: .hmac(algorithm.mechanism))
+        }
+    }
+
+    /// Recomputes the MAC in the token and compares in constant time on the host: tokens disagree on what
+    /// `C_Verify` returns for a wrong HMAC (SoftHSM: `CKR_SIGNATURE_INVALID`, NSS: `CKR_BUFFER_TOO_SMALL` or
+    /// `CKR_DEVICE_ERROR`), and a MAC is no secret to the caller who sends it.
+    public func verifyMac(_ message: [UInt8], mac: [UInt8], under key: BackingKeyRecord, algorithm: MacAlgorithm) async throws -> Bool {
+        let expected = try await generateMac(message, under: key, algorithm: algorithm)
+        guard expected.count == mac.count else { return false }
+        return zip(expected, mac).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+
     public func encrypt(_ plaintext: [UInt8], under key: BackingKeyRecord, additionalData: [UInt8]) async throws -> SealedData {
-        try await withWorkingKey(key, "encrypt") { session, handle throws(PKCS11Error) in
+        try await withWorkingKey(key, kind: .aes256, "encrypt") { session, handle throws(PKCS11Error) in
             let (iv, sealed) = try session.sealGCM(plaintext, key: handle, additionalData: additionalData)
             return SealedData(iv: iv, ciphertextAndTag: sealed)
         }
@@ -92,7 +108,7 @@ public final class PKCS11KeyProvider: KeyProvider {
 
     public func decrypt(_ sealed: SealedData, under key: BackingKeyRecord, additionalData: [UInt8]) async throws -> [UInt8] {
         do {
-            return try await withWorkingKey(key, "decrypt") { session, handle throws(PKCS11Error) in
+            return try await withWorkingKey(key, kind: .aes256, "decrypt") { session, handle throws(PKCS11Error) in
                 try session.decrypt(sealed.ciphertextAndTag, key: handle, mechanism: .aesGCM(iv: sealed.iv, additionalData: additionalData))
             }
         } catch let error as PKCS11Error where error.function == .decrypt && tagFailureReturnValues.contains(error.returnValue) {
@@ -147,25 +163,56 @@ public final class PKCS11KeyProvider: KeyProvider {
         return data
     }
 
-    func backingKeyTemplate(extractable: Bool) -> [Attribute] {
-        [
-            .objectClass(.secretKey), .keyType(.aes), Attribute(.token, false), Attribute(.private, true),
-            Attribute(.sensitive, true), Attribute(.extractable, extractable),
-            Attribute(.encrypt, true), Attribute(.decrypt, true), Attribute(.wrap, false), Attribute(.unwrap, false),
-            Attribute(.derive, false), Attribute(.sign, false), Attribute(.verify, false),
-        ] + (configuration.profile.allowedMechanisms.enforced ? [.allowedMechanisms([.aesGCM])] : [])
+    func backingKeyTemplate(_ kind: BackingKeyKind, extractable: Bool) -> [Attribute] {
+        let common: [Attribute] = [
+            .objectClass(.secretKey), Attribute(.token, false), Attribute(.private, true), Attribute(.sensitive, true),
+            Attribute(.extractable, extractable), Attribute(.wrap, false), Attribute(.unwrap, false), Attribute(.derive, false),
+        ]
+        let restrict = configuration.profile.allowedMechanisms.enforced
+        switch kind {
+        case .aes256:
+            return common + [.keyType(.aes), Attribute(.encrypt, true), Attribute(.decrypt, true), Attribute(.sign, false), Attribute(.verify, false)]
+                + (restrict ? [.allowedMechanisms([.aesGCM])] : [])
+        case .hmac(let algorithm):
+            return common + [.keyType(.genericSecret), Attribute(.sign, true), Attribute(.verify, true), Attribute(.encrypt, false), Attribute(.decrypt, false)]
+                + (restrict ? [.allowedMechanisms([algorithm.mechanism])] : [])
+        }
+    }
+
+    /// AES-256 keys wrap with RFC 3394; HMAC keys (28 bytes for HMAC_224) need RFC 5649's padding.
+    func wrapMechanism(for kind: BackingKeyKind) throws -> MechanismType {
+        switch kind {
+        case .aes256: return rfc3394
+        case .hmac:
+            guard let code = configuration.profile.keyWrap.rfc5649, let mechanism = MechanismType(name: code) else {
+                throw KMSError(.unsupportedOperation, "This HSM (profile '\(configuration.profile.name)') has no RFC 5649 key wrap, which HMAC keys need.")
+            }
+            return mechanism
+        }
+    }
+
+    /// The proof, made by the new key itself, that it belongs to one key id and version: an AES key seals a fixed
+    /// plaintext with the binding as AAD; an HMAC key MACs the binding.
+    static func bind(_ key: ObjectHandle, kind: BackingKeyKind, data: [UInt8], in session: borrowing Session) throws(PKCS11Error) -> [UInt8] {
+        switch kind {
+        case .aes256:
+            let (iv, proof) = try session.sealGCM(bindingPlaintext, key: key, additionalData: data)
+            return iv + proof
+        case .hmac(let algorithm):
+            return try session.sign(data, key: key, mechanism: .hmac(algorithm.mechanism))
+        }
     }
 
     /// Runs `body` with the session-object handle of `key`'s working copy, unwrapping it on a cache miss. A
     /// handle evicted by another thread mid-use is reloaded once.
     private func withWorkingKey<R: Sendable>(
-        _ key: BackingKeyRecord, _ what: String,
+        _ key: BackingKeyRecord, kind: BackingKeyKind, _ what: String,
         _ body: @escaping @Sendable (borrowing Session, ObjectHandle) throws(PKCS11Error) -> R
     ) async throws -> R {
         try await onHSM(what) { [self] in
             let id = HandleCache.VersionID(keyID: key.keyID, version: key.version)
             for attempt in 0..<2 {
-                let handle = try cache.handle(for: id) ?? load(key, id)
+                let handle = try cache.handle(for: id) ?? load(key, kind: kind, id)
                 do {
                     return try token.withSession { session throws(PKCS11Error) in try body(session, handle) }
                 } catch let error as PKCS11Error where attempt == 0 && (error.returnValue == .objectHandleInvalid || error.returnValue == .keyHandleInvalid) {
@@ -178,16 +225,15 @@ public final class PKCS11KeyProvider: KeyProvider {
 
     /// Unwraps an EKT into a non-extractable session object and proves it is the key made for this key id and
     /// version before anyone uses it: an EKT copied onto another key's row fails here.
-    private func load(_ key: BackingKeyRecord, _ id: HandleCache.VersionID) throws -> ObjectHandle {
+    private func load(_ key: BackingKeyRecord, kind: BackingKeyKind, _ id: HandleCache.VersionID) throws -> ObjectHandle {
         guard key.wrappingKeyLabel == configuration.domainKeyLabel else {
             throw KMSError(.internalFailure, "Backing key \(key.version) of \(key.keyID) is wrapped under domain key '\(key.wrappingKeyLabel)', which this node does not use.")
         }
+        let mechanism = try wrapMechanism(for: kind)
         let handle = try token.withLongLivedSession { session throws(PKCS11Error) in
-            try session.unwrapKey(
-                key.wrappedKey, with: domainKey, mechanism: .keyWrap(wrapMechanism),
-                template: backingKeyTemplate(extractable: false))
+            try session.unwrapKey(key.wrappedKey, with: domainKey, mechanism: .keyWrap(mechanism), template: backingKeyTemplate(kind, extractable: false))
         }
-        guard verifyBinding(handle, key) else {
+        guard verifyBinding(handle, kind: kind, key) else {
             destroy([handle])
             logger.error("refused a wrapped backing key that is not bound to its key", metadata: [
                 "kms.key.id": "\(key.keyID)", "kms.backing_key.version": "\(key.version)",
@@ -199,14 +245,23 @@ public final class PKCS11KeyProvider: KeyProvider {
         return use
     }
 
-    private func verifyBinding(_ handle: ObjectHandle, _ key: BackingKeyRecord) -> Bool {
-        guard key.binding.count > Mechanism.gcmIVLength else { return false }
-        let iv = Array(key.binding.prefix(Mechanism.gcmIVLength))
-        let proof = Array(key.binding.dropFirst(Mechanism.gcmIVLength))
-        let opened = try? token.withSession { session throws(PKCS11Error) in
-            try session.decrypt(proof, key: handle, mechanism: .aesGCM(iv: iv, additionalData: Self.bindingData(key.keyID, key.version)))
+    private func verifyBinding(_ handle: ObjectHandle, kind: BackingKeyKind, _ key: BackingKeyRecord) -> Bool {
+        let data = Self.bindingData(key.keyID, key.version)
+        switch kind {
+        case .aes256:
+            guard key.binding.count > Mechanism.gcmIVLength else { return false }
+            let iv = Array(key.binding.prefix(Mechanism.gcmIVLength))
+            let proof = Array(key.binding.dropFirst(Mechanism.gcmIVLength))
+            let opened = try? token.withSession { session throws(PKCS11Error) in
+                try session.decrypt(proof, key: handle, mechanism: .aesGCM(iv: iv, additionalData: data))
+            }
+            return opened == Self.bindingPlaintext
+        case .hmac(let algorithm):
+            let verified: Void? = try? token.withSession { session throws(PKCS11Error) in
+                try session.verify(data, signature: key.binding, key: handle, mechanism: .hmac(algorithm.mechanism))
+            }
+            return verified != nil
         }
-        return opened == Self.bindingPlaintext
     }
 
     private func destroy(_ handles: [ObjectHandle]) {
@@ -223,12 +278,40 @@ public final class PKCS11KeyProvider: KeyProvider {
         } catch let error as KMSError {
             throw error
         } catch let error as PKCS11Error {
+            // Authentication failures are answers, not faults: the caller turns them into AWS errors.
             if error.function == .decrypt && tagFailureReturnValues.contains(error.returnValue) { throw error }
             logger.error("HSM call failed", metadata: ["pkcs11.error": "\(error)", "kms.hsm.task": "\(what)"])
             throw KMSError(.internalFailure, "The HSM could not \(what); the request can be retried.", cause: error)
         } catch {
             logger.error("HSM work failed", metadata: ["error": "\(error)", "kms.hsm.task": "\(what)"])
             throw KMSError(.dependencyTimeout, "The HSM is not available; the request can be retried.", cause: error)
+        }
+    }
+}
+
+extension BackingKeyKind {
+    var generationMechanism: Mechanism {
+        switch self {
+        case .aes256: .aesKeyGen
+        case .hmac: .genericSecretKeyGen
+        }
+    }
+
+    var keyLength: Int {
+        switch self {
+        case .aes256: 32
+        case .hmac(let algorithm): algorithm.keyLength
+        }
+    }
+}
+
+extension MacAlgorithm {
+    var mechanism: MechanismType {
+        switch self {
+        case .hmacSHA224: .sha224HMAC
+        case .hmacSHA256: .sha256HMAC
+        case .hmacSHA384: .sha384HMAC
+        case .hmacSHA512: .sha512HMAC
         }
     }
 }

@@ -22,7 +22,8 @@ public struct TokenKeyLabels: Sendable, Hashable {
 /// no oracle), the sealing key only does AES-GCM.
 public enum TokenKeys {
     enum Role {
-        case domain(wrapMechanism: MechanismType)
+        /// Wraps AES backing keys with RFC 3394 and other material (HMAC keys) with RFC 5649.
+        case domain(wrapMechanisms: [MechanismType])
         case sealing
     }
 
@@ -37,9 +38,9 @@ public enum TokenKeys {
             Attribute(.label, string: label), Attribute(.id, bytes: id),
         ]
         switch role {
-        case .domain(let wrapMechanism):
+        case .domain(let wrapMechanisms):
             return common + [Attribute(.wrap, true), Attribute(.unwrap, true), Attribute(.encrypt, false), Attribute(.decrypt, false)]
-                + (restrictMechanisms ? [.allowedMechanisms([wrapMechanism])] : [])
+                + (restrictMechanisms ? [.allowedMechanisms(wrapMechanisms)] : [])
         case .sealing:
             return common + [Attribute(.wrap, false), Attribute(.unwrap, false), Attribute(.encrypt, true), Attribute(.decrypt, true)]
                 + (restrictMechanisms ? [.allowedMechanisms([.aesGCM])] : [])
@@ -63,7 +64,9 @@ public enum TokenKeys {
     public static func ensure(in token: Token, labels: TokenKeyLabels, profile: HSMProfile) throws -> [String] {
         var created: [String] = []
         let restrict = profile.allowedMechanisms.enforced
-        for (label, role) in [(labels.domainKey, Role.domain(wrapMechanism: try profile.rfc3394Mechanism())), (labels.sealingKey, .sealing)] {
+        var wrapMechanisms = [try profile.rfc3394Mechanism()]
+        if let rfc5649 = profile.keyWrap.rfc5649 { wrapMechanisms.append(try HSMProfile.mechanism(rfc5649, "keyWrap.rfc5649")) }
+        for (label, role) in [(labels.domainKey, Role.domain(wrapMechanisms: wrapMechanisms)), (labels.sealingKey, .sealing)] {
             guard try find(in: token, label: label) == nil else { continue }
             try token.withSession { session throws(PKCS11Error) in
                 let id = try session.generateRandom(count: 16)

@@ -12,6 +12,11 @@ public struct MechanismType: RawRepresentable, Hashable, Sendable, CustomStringC
     public static let aesKeyWrapPad = MechanismType(rawValue: UInt(CKM_AES_KEY_WRAP_PAD))
 
     public static let aesECB = MechanismType(rawValue: UInt(CKM_AES_ECB))
+    public static let genericSecretKeyGen = MechanismType(rawValue: UInt(CKM_GENERIC_SECRET_KEY_GEN))
+    public static let sha224HMAC = MechanismType(rawValue: UInt(CKM_SHA224_HMAC))
+    public static let sha256HMAC = MechanismType(rawValue: UInt(CKM_SHA256_HMAC))
+    public static let sha384HMAC = MechanismType(rawValue: UInt(CKM_SHA384_HMAC))
+    public static let sha512HMAC = MechanismType(rawValue: UInt(CKM_SHA512_HMAC))
     public static let aesKeyWrapKWP = MechanismType(rawValue: 0x210B)  // PKCS#11 3.0; absent from p11-kit 0.24's header
 
     public var description: String { name }
@@ -47,6 +52,8 @@ public struct GCMConvention: Sendable, Hashable {
 /// A mechanism with its parameters, checked before it reaches the token.
 public enum Mechanism: Sendable {
     case aesKeyGen
+    /// Generic secrets (HMAC keys), of the length `CKA_VALUE_LEN` gives.
+    case genericSecretKeyGen
     /// AES-GCM. The IV must be 12 bytes and the tag 96 to 128 bits: SoftHSM accepts an empty IV (same
     /// keystream every time) and a 0-bit tag (no authentication at all), so the binding refuses both.
     case aesGCM(iv: [UInt8], additionalData: [UInt8], tagBits: Int = 128)
@@ -54,6 +61,8 @@ public enum Mechanism: Sendable {
     case aesKeyWrap
     /// A parameterless key-wrap mechanism by code (RFC 5649's code is token-specific).
     case keyWrap(MechanismType)
+    /// An HMAC mechanism (`CKM_SHA256_HMAC`, ...): parameterless.
+    case hmac(MechanismType)
 
     public static let gcmIVLength = 12
     public static let gcmTagLength = 16
@@ -61,9 +70,10 @@ public enum Mechanism: Sendable {
     var type: MechanismType {
         switch self {
         case .aesKeyGen: .aesKeyGen
+        case .genericSecretKeyGen: .genericSecretKeyGen
         case .aesGCM: .aesGCM
         case .aesKeyWrap: .aesKeyWrap
-        case .keyWrap(let type): type
+        case .keyWrap(let type), .hmac(let type): type
         }
     }
 
@@ -73,7 +83,7 @@ public enum Mechanism: Sendable {
         _ body: (UnsafeMutablePointer<CK_MECHANISM>) throws(PKCS11Error) -> R
     ) throws(PKCS11Error) -> R {
         switch self {
-        case .aesKeyGen, .aesKeyWrap, .keyWrap:
+        case .aesKeyGen, .genericSecretKeyGen, .aesKeyWrap, .keyWrap, .hmac:
             var mechanism = CK_MECHANISM(mechanism: CK_MECHANISM_TYPE(type.rawValue), pParameter: nil, ulParameterLen: 0)
             return try body(&mechanism)
         case .aesGCM(let iv, let additionalData, let tagBits):

@@ -95,6 +95,10 @@ extension PKCS11Error {
         public static let findObjectsFinal = Function(rawValue: "C_FindObjectsFinal")
         public static let destroyObject = Function(rawValue: "C_DestroyObject")
         public static let copyObject = Function(rawValue: "C_CopyObject")
+        public static let signInit = Function(rawValue: "C_SignInit")
+        public static let sign = Function(rawValue: "C_Sign")
+        public static let verifyInit = Function(rawValue: "C_VerifyInit")
+        public static let verify = Function(rawValue: "C_Verify")
     }
 
     /// A `CK_RV`. Named constants cover the codes Trent reacts to; any other prints in hex.
@@ -141,6 +145,7 @@ extension PKCS11Error {
         public static let sessionReadOnly = ReturnValue(rawValue: 0xB5)
         public static let sessionExists = ReturnValue(rawValue: 0xB6)
         public static let signatureInvalid = ReturnValue(rawValue: 0xC0)
+        public static let signatureLenRange = ReturnValue(rawValue: 0xC1)
         public static let templateIncomplete = ReturnValue(rawValue: 0xD0)
         public static let templateInconsistent = ReturnValue(rawValue: 0xD1)
         public static let tokenNotPresent = ReturnValue(rawValue: 0xE0)
@@ -170,7 +175,7 @@ extension PKCS11Error {
             0x90: "CKR_OPERATION_ACTIVE", 0x91: "CKR_OPERATION_NOT_INITIALIZED", 0xA0: "CKR_PIN_INCORRECT",
             0xA1: "CKR_PIN_INVALID", 0xA2: "CKR_PIN_LEN_RANGE", 0xA4: "CKR_PIN_LOCKED", 0xB0: "CKR_SESSION_CLOSED",
             0xB1: "CKR_SESSION_COUNT", 0xB3: "CKR_SESSION_HANDLE_INVALID", 0xB5: "CKR_SESSION_READ_ONLY",
-            0xB6: "CKR_SESSION_EXISTS", 0xC0: "CKR_SIGNATURE_INVALID", 0xD0: "CKR_TEMPLATE_INCOMPLETE",
+            0xB6: "CKR_SESSION_EXISTS", 0xC0: "CKR_SIGNATURE_INVALID", 0xC1: "CKR_SIGNATURE_LEN_RANGE", 0xD0: "CKR_TEMPLATE_INCOMPLETE",
             0xD1: "CKR_TEMPLATE_INCONSISTENT", 0xE0: "CKR_TOKEN_NOT_PRESENT", 0xE1: "CKR_TOKEN_NOT_RECOGNIZED",
             0xF0: "CKR_UNWRAPPING_KEY_HANDLE_INVALID", 0x100: "CKR_USER_ALREADY_LOGGED_IN",
             0x101: "CKR_USER_NOT_LOGGED_IN", 0x102: "CKR_USER_PIN_NOT_INITIALIZED", 0x103: "CKR_USER_TYPE_INVALID",

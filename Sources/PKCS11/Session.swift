@@ -172,6 +172,32 @@ public struct Session: ~Copyable {
         }
     }
 
+    // MARK: Signatures and MACs
+
+    /// Signs (or MACs) `data` in the token.
+    public func sign(_ data: [UInt8], key: ObjectHandle, mechanism: Mechanism) throws(PKCS11Error) -> [UInt8] {
+        var input = data
+        return try mechanism.withCMechanism(for: .signInit, layout: gcm.parameterLayout) { cMechanism throws(PKCS11Error) in
+            try call(.signInit) { functions.list.C_SignInit?(handle, cMechanism, CK_OBJECT_HANDLE(key.rawValue)) }
+            return try twoCallOutput(.sign) { output, length in
+                functions.list.C_Sign?(handle, &input, CK_ULONG(input.count), output, length)
+            }
+        }
+    }
+
+    /// Verifies a signature (or MAC) in the token. A mismatch throws whatever the token uses for it (SoftHSM:
+    /// `CKR_SIGNATURE_INVALID`, NSS: `CKR_DEVICE_ERROR` for HMAC); the HSM profile lists those codes.
+    public func verify(_ data: [UInt8], signature: [UInt8], key: ObjectHandle, mechanism: Mechanism) throws(PKCS11Error) {
+        var input = data
+        var signatureBytes = signature
+        try mechanism.withCMechanism(for: .verifyInit, layout: gcm.parameterLayout) { cMechanism throws(PKCS11Error) in
+            try call(.verifyInit) { functions.list.C_VerifyInit?(handle, cMechanism, CK_OBJECT_HANDLE(key.rawValue)) }
+            try call(.verify) {
+                functions.list.C_Verify?(handle, &input, CK_ULONG(input.count), &signatureBytes, CK_ULONG(signatureBytes.count))
+            }
+        }
+    }
+
     // MARK: Objects
 
     /// Reads one attribute. A sensitive value fails with `CKR_ATTRIBUTE_SENSITIVE`.

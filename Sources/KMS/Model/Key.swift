@@ -22,6 +22,51 @@ public enum KeySpec: String, Sendable, Codable, CaseIterable {
     case eccNistEdwards25519 = "ECC_NIST_EDWARDS25519"
 }
 
+/// The MAC algorithms of HMAC keys, spelled as the API spells them.
+public enum MacAlgorithm: String, Sendable, Codable, CaseIterable {
+    case hmacSHA224 = "HMAC_SHA_224"
+    case hmacSHA256 = "HMAC_SHA_256"
+    case hmacSHA384 = "HMAC_SHA_384"
+    case hmacSHA512 = "HMAC_SHA_512"
+
+    /// Key length in bytes, as AWS sizes HMAC key material.
+    public var keyLength: Int {
+        switch self {
+        case .hmacSHA224: 28
+        case .hmacSHA256: 32
+        case .hmacSHA384: 48
+        case .hmacSHA512: 64
+        }
+    }
+}
+
+/// What a backing key is inside the token.
+public enum BackingKeyKind: Sendable, Hashable {
+    /// AES-256 for AES-GCM (symmetric encryption keys).
+    case aes256
+    /// A generic secret for one HMAC algorithm.
+    case hmac(MacAlgorithm)
+}
+
+extension KeySpec {
+    /// The MAC algorithm of an HMAC key spec.
+    public var macAlgorithm: MacAlgorithm? {
+        switch self {
+        case .hmac224: .hmacSHA224
+        case .hmac256: .hmacSHA256
+        case .hmac384: .hmacSHA384
+        case .hmac512: .hmacSHA512
+        default: nil
+        }
+    }
+
+    /// The backing key Trent keeps for this spec, for the specs it serves.
+    public var backingKeyKind: BackingKeyKind? {
+        if self == .symmetricDefault { return .aes256 }
+        return macAlgorithm.map(BackingKeyKind.hmac)
+    }
+}
+
 public enum KeyUsage: String, Sendable, Codable, CaseIterable {
     case encryptDecrypt = "ENCRYPT_DECRYPT"
     case signVerify = "SIGN_VERIFY"
@@ -86,6 +131,8 @@ public struct KeyRecord: Sendable, Equatable {
     public var encryptionAlgorithms: [String] {
         keySpec == .symmetricDefault && keyUsage == .encryptDecrypt ? ["SYMMETRIC_DEFAULT"] : []
     }
+
+    public var macAlgorithms: [String] { keySpec.macAlgorithm.map { [$0.rawValue] } ?? [] }
 }
 
 /// When a key's material rotates automatically.

@@ -5,13 +5,19 @@
 /// `.internalFailure` or `.dependencyTimeout`.
 public protocol KeyProvider: Sendable {
     /// Generates a backing key for `keyID` at `version` inside the token and returns it wrapped, bound to both.
-    func createBackingKey(for keyID: KeyID, version: UInt32) async throws -> BackingKeyMaterial
+    func createBackingKey(for keyID: KeyID, version: UInt32, kind: BackingKeyKind) async throws -> BackingKeyMaterial
 
     /// AES-GCM encryption under the backing key, with a fresh random IV made by or for the token.
     func encrypt(_ plaintext: [UInt8], under key: BackingKeyRecord, additionalData: [UInt8]) async throws -> SealedData
 
     /// AES-GCM decryption; a tag mismatch is `.invalidCiphertext`.
     func decrypt(_ sealed: SealedData, under key: BackingKeyRecord, additionalData: [UInt8]) async throws -> [UInt8]
+
+    /// An HMAC of `message` under an HMAC backing key, computed in the token.
+    func generateMac(_ message: [UInt8], under key: BackingKeyRecord, algorithm: MacAlgorithm) async throws -> [UInt8]
+
+    /// Whether `mac` is the HMAC of `message` under the key, checked in the token.
+    func verifyMac(_ message: [UInt8], mac: [UInt8], under key: BackingKeyRecord, algorithm: MacAlgorithm) async throws -> Bool
 
     /// Bytes from the token's random number generator.
     func generateRandom(count: Int) async throws -> [UInt8]

@@ -40,10 +40,11 @@ extension KeyManagementService {
         let description = request.description ?? ""
         try validateLength(description.utf8.count, "description", min: 0, max: 8192)
 
-        guard keySpec == .symmetricDefault else {
-            throw KMSError(.unsupportedOperation, "KeySpec \(keySpec.rawValue) is not supported by Trent yet; use SYMMETRIC_DEFAULT.")
+        guard keySpec.backingKeyKind != nil else {
+            throw KMSError(.unsupportedOperation, "KeySpec \(keySpec.rawValue) is not supported by Trent yet; use SYMMETRIC_DEFAULT or an HMAC spec.")
         }
-        guard keyUsage == .encryptDecrypt else {
+        let expectedUsage: KeyUsage = keySpec.macAlgorithm == nil ? .encryptDecrypt : .generateVerifyMAC
+        guard keyUsage == expectedUsage else {
             throw KMSError(.validation, "KeyUsage \(keyUsage.rawValue) is not compatible with KeySpec \(keySpec.rawValue).")
         }
         guard origin == .awsKMS else {
@@ -81,7 +82,10 @@ extension KeyManagementService {
 
     /// Generates the first backing key in the token and stores the key with it.
     func insertNewKey(_ key: KeyRecord, tags: [Tag]) async throws {
-        let material = try await provider.createBackingKey(for: key.id, version: 1)
+        guard let kind = key.keySpec.backingKeyKind else {
+            throw KMSError(.unsupportedOperation, "KeySpec \(key.keySpec.rawValue) is not supported by Trent yet.")
+        }
+        let material = try await provider.createBackingKey(for: key.id, version: 1, kind: kind)
         let backingKey = BackingKeyRecord(
             keyID: key.id, version: 1, wrappedKey: material.wrappedKey, binding: material.binding,
             wrappingKeyLabel: material.wrappingKeyLabel, creationDate: key.creationDate)

@@ -27,7 +27,7 @@ struct CloudTrailRecord {
         "EncryptionAlgorithm", "SourceEncryptionAlgorithm", "DestinationEncryptionAlgorithm", "KeySpec", "NumberOfBytes", "KeyUsage",
         "CustomerMasterKeySpec", "Description", "Origin", "AliasName", "TargetKeyId", "PendingWindowInDays", "TagKeys", "Tags", "Limit",
         "Marker", "GranteePrincipal", "RetiringPrincipal", "Operations", "Constraints", "Name", "GrantId", "PolicyName", "Policy",
-        "BypassPolicyLockoutSafetyCheck", "DryRun", "MultiRegion",
+        "BypassPolicyLockoutSafetyCheck", "DryRun", "MultiRegion", "MacAlgorithm", "RotationPeriodInDays",
     ]
 
     /// Response members that may appear in the trail (CloudTrail leaves most responses out).

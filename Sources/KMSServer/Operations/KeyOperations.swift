@@ -17,6 +17,7 @@ struct WireKeyMetadata: Encodable, Sendable {
     var CustomerMasterKeySpec: String
     var KeySpec: String
     var EncryptionAlgorithms: [String]?
+    var MacAlgorithms: [String]?
     var MultiRegion: Bool
 
     init(_ key: KeyRecord, location: ServiceLocation) {
@@ -34,6 +35,7 @@ struct WireKeyMetadata: Encodable, Sendable {
         CustomerMasterKeySpec = key.keySpec.rawValue
         KeySpec = key.keySpec.rawValue
         EncryptionAlgorithms = key.encryptionAlgorithms.isEmpty ? nil : key.encryptionAlgorithms
+        MacAlgorithms = key.macAlgorithms.isEmpty ? nil : key.macAlgorithms
         MultiRegion = false
     }
 }

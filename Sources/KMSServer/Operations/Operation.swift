@@ -30,6 +30,7 @@ extension KeyManagementService {
         table.merge(cryptographicOperations(), uniquingKeysWith: { _, implemented in implemented })
         table.merge(grantAndPolicyOperations(), uniquingKeysWith: { _, implemented in implemented })
         table.merge(rotationOperations(), uniquingKeysWith: { _, implemented in implemented })
+        table.merge(macOperations(), uniquingKeysWith: { _, implemented in implemented })
         return table
     }
 
