@@ -93,6 +93,13 @@ public final class SQLiteMetadataStore: MetadataStore {
                     );
                     CREATE INDEX grants_key ON grants(key_id);
                     CREATE INDEX grants_retiring ON grants(retiring);
+                    CREATE TABLE key_last_usage (
+                        key_id TEXT PRIMARY KEY REFERENCES keys(key_id),
+                        operation TEXT NOT NULL,
+                        timestamp REAL NOT NULL,
+                        request_id TEXT,
+                        event_id TEXT
+                    ) WITHOUT ROWID;
                     CREATE TABLE accounts (
                         account_id TEXT PRIMARY KEY,
                         name TEXT NOT NULL,
@@ -187,7 +194,7 @@ public final class SQLiteMetadataStore: MetadataStore {
 
     public func destroyKey(_ id: KeyID) async throws {
         try await write { db in
-            for table in ["tags", "aliases", "grants", "backing_keys", "keys"] {
+            for table in ["tags", "aliases", "grants", "key_last_usage", "backing_keys", "keys"] {
                 try db.execute(sql: "DELETE FROM \(table) WHERE key_id = ?", arguments: [id.description])
             }
         }
@@ -307,6 +314,34 @@ public final class SQLiteMetadataStore: MetadataStore {
         try await write { db in
             for tagKey in tagKeys {
                 try db.execute(sql: "DELETE FROM tags WHERE key_id = ? AND tag_key = ?", arguments: [keyID.description, tagKey])
+            }
+        }
+    }
+
+    // MARK: Last usage
+
+    public func recordLastUsage(_ usage: [KeyID: KeyLastUsage]) async throws {
+        try await write { db in
+            for (keyID, entry) in usage {
+                // A key destroyed meanwhile has no row to update: skip it rather than fail the batch.
+                guard try Bool.fetchOne(db, sql: "SELECT 1 FROM keys WHERE key_id = ?", arguments: [keyID.description]) != nil else { continue }
+                try db.execute(
+                    sql: """
+                        INSERT INTO key_last_usage (key_id, operation, timestamp, request_id, event_id) VALUES (?, ?, ?, ?, ?)
+                        ON CONFLICT (key_id) DO UPDATE SET operation = excluded.operation, timestamp = excluded.timestamp,
+                        request_id = excluded.request_id, event_id = excluded.event_id WHERE excluded.timestamp >= key_last_usage.timestamp
+                        """,
+                    arguments: [keyID.description, entry.operation, entry.timestamp.timeIntervalSince1970, entry.requestID, entry.eventID])
+            }
+        }
+    }
+
+    public func lastUsage(of keyID: KeyID) async throws -> KeyLastUsage? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM key_last_usage WHERE key_id = ?", arguments: [keyID.description]).map {
+                KeyLastUsage(
+                    operation: $0["operation"], timestamp: Date(timeIntervalSince1970: $0["timestamp"]), requestID: $0["request_id"],
+                    eventID: $0["event_id"])
             }
         }
     }

@@ -65,6 +65,7 @@ public struct KMSHTTPServer: Sendable {
 
     func respond(to request: Request, context: KMSRequestContext) async -> Response {
         let requestID = UUID().uuidString.lowercased()
+        let eventID = UUID().uuidString.lowercased()
         let received = Date()
         let target = request.headers[Self.targetHeader] ?? ""
         let operationName = target.hasPrefix(Self.targetPrefix) ? String(target.dropFirst(Self.targetPrefix.count)) : target
@@ -76,6 +77,7 @@ public struct KMSHTTPServer: Sendable {
         var exchange = Exchange()
         var status: HTTPResponse.Status?
         await AuditResources.$current.withValue(resources) {
+          await RequestTrace.$current.withValue(RequestTrace(requestID: requestID, eventID: eventID)) {
             do {
                 do {
                     var buffer = try await request.body.collect(upTo: Self.maximumBodySize)
@@ -96,6 +98,7 @@ public struct KMSHTTPServer: Sendable {
                 logger.error("unexpected failure", metadata: ["error": "\(error)"])
                 exchange.error = KMSError(.internalFailure, "An internal error occurred; the request can be retried.")
             }
+          }
         }
         if let error = exchange.error {
             logger.info("request failed", metadata: ["kms.error": "\(error.code)", "kms.error.message": "\(error.message)"])
@@ -104,7 +107,7 @@ public struct KMSHTTPServer: Sendable {
 
         if let audit {
             let record = CloudTrailRecord(
-                operation: operationName, requestID: requestID, eventTime: received, region: service.location.region,
+                operation: operationName, requestID: requestID, eventID: eventID, eventTime: received, region: service.location.region,
                 caller: exchange.caller, claimedAccessKeyID: Self.claimedAccessKeyID(request), sourceIP: context.remoteAddress?.ipAddress,
                 userAgent: request.headers[.userAgent], requestBody: exchange.body, responseBody: exchange.output, error: exchange.error,
                 resources: resources.resources)

@@ -291,24 +291,30 @@ struct AuditDigestService: Service {
     }
 }
 
-/// Every `interval`, until graceful shutdown: destroys keys whose deletion window has ended and rotates keys
-/// whose rotation date has come.
+/// Every `interval`, until graceful shutdown: destroys keys whose deletion window has ended, rotates keys
+/// whose rotation date has come, and writes the keys' last uses (also at shutdown).
 struct KeyMaintenance: Service {
     let service: KeyManagementService
     let interval: Duration
     let logger: Logger
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        try? await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 do {
                     try await service.destroyExpiredKeys()
                     try await service.rotateDueKeys()
+                    try await service.flushKeyUsage()
                 } catch {
                     logger.error("key maintenance failed; retrying at the next interval", metadata: ["error": "\(error)"])
                 }
                 try? await Task.sleep(for: interval)
             }
+        }
+        do {
+            try await service.flushKeyUsage()
+        } catch {
+            logger.error("could not write the keys' last uses at shutdown", metadata: ["error": "\(error)"])
         }
     }
 }

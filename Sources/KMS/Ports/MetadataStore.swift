@@ -44,6 +44,11 @@ public protocol MetadataStore: Sendable {
     func putTags(_ tags: [Tag], on keyID: KeyID) async throws
     func removeTags(_ tagKeys: [String], from keyID: KeyID) async throws
 
+    // Last usage
+    /// Upserts each key's last successful cryptographic use.
+    func recordLastUsage(_ usage: [KeyID: KeyLastUsage]) async throws
+    func lastUsage(of keyID: KeyID) async throws -> KeyLastUsage?
+
     // Grants
     func insertGrant(_ grant: GrantRecord) async throws
     func grant(_ id: String) async throws -> GrantRecord?

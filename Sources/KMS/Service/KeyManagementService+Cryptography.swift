@@ -46,6 +46,7 @@ extension KeyManagementService {
         try requireSymmetricEncryption(key)
         try rejectDryRun(dryRun)
         let blob = try await seal(plaintext, under: key, context: context)
+        await recordUse(of: key, "Encrypt")
         return EncryptResult(ciphertextBlob: blob, keyARN: arn(key), encryptionAlgorithm: algorithm)
     }
 
@@ -56,6 +57,7 @@ extension KeyManagementService {
         let (key, plaintext, algorithm) = try await open(
             ciphertext, context: context, keyID: keyID, algorithm: algorithm, members: ("keyId", "encryptionAlgorithm"),
             action: ("kms:Decrypt", .decrypt), dryRun: dryRun, caller: caller)
+        await recordUse(of: key, "Decrypt")
         return DecryptResult(plaintext: plaintext, keyARN: arn(key), encryptionAlgorithm: algorithm)
     }
 
@@ -81,6 +83,8 @@ extension KeyManagementService {
         try requireSymmetricEncryption(destination)
         try rejectDryRun(dryRun)
         let blob = try await seal(plaintext, under: destination, context: destinationContext)
+        await recordUse(of: source, "ReEncrypt")
+        await recordUse(of: destination, "ReEncrypt")
         return ReEncryptResult(
             ciphertextBlob: blob, sourceKeyARN: arn(source), keyARN: arn(destination),
             sourceEncryptionAlgorithm: sourceAlgorithm, destinationEncryptionAlgorithm: destinationAlgorithm)
@@ -116,6 +120,7 @@ extension KeyManagementService {
         try rejectDryRun(dryRun)
         let dataKey = try await provider.generateRandom(count: length)
         let blob = try await seal(dataKey, under: key, context: context)
+        await recordUse(of: key, includePlaintext ? "GenerateDataKey" : "GenerateDataKeyWithoutPlaintext")
         return DataKeyResult(plaintext: includePlaintext ? dataKey : nil, ciphertextBlob: blob, keyARN: arn(key))
     }
 

@@ -193,6 +193,7 @@ extension KeyManagementService {
             try await store.destroyKey(key.id)
             await provider.forget(key.id)
             await ledger.forget(key.id)
+            await usage.forget(key.id)
             logger.info("destroyed key at the end of its deletion window", metadata: ["kms.key.id": "\(key.id)"])
         }
         return due.map(\.id)

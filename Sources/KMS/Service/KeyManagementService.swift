@@ -24,6 +24,7 @@ public final class KeyManagementService: Sendable {
     let store: any MetadataStore
     let clock: any KMSClock
     let ledger: NonceLedger
+    let usage = KeyUsageTracker()
     let logger: Logger
 
     public init(

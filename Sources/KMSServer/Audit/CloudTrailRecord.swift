@@ -8,6 +8,8 @@ import KMS
 struct CloudTrailRecord {
     var operation: String
     var requestID: String
+    /// Also what GetKeyLastUsage reports for the request.
+    var eventID: String
     var eventTime: Date
     var region: String
     /// The caller as authenticated; nil when authentication failed.
@@ -50,7 +52,7 @@ struct CloudTrailRecord {
             "requestParameters": Self.filtered(requestBody, allowing: Self.requestMembers),
             "responseElements": error == nil ? (responseBody.map { Self.filtered($0, allowing: Self.responseMembers) } ?? .null) : .null,
             "requestID": .string(requestID),
-            "eventID": .string(UUID().uuidString.lowercased()),
+            "eventID": .string(eventID),
             "readOnly": .bool(Self.readOnlyPrefixes.contains { operation.hasPrefix($0) }),
             "resources": .array(resources.map { ["accountId": .string($0.accountID), "type": "AWS::KMS::Key", "ARN": .string($0.arn)] }),
             "eventType": "AwsApiCall",

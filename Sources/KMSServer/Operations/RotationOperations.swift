@@ -68,3 +68,32 @@ extension KeyManagementService {
         ]
     }
 }
+
+struct GetKeyLastUsageOutput: Encodable, Sendable {
+    struct Usage: Encodable, Sendable {
+        var Operation: String
+        var Timestamp: Date
+        var CloudTrailEventId: String?
+        var KmsRequestId: String?
+    }
+    var KeyId: String
+    var KeyLastUsage: Usage?
+    var TrackingStartDate: Date
+    var KeyCreationDate: Date
+}
+
+extension KeyManagementService {
+    func usageOperations() -> [String: Operation] {
+        [
+            "GetKeyLastUsage": .json(KeyIDRequest.self) { request, caller in
+                let report = try await self.getKeyLastUsage(try required(request.KeyId, "KeyId"), caller: caller)
+                return GetKeyLastUsageOutput(
+                    KeyId: report.keyID.description,
+                    KeyLastUsage: report.lastUsage.map {
+                        .init(Operation: $0.operation, Timestamp: $0.timestamp, CloudTrailEventId: $0.eventID, KmsRequestId: $0.requestID)
+                    },
+                    TrackingStartDate: report.trackingStartDate, KeyCreationDate: report.keyCreationDate)
+            }
+        ]
+    }
+}
