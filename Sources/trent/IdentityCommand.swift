@@ -62,32 +62,30 @@ struct IdentityCommand: AsyncParsableCommand {
         }
     }
 
-    struct CreateUser: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create a user of an account.")
+    /// The options of a user or role: its account, name and tags.
+    struct PrincipalOptions: ParsableArguments {
         @OptionGroup var options: ConfigOption
         @Option(help: "The account id.") var account: String
-        @Option(help: "The user name.") var name: String
+        @Option(help: "The user or role name.") var name: String
         @Option(name: .customLong("tag"), help: "A principal tag, KEY=VALUE (repeatable).") var tags: [String] = []
 
-        func run() async throws {
+        func create(_ kind: Principal.Kind) async throws {
             try await IdentityCommand.run(options) { directory, _ in
-                PrincipalOutput(try await directory.createPrincipal(kind: .user, accountID: account, name: name, tags: try parseTags(tags)))
+                PrincipalOutput(try await directory.createPrincipal(kind: kind, accountID: account, name: name, tags: try parseTags(tags)))
             }
         }
     }
 
+    struct CreateUser: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a user of an account.")
+        @OptionGroup var principal: PrincipalOptions
+        func run() async throws { try await principal.create(.user) }
+    }
+
     struct CreateRole: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a role of an account.")
-        @OptionGroup var options: ConfigOption
-        @Option(help: "The account id.") var account: String
-        @Option(help: "The role name.") var name: String
-        @Option(name: .customLong("tag"), help: "A principal tag, KEY=VALUE (repeatable).") var tags: [String] = []
-
-        func run() async throws {
-            try await IdentityCommand.run(options) { directory, _ in
-                PrincipalOutput(try await directory.createPrincipal(kind: .role, accountID: account, name: name, tags: try parseTags(tags)))
-            }
-        }
+        @OptionGroup var principal: PrincipalOptions
+        func run() async throws { try await principal.create(.role) }
     }
 
     struct CreateService: AsyncParsableCommand {
@@ -204,7 +202,7 @@ struct IdentityCommand: AsyncParsableCommand {
 
         struct Listing: Encodable {
             struct Entry: Encodable {
-                var principal: PrincipalOutput
+                var Principal: PrincipalOutput
                 var AccessKeys: [[String: String]]
                 var Policies: [String]
             }
@@ -218,7 +216,7 @@ struct IdentityCommand: AsyncParsableCommand {
                 for principal in try await runtime.store.principals() {
                     let keys = try await runtime.store.accessKeys(of: principal.arn).map { ["AccessKeyId": $0.accessKeyID, "Status": $0.status.rawValue] }
                     let policies = try await runtime.store.identityPolicies(of: principal.arn).map(\.name)
-                    entries.append(Listing.Entry(principal: PrincipalOutput(principal), AccessKeys: keys, Policies: policies))
+                    entries.append(Listing.Entry(Principal: PrincipalOutput(principal), AccessKeys: keys, Policies: policies))
                 }
                 let accounts = try await runtime.store.accounts().map { ["AccountId": $0.id, "Name": $0.name] }
                 return Listing(Accounts: accounts, Principals: entries)

@@ -182,7 +182,7 @@ def test_identity_policy_malformed_is_refused_by_the_cli(ids, acct, case):
     assert proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     listing = ids("list")
-    entry = next(e for e in listing["Principals"] if e["principal"]["Arn"] == user.arn)
+    entry = next(e for e in listing["Principals"] if e["Principal"]["Arn"] == user.arn)
     assert entry["Policies"] == []
 
 
@@ -264,7 +264,7 @@ def test_two_access_keys_rotate(ids, acct):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
     listing = ids("list")
-    entry = next(e for e in listing["Principals"] if e["principal"]["Arn"] == user.arn)
+    entry = next(e for e in listing["Principals"] if e["Principal"]["Arn"] == user.arn)
     assert sorted(k["AccessKeyId"] for k in entry["AccessKeys"]) == sorted([user.access_key_id, other.access_key_id])
     assert {k["Status"] for k in entry["AccessKeys"]} == {"Active"}
     assert entry["Policies"] == ["policy"]
