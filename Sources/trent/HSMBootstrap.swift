@@ -23,10 +23,8 @@ struct HSMBootstrap {
         let profile = try loadProfile()
         let modulePath = hsm.module.isEmpty ? (profile.defaultModule ?? "") : hsm.module
         var initString = hsm.initString.isEmpty ? nil : hsm.initString
-        switch hsm.embeddedToken {
-        case "softhsm2": try prepareEmbeddedSoftHSM()
-        case "nss-softoken": initString = try prepareEmbeddedNSS(profile)
-        default: break
+        if configuration.isEmbeddedToken {
+            initString = try embeddedToken(profile).prepare() ?? initString
         }
         guard FileManager.default.fileExists(atPath: modulePath) else {
             throw StartupError("PKCS#11 module '\(modulePath)' does not exist: install it or set hsm.module / TRENT_HSM_MODULE")
@@ -38,7 +36,11 @@ struct HSMBootstrap {
             throw StartupError("cannot initialise PKCS#11 module \(modulePath): \(error)")
         }
         if configuration.isEmbeddedToken, createMissing {
-            try initializeEmbeddedToken(module, profile: profile)
+            let directory = embeddedDirectory
+            try embeddedToken(profile).initialize(
+                module,
+                soPIN: { PIN(try SecretFile.createRandom(directory.appendingPathComponent("so-pin"))) },
+                userPIN: { PIN(try SecretFile.createRandom(directory.appendingPathComponent("user-pin"))) })
         }
         let pin = try readPIN()
         do {
@@ -72,56 +74,8 @@ struct HSMBootstrap {
         return PIN(text.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
-    /// Writes a private softhsm2.conf and points SOFTHSM2_CONF at it, before the module is loaded
-    /// (SoftHSM reads it once, in C_Initialize).
-    private func prepareEmbeddedSoftHSM() throws {
-        let tokens = embeddedDirectory.appendingPathComponent("tokens", isDirectory: true)
-        try SecretFile.makeDirectory(tokens)
-        let conf = embeddedDirectory.appendingPathComponent("softhsm2.conf")
-        let text = """
-            # Written by trent for its embedded SoftHSM token.
-            directories.tokendir = \(tokens.path)
-            objectstore.backend = file
-            log.level = ERROR
-            slots.removable = false
-
-            """
-        try text.write(to: conf, atomically: true, encoding: .utf8)
-        setenv("SOFTHSM2_CONF", conf.path, 1)
-    }
-
-    /// NSS softoken keeps its key database in a folder named by the init string, which also names the token.
-    private func prepareEmbeddedNSS(_ profile: HSMProfile) throws -> String {
-        try SecretFile.makeDirectory(embeddedDirectory)
-        guard let template = profile.initStringTemplate else {
-            throw StartupError("HSM profile '\(profile.name)' has no initStringTemplate for an embedded NSS token")
-        }
-        return template.replacingOccurrences(of: "{directory}", with: embeddedDirectory.path)
-            .replacingOccurrences(of: "{label}", with: configuration.hsm.tokenLabel)
-    }
-
-    /// Creates the embedded token and its user PIN the way the profile says this kind of token takes one.
-    private func initializeEmbeddedToken(_ module: PKCS11Module, profile: HSMProfile) throws {
-        let label = configuration.hsm.tokenLabel
-        switch profile.tokenSetup {
-        case .initToken:
-            guard try module.slot(forTokenLabel: label) == nil else { return }
-            guard let slot = try module.uninitializedSlot() else {
-                throw StartupError("the module offers no free slot to create token '\(label)'")
-            }
-            let userPIN = try SecretFile.createRandom(embeddedDirectory.appendingPathComponent("user-pin"))
-            let soPIN = try SecretFile.createRandom(embeddedDirectory.appendingPathComponent("so-pin"))
-            try module.initializeToken(slot: slot, label: label, soPIN: PIN(soPIN), userPIN: PIN(userPIN))
-        case .initPINWithEmptySOPIN:
-            guard let slot = try module.slot(forTokenLabel: label, requireInitialized: false) else {
-                throw StartupError("the module shows no token labelled '\(label)'")
-            }
-            guard try !module.tokenInfo(slot: slot).isUserPINInitialized else { return }
-            let userPIN = try SecretFile.createRandom(embeddedDirectory.appendingPathComponent("user-pin"))
-            try module.initializeUserPIN(slot: slot, soPIN: PIN(""), userPIN: PIN(userPIN))
-        case .vendorTool:
-            throw StartupError("profile '\(profile.name)' tokens are created with the vendor's tools; set hsm.embeddedToken to none")
-        }
+    private func embeddedToken(_ profile: HSMProfile) -> EmbeddedToken {
+        EmbeddedToken(profile: profile, directory: embeddedDirectory, label: configuration.hsm.tokenLabel)
     }
 }
 

@@ -35,30 +35,10 @@ public final class TestHSM: Sendable {
     private init() throws {
         profile = try HSMProfile.find(Self.profileName, in: [Self.profileDirectory])
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("trent-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let modulePath = ProcessInfo.processInfo.environment["TRENT_TEST_PKCS11_MODULE"] ?? profile.defaultModule ?? ""
-        switch profile.tokenSetup {
-        case .initToken:
-            let tokens = directory.appendingPathComponent("tokens")
-            try FileManager.default.createDirectory(at: tokens, withIntermediateDirectories: true)
-            let conf = directory.appendingPathComponent("softhsm2.conf")
-            try "directories.tokendir = \(tokens.path)\nobjectstore.backend = file\nlog.level = ERROR\n"
-                .write(to: conf, atomically: true, encoding: .utf8)
-            setenv("SOFTHSM2_CONF", conf.path, 1)
-            module = try PKCS11Module(path: modulePath)
-            guard let slot = try module.uninitializedSlot() else { throw HSMSetupError("the module offers no free slot") }
-            try module.initializeToken(slot: slot, label: Self.tokenLabel, soPIN: PIN("so-1234"), userPIN: PIN(Self.userPIN))
-        case .initPINWithEmptySOPIN:
-            let initString = (profile.initStringTemplate ?? "")
-                .replacingOccurrences(of: "{directory}", with: directory.path).replacingOccurrences(of: "{label}", with: Self.tokenLabel)
-            module = try PKCS11Module(path: modulePath, initString: initString)
-            guard let slot = try module.slot(forTokenLabel: Self.tokenLabel, requireInitialized: false) else {
-                throw HSMSetupError("the module shows no token labelled \(Self.tokenLabel)")
-            }
-            try module.initializeUserPIN(slot: slot, soPIN: PIN(""), userPIN: PIN(Self.userPIN))
-        case .vendorTool:
-            throw HSMSetupError("profile \(profile.name) needs a token made with the vendor's tools; tests create their own")
-        }
+        let embedded = EmbeddedToken(profile: profile, directory: directory, label: Self.tokenLabel)
+        module = try PKCS11Module(path: modulePath, initString: try embedded.prepare())
+        try embedded.initialize(module, soPIN: { PIN("so-1234") }, userPIN: { PIN(Self.userPIN) })
         token = try Token(module: module, label: Self.tokenLabel, pin: PIN(Self.userPIN), gcm: profile.gcmConvention)
         try TokenKeys.ensure(in: token, labels: Self.keyLabels, profile: profile)
         threadPool = NIOThreadPool(numberOfThreads: 4)

@@ -78,16 +78,17 @@ extension KeyManagementService {
     public func rotateDueKeys() async throws -> [KeyID] {
         let now = clock.now()
         var rotated: [KeyID] = []
-        for var key in try await store.keysDueForRotation(dueBy: now) where key.state == .enabled {
-            guard var schedule = key.rotationSchedule else { continue }
-            _ = try await ledger.rotate(key.id, type: .automatic)
+        for due in try await store.keysDueForRotation(dueBy: now) where due.state == .enabled {
+            guard var schedule = due.rotationSchedule else { continue }
+            _ = try await ledger.rotate(due.id, type: .automatic)
             let period = Double(schedule.periodInDays) * 86_400
             schedule.nextRotationDate = max(schedule.nextRotationDate.addingTimeInterval(period), now.addingTimeInterval(period / 2))
+            // Re-read after the rotation, so only the schedule changes (not a state or description changed meanwhile).
+            guard var key = try await store.key(due.id) else { continue }
             key.rotationSchedule = schedule
-            if let latest = try await store.key(key.id) { key.currentVersion = latest.currentVersion }
             try await store.updateKey(key)
-            rotated.append(key.id)
-            logger.info("rotated key on schedule", metadata: ["kms.key.id": "\(key.id)"])
+            rotated.append(due.id)
+            logger.info("rotated key on schedule", metadata: ["kms.key.id": "\(due.id)"])
         }
         return rotated
     }
