@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what Trent needs on Debian 12 (Swift itself must already be installed):
 #   system packages to build and run it (SoftHSM2 and NSS softoken as tokens, p11-kit headers, SQLite,
-#   OpenSSL headers), and,
+#   OpenSSL headers; opensc for pkcs11-tool, with which the tests make operator-owned keys), and,
 #   with --test, a Python virtual environment in .venv with the end-to-end test packages (boto3, AWS CLI, pytest).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(softhsm2 libnss3 libp11-kit-dev libssl-dev libsqlite3-dev pkg-config python3 python3-venv python3-pip)
+packages=(softhsm2 libnss3 libp11-kit-dev libssl-dev libsqlite3-dev pkg-config python3 python3-venv python3-pip opensc)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -129,6 +129,7 @@ public final class SQLiteMetadataStore: MetadataStore {
                     ) WITHOUT ROWID;
                     """)
         }
+        registerCustomKeyStoreMigration(in: &migrator)
         return migrator
     }
 
@@ -194,7 +195,7 @@ public final class SQLiteMetadataStore: MetadataStore {
 
     public func destroyKey(_ id: KeyID) async throws {
         try await write { db in
-            for table in ["tags", "aliases", "grants", "key_last_usage", "backing_keys", "keys"] {
+            for table in ["tags", "aliases", "grants", "key_last_usage", "custom_key_store_keys", "backing_keys", "keys"] {
                 try db.execute(sql: "DELETE FROM \(table) WHERE key_id = ?", arguments: [id.description])
             }
         }
@@ -489,7 +490,7 @@ public final class SQLiteMetadataStore: MetadataStore {
 
     // MARK: Rows
 
-    private static func insert(_ key: KeyRecord, into db: Database) throws {
+    static func insert(_ key: KeyRecord, into db: Database) throws {
         try db.execute(
             sql: """
                 INSERT INTO keys (key_id, account_id, creation_date, description, key_spec, key_usage, origin, key_manager,
@@ -504,7 +505,7 @@ public final class SQLiteMetadataStore: MetadataStore {
             ])
     }
 
-    private static func insert(_ backingKey: BackingKeyRecord, into db: Database) throws {
+    static func insert(_ backingKey: BackingKeyRecord, into db: Database) throws {
         try db.execute(
             sql: """
                 INSERT INTO backing_keys (key_id, version, wrapped_key, binding, wrapping_key_label, creation_date, nonces_reserved, rotation_type)
@@ -517,13 +518,13 @@ public final class SQLiteMetadataStore: MetadataStore {
             ])
     }
 
-    private static func put(_ tag: Tag, on keyID: KeyID, into db: Database) throws {
+    static func put(_ tag: Tag, on keyID: KeyID, into db: Database) throws {
         try db.execute(
             sql: "INSERT INTO tags (key_id, tag_key, tag_value) VALUES (?, ?, ?) ON CONFLICT (key_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value",
             arguments: [keyID.description, tag.key, tag.value])
     }
 
-    private static func keyRecord(_ row: Row) throws -> KeyRecord {
+    static func keyRecord(_ row: Row) throws -> KeyRecord {
         guard let id = KeyID(row["key_id"] as String),
             let keySpec = KeySpec(rawValue: row["key_spec"]), let keyUsage = KeyUsage(rawValue: row["key_usage"]),
             let origin = KeyOrigin(rawValue: row["origin"]), let keyManager = KeyManager(rawValue: row["key_manager"]),
@@ -620,7 +621,7 @@ public final class SQLiteMetadataStore: MetadataStore {
         return value
     }
 
-    private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
             return try await database.read(body)
         } catch let error as KMSError {
@@ -631,7 +632,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     /// A write whose unique-constraint violation means "that name or id is taken".
-    private func insertUnique(_ body: @escaping @Sendable (Database) throws -> Void) async throws {
+    func insertUnique(_ body: @escaping @Sendable (Database) throws -> Void) async throws {
         do {
             try await write(body)
         } catch let error as KMSError {
@@ -642,7 +643,7 @@ public final class SQLiteMetadataStore: MetadataStore {
         }
     }
 
-    private func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
             return try await database.write(body)
         } catch let error as KMSError {

@@ -72,6 +72,13 @@ public final class Token: Sendable {
         return try result.get()
     }
 
+    /// Closes every session this process has with the token (`C_CloseAllSessions`), which logs it out and
+    /// destroys its session objects. The token is unusable afterwards; sessions lent meanwhile fail.
+    public func close() {
+        idle.withLock { $0.removeAll() }
+        _ = functions.list.C_CloseAllSessions?(CK_SLOT_ID(slot))
+    }
+
     /// Number of sessions waiting in the pool (for tests and metrics).
     public var idleSessionCount: Int { idle.withLock { $0.count } }
 

@@ -154,6 +154,8 @@ struct TrentServer {
         let logger = runtime.logger
         let location = runtime.service.location
         let administrator = try await bootstrapAdministrator(runtime)
+        // Stores an operator left connected come back connected (or FAILED, saying why).
+        await runtime.service.reconnectCustomKeyStores()
         let verifier = SigV4Verifier(region: location.region, credentials: DirectoryCredentialProvider(directory: runtime.directory))
         let trail = try AuditTrail(
             directory: configuration.auditDirectoryURL, signer: TokenDigestSigner(provider: runtime.provider),
@@ -249,11 +251,13 @@ struct TrentRuntime {
                 threadPool: threadPool, logger: logger)
             let store = try SQLiteMetadataStore(path: configuration.sqliteFile)
             let location = ServiceLocation(region: configuration.service.region, accountID: configuration.service.accountId)
+            let keyStoreTokens = PKCS11CustomKeyStoreTokens(
+                declarations: try configuration.customKeyStoreDeclarations(mainModulePath: token.module.path), threadPool: threadPool, logger: logger)
             let service = KeyManagementService(
                 configuration: .init(
                     location: location, nonceBudget: configuration.nonceBudget.perBackingKey,
                     nonceReservationBlock: configuration.nonceBudget.reservationBlock),
-                provider: provider, store: store, logger: logger)
+                provider: provider, store: store, logger: logger, customKeyStoreTokens: keyStoreTokens)
             return TrentRuntime(
                 token: token, threadPool: threadPool, provider: provider, store: store, service: service,
                 directory: IdentityDirectory(store: store, provider: provider), logger: logger)

@@ -83,6 +83,8 @@ struct TrentConfiguration: Codable, Equatable {
     var audit = Audit()
     var nonceBudget = NonceBudget()
     var logLevel = "info"
+    /// PKCS#11 tokens offered to custom key stores (KeyStoreConfiguration.swift); none by default.
+    var keyStores: [KeyStore] = []
 
     init() {}
 
@@ -112,6 +114,7 @@ struct TrentConfiguration: Codable, Equatable {
         }
         guard let loaded else { return TrentConfiguration() }
         guard let overrides = loaded as? [String: Any] else { throw StartupError("\(source) must be a mapping of settings") }
+        try checkKeyStoreEntries(overrides, source: source)
         do {
             let defaults = try JSONSerialization.jsonObject(with: JSONEncoder().encode(TrentConfiguration())) as? [String: Any] ?? [:]
             let merged = try merge(overrides, into: defaults, path: "", source: source)
@@ -199,6 +202,7 @@ struct TrentConfiguration: Codable, Equatable {
         guard audit.recordsPerDigest >= 1, audit.digestIntervalSeconds >= 1 else {
             throw StartupError("audit.recordsPerDigest and audit.digestIntervalSeconds must be at least 1")
         }
+        try validateKeyStores()
     }
 
     var dataDirectoryURL: URL { URL(fileURLWithPath: dataDirectory, isDirectory: true).standardizedFileURL }

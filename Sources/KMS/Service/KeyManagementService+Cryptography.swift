@@ -127,10 +127,10 @@ extension KeyManagementService {
     public func generateRandom(numberOfBytes: Int?, customKeyStoreID: String?, caller: Caller) async throws -> [UInt8] {
         guard let count = numberOfBytes else { throw KMSError.missing("numberOfBytes") }
         try validateRange(count, "numberOfBytes", min: 1, max: 1024)
-        if customKeyStoreID != nil {
-            throw KMSError(.unsupportedOperation, "Custom key stores are not supported by Trent yet.")
-        }
         try await authorizer.authorize(AuthorizationRequest("kms:GenerateRandom"), caller: caller)
+        if let customKeyStoreID {
+            return try await generateRandom(count: count, inCustomKeyStore: customKeyStoreID, caller: caller)
+        }
         return try await provider.generateRandom(count: count)
     }
 
@@ -156,12 +156,18 @@ extension KeyManagementService {
 
     /// Encrypts under the key's current backing-key version, charging its nonce budget.
     private func seal(_ plaintext: [UInt8], under key: KeyRecord, context: EncryptionContext) async throws -> [UInt8] {
-        let version = try await ledger.claimEncryption(for: key)
+        let customKeyStoreLink = try await usableCustomKeyStoreLink(of: key)
+        let version = try await ledger.claimEncryption(for: key, renewable: customKeyStoreLink == nil)
         guard let backingKey = try await store.backingKey(key.id, version: version) else {
             throw KMSError(.internalFailure, "Backing key version \(version) of \(arn(key)) is missing.")
         }
         let aad = CiphertextBlob.additionalData(keyID: key.id, backingKeyVersion: version, context: context)
-        let sealed = try await provider.encrypt(plaintext, under: backingKey, additionalData: aad)
+        let sealed =
+            if let customKeyStoreLink {
+                try await encrypt(plaintext, in: customKeyStoreLink, additionalData: aad)
+            } else {
+                try await provider.encrypt(plaintext, under: backingKey, additionalData: aad)
+            }
         return CiphertextBlob(keyID: key.id, backingKeyVersion: version, iv: sealed.iv, sealed: sealed.ciphertextAndTag).bytes
     }
 
@@ -186,12 +192,18 @@ extension KeyManagementService {
         try requireEnabled(key)
         try requireSymmetricEncryption(key)
         try rejectDryRun(dryRun)
+        let customKeyStoreLink = try await usableCustomKeyStoreLink(of: key)
         guard let backingKey = try await store.backingKey(key.id, version: blob.backingKeyVersion) else {
             throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
         }
         let aad = CiphertextBlob.additionalData(keyID: key.id, backingKeyVersion: blob.backingKeyVersion, context: context)
-        let plaintext = try await provider.decrypt(
-            SealedData(iv: blob.iv, ciphertextAndTag: blob.sealed), under: backingKey, additionalData: aad)
+        let sealed = SealedData(iv: blob.iv, ciphertextAndTag: blob.sealed)
+        let plaintext =
+            if let customKeyStoreLink {
+                try await decrypt(sealed, in: customKeyStoreLink, additionalData: aad)
+            } else {
+                try await provider.decrypt(sealed, under: backingKey, additionalData: aad)
+            }
         return (key, plaintext, algorithm)
     }
 }

@@ -47,11 +47,12 @@ extension KeyManagementService {
         guard keyUsage == expectedUsage else {
             throw KMSError(.validation, "KeyUsage \(keyUsage.rawValue) is not compatible with KeySpec \(keySpec.rawValue).")
         }
-        guard origin == .awsKMS else {
+        // Custom key stores: KeyManagementService+CustomKeyStores.swift.
+        let placement = try await customKeyStorePlacement(
+            storeID: request.customKeyStoreID, xksKeyID: request.xksKeyID, origin: origin, keySpec: keySpec,
+            multiRegion: request.multiRegion, caller: caller)
+        guard origin == .awsKMS || placement != nil else {
             throw KMSError(.unsupportedOperation, "Origin \(origin.rawValue) is not supported by Trent yet.")
-        }
-        if request.customKeyStoreID != nil || request.xksKeyID != nil {
-            throw KMSError(.unsupportedOperation, "Custom key stores are not supported by Trent yet.")
         }
         if request.multiRegion == true {
             throw KMSError(.unsupportedOperation, "Multi-Region keys are not supported by Trent yet.")
@@ -75,7 +76,11 @@ extension KeyManagementService {
         if let policy = request.policy {
             key.policy = try await checkedKeyPolicy(policy, for: key, bypassLockoutCheck: request.bypassPolicyLockoutSafetyCheck, caller: caller)
         }
-        try await insertNewKey(key, tags: request.tags)
+        if let placement {
+            try await insertNewKey(key, tags: request.tags, in: placement)
+        } else {
+            try await insertNewKey(key, tags: request.tags)
+        }
         logger.info("created key", metadata: ["kms.key.id": "\(id)", "kms.caller": "\(caller.principalARN)"])
         return key
     }
@@ -190,6 +195,7 @@ extension KeyManagementService {
     public func destroyExpiredKeys() async throws -> [KeyID] {
         let due = try await store.keysPendingDeletion(dueBy: clock.now())
         for key in due {
+            await releaseCustomKeyStoreObject(of: key)
             try await store.destroyKey(key.id)
             await provider.forget(key.id)
             await ledger.forget(key.id)

@@ -26,11 +26,15 @@ public final class KeyManagementService: Sendable {
     let ledger: NonceLedger
     let usage = KeyUsageTracker()
     let logger: Logger
+    /// Custom key stores (see KeyManagementService+CustomKeyStores.swift); nil when the store keeps none.
+    let customKeyStores: CustomKeyStoreSupport?
 
     public init(
         configuration: Configuration, provider: any KeyProvider, store: any MetadataStore,
-        clock: any KMSClock = SystemClock(), logger: Logger
+        clock: any KMSClock = SystemClock(), logger: Logger,
+        customKeyStoreTokens: any CustomKeyStoreTokens = NoCustomKeyStoreTokens()
     ) {
+        self.customKeyStores = (store as? any CustomKeyStoreMetadata).map { CustomKeyStoreSupport(metadata: $0, tokens: customKeyStoreTokens) }
         self.location = configuration.location
         self.provider = provider
         self.store = store

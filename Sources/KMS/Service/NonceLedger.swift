@@ -39,7 +39,9 @@ actor NonceLedger {
     }
 
     /// Takes one encryption from the key's current backing-key version and returns that version.
-    func claimEncryption(for key: KeyRecord) async throws -> UInt32 {
+    /// - Parameter renewable: false for keys whose material the ledger cannot renew (keys of custom key stores):
+    ///   once their budget is spent, encryption is refused.
+    func claimEncryption(for key: KeyRecord, renewable: Bool = true) async throws -> UInt32 {
         while true {
             let version = max(currentVersions[key.id] ?? 0, key.currentVersion)
             let id = VersionID(keyID: key.id, version: version)
@@ -52,7 +54,7 @@ actor NonceLedger {
                 try await refill.value
                 continue
             }
-            let refill = Task { try await self.refill(id) }
+            let refill = Task { try await self.refill(id, renewable: renewable) }
             refills[key.id] = refill
             defer { refills[key.id] = nil }
             try await refill.value
@@ -60,7 +62,7 @@ actor NonceLedger {
     }
 
     /// Reserves the next block of `id`'s budget, or moves the key to a new version when none is left.
-    private func refill(_ id: VersionID) async throws {
+    private func refill(_ id: VersionID, renewable: Bool = true) async throws {
         var slot: Slot
         if let known = slots[id] {
             slot = known
@@ -77,6 +79,9 @@ actor NonceLedger {
             slot.reserved = reserved
             slots[id] = slot
             return
+        }
+        guard renewable else {
+            throw KMSError(.invalidState, "\(id.keyID) has used its AES-GCM nonce budget and its material cannot be renewed; create a new key.")
         }
         // Budget spent: a fresh backing key takes over for new encryptions.
         slots[id] = nil

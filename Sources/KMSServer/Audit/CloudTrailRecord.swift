@@ -30,11 +30,14 @@ struct CloudTrailRecord {
         "CustomerMasterKeySpec", "Description", "Origin", "AliasName", "TargetKeyId", "PendingWindowInDays", "TagKeys", "Tags", "Limit",
         "Marker", "GranteePrincipal", "RetiringPrincipal", "Operations", "Constraints", "Name", "GrantId", "PolicyName", "Policy",
         "BypassPolicyLockoutSafetyCheck", "DryRun", "MultiRegion", "MacAlgorithm", "RotationPeriodInDays",
+        // Custom key stores; never KeyStorePassword.
+        "CustomKeyStoreId", "CustomKeyStoreName", "NewCustomKeyStoreName", "CloudHsmClusterId", "CustomKeyStoreType",
+        "TrustAnchorCertificate", "XksKeyId",
     ]
 
     /// Response members that may appear in the trail (CloudTrail leaves most responses out).
     static let responseMembers: Set<String> = [
-        "KeyMetadata", "GrantId", "DeletionDate", "KeyState", "PendingWindowInDays",
+        "KeyMetadata", "GrantId", "DeletionDate", "KeyState", "PendingWindowInDays", "CustomKeyStoreId",
     ]
 
     static let readOnlyPrefixes = ["Describe", "List", "Get"]

@@ -19,6 +19,10 @@ struct WireKeyMetadata: Encodable, Sendable {
     var EncryptionAlgorithms: [String]?
     var MacAlgorithms: [String]?
     var MultiRegion: Bool
+    // Keys of custom key stores (CustomKeyStoreOperations.swift).
+    var CustomKeyStoreId: String?
+    var CloudHsmClusterId: String?
+    var XksKeyConfiguration: WireXksKeyConfiguration?
 
     init(_ key: KeyRecord, location: ServiceLocation) {
         AWSAccountId = key.accountID
@@ -110,12 +114,12 @@ extension KeyManagementService {
                         multiRegion: request.MultiRegion, xksKeyID: request.XksKeyId,
                         bypassPolicyLockoutSafetyCheck: request.BypassPolicyLockoutSafetyCheck ?? false),
                     caller: caller)
-                return KeyMetadataResponse(KeyMetadata: WireKeyMetadata(key, location: location))
+                return KeyMetadataResponse(KeyMetadata: try await self.wireKeyMetadata(key))
             },
             "DescribeKey": .json(KeyIDRequest.self) { request, caller in
                 try self.validateGrantTokens(request.GrantTokens)
                 let key = try await self.describeKey(try required(request.KeyId, "KeyId"), caller: caller)
-                return KeyMetadataResponse(KeyMetadata: WireKeyMetadata(key, location: location))
+                return KeyMetadataResponse(KeyMetadata: try await self.wireKeyMetadata(key))
             },
             "ListKeys": .json(ListKeysRequest.self) { request, caller in
                 let page = try await self.listKeys(limit: request.Limit, marker: request.Marker, caller: caller)

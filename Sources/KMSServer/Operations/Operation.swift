@@ -32,6 +32,7 @@ extension KeyManagementService {
         table.merge(rotationOperations(), uniquingKeysWith: { _, implemented in implemented })
         table.merge(macOperations(), uniquingKeysWith: { _, implemented in implemented })
         table.merge(usageOperations(), uniquingKeysWith: { _, implemented in implemented })
+        table.merge(customKeyStoreOperations(), uniquingKeysWith: { _, implemented in implemented })
         return table
     }
 
