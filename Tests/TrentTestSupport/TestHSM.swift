@@ -64,7 +64,8 @@ public final class TestHSM: Sendable {
     /// administrator, ``ServiceFixture/caller`` (a user whose identity policy allows every KMS action).
     public func makeService(
         clock: any KMSClock = SystemClock(), nonceBudget: UInt64 = 1 << 32, reservationBlock: UInt64 = 1 << 16,
-        databasePath: String? = nil, provider: PKCS11KeyProvider? = nil
+        databasePath: String? = nil, provider: PKCS11KeyProvider? = nil,
+        customKeyStoreTokens: any CustomKeyStoreTokens = NoCustomKeyStoreTokens()
     ) async throws -> ServiceFixture {
         let provider = try provider ?? makeProvider()
         let path = databasePath ?? makeDatabasePath()
@@ -73,7 +74,7 @@ public final class TestHSM: Sendable {
             configuration: .init(
                 location: ServiceLocation(region: "us-east-1", accountID: "111122223333"), nonceBudget: nonceBudget,
                 nonceReservationBlock: reservationBlock),
-            provider: provider, store: store, clock: clock, logger: Logger(label: "trent.tests"))
+            provider: provider, store: store, clock: clock, logger: Logger(label: "trent.tests"), customKeyStoreTokens: customKeyStoreTokens)
         let directory = IdentityDirectory(store: store, provider: provider, clock: clock)
         _ = try await directory.bootstrapAdministrator(
             accountID: ServiceFixture.caller.accountID, principalARN: ServiceFixture.caller.principalARN, accessKey: (ServiceFixture.caller.accessKeyID, "test-secret"))

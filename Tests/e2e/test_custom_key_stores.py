@@ -288,7 +288,7 @@ def test_disconnect_makes_the_store_keys_unavailable_and_others_keep_working(lab
         metadata = kms.describe_key(KeyId=in_store)["KeyMetadata"]
         assert metadata["KeyState"] == "Unavailable" and metadata["CustomKeyStoreId"] == store
         for call in (
-            lambda: kms.encrypt(KeyId=in_store, Plaintext=b"while disconnected"),
+            lambda: kms.encrypt(KeyId=in_store, Plaintext=b"attempted with the store away"),
             lambda: kms.decrypt(CiphertextBlob=blob),
             lambda: kms.generate_data_key(KeyId=in_store, KeySpec="AES_256"),
             lambda: kms.generate_data_key_without_plaintext(KeyId=in_store, KeySpec="AES_256"),
@@ -305,7 +305,7 @@ def test_disconnect_makes_the_store_keys_unavailable_and_others_keep_working(lab
             kms.disconnect_custom_key_store(CustomKeyStoreId=store)
         # Other keys keep working, and the store's keys can still be managed.
         assert kms.decrypt(CiphertextBlob=ordinary_blob)["Plaintext"] == b"kept in the main token"
-        kms.update_key_description(KeyId=in_store, Description="managed while disconnected")
+        kms.update_key_description(KeyId=in_store, Description="managed offline")
         kms.disable_key(KeyId=in_store)
         kms.enable_key(KeyId=in_store)
     finally:
