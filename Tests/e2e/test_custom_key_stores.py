@@ -514,3 +514,28 @@ def test_stores_left_connected_reconnect_after_a_restart(lab, store):
         connected(lab, store)
         kms.delete_custom_key_store(CustomKeyStoreId=parked)
     assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"across a restart"
+
+
+def test_a_store_whose_token_is_no_longer_declared_fails_with_cluster_not_found(lab, store):
+    kms = lab.kms
+    config = Path(lab.server.env["TRENT_CONFIG"])
+    declared = config.read_text()
+    anchored = lab.create_store("trent-e2e-undeclared-later", cluster=ANCHORED)
+    kms.connect_custom_key_store(CustomKeyStoreId=anchored)
+    assert lab.state(anchored) == ("CONNECTED", None)
+    try:
+        # The operator removes the token from the configuration: the store cannot come back.
+        config.write_text("\n".join(line for line in declared.splitlines() if ANCHORED not in line) + "\n")
+        lab.server.restart()
+        assert lab.state(anchored) == ("FAILED", "CLUSTER_NOT_FOUND")
+        assert lab.state(store) == ("CONNECTED", None)
+        kms.disconnect_custom_key_store(CustomKeyStoreId=anchored)
+        kms.connect_custom_key_store(CustomKeyStoreId=anchored)
+        assert lab.state(anchored) == ("FAILED", "CLUSTER_NOT_FOUND")
+    finally:
+        config.write_text(declared)
+        lab.server.restart()
+        connected(lab, store)
+        if lab.state(anchored)[0] != "DISCONNECTED":
+            kms.disconnect_custom_key_store(CustomKeyStoreId=anchored)
+        kms.delete_custom_key_store(CustomKeyStoreId=anchored)
