@@ -129,6 +129,9 @@ public final class SQLiteMetadataStore: MetadataStore {
                     ) WITHOUT ROWID;
                     """)
         }
+        migrator.registerMigration("asymmetric-keys") { db in
+            try db.execute(sql: "ALTER TABLE backing_keys ADD COLUMN public_key BLOB")
+        }
         return migrator
     }
 
@@ -507,13 +510,13 @@ public final class SQLiteMetadataStore: MetadataStore {
     private static func insert(_ backingKey: BackingKeyRecord, into db: Database) throws {
         try db.execute(
             sql: """
-                INSERT INTO backing_keys (key_id, version, wrapped_key, binding, wrapping_key_label, creation_date, nonces_reserved, rotation_type)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO backing_keys (key_id, version, wrapped_key, binding, wrapping_key_label, creation_date, nonces_reserved, rotation_type, public_key)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [
                 backingKey.keyID.description, Int64(backingKey.version), Data(backingKey.wrappedKey), Data(backingKey.binding),
                 backingKey.wrappingKeyLabel, backingKey.creationDate.timeIntervalSince1970, Int64(clamping: backingKey.noncesReserved),
-                backingKey.rotationType?.rawValue,
+                backingKey.rotationType?.rawValue, backingKey.publicKey.map { Data($0) },
             ])
     }
 
@@ -551,7 +554,8 @@ public final class SQLiteMetadataStore: MetadataStore {
             binding: Array(row["binding"] as Data), wrappingKeyLabel: row["wrapping_key_label"],
             creationDate: Date(timeIntervalSince1970: row["creation_date"]),
             noncesReserved: UInt64(max(0, row["nonces_reserved"] as Int64)),
-            rotationType: (row["rotation_type"] as String?).flatMap(RotationType.init(rawValue:)))
+            rotationType: (row["rotation_type"] as String?).flatMap(RotationType.init(rawValue:)),
+            publicKey: (row["public_key"] as Data?).map { Array($0) })
     }
 
     private static func aliasRecord(_ row: Row) throws -> AliasRecord {

@@ -41,10 +41,12 @@ extension KeyManagementService {
         try validateLength(description.utf8.count, "description", min: 0, max: 8192)
 
         guard keySpec.backingKeyKind != nil else {
-            throw KMSError(.unsupportedOperation, "KeySpec \(keySpec.rawValue) is not supported by Trent yet; use SYMMETRIC_DEFAULT or an HMAC spec.")
+            throw KMSError(.unsupportedOperation, "KeySpec \(keySpec.rawValue) is not supported by Trent: it has no SM2, ML-DSA or Ed25519 keys.")
         }
-        let expectedUsage: KeyUsage = keySpec.macAlgorithm == nil ? .encryptDecrypt : .generateVerifyMAC
-        guard keyUsage == expectedUsage else {
+        if request.keyUsage == nil && keySpec != .symmetricDefault {
+            throw KMSError(.validation, "KeyUsage is required for KeySpec \(keySpec.rawValue); valid values are \(keySpec.keyUsages.map(\.rawValue).joined(separator: ", ")).")
+        }
+        guard keySpec.keyUsages.contains(keyUsage) else {
             throw KMSError(.validation, "KeyUsage \(keyUsage.rawValue) is not compatible with KeySpec \(keySpec.rawValue).")
         }
         guard origin == .awsKMS else {
@@ -88,7 +90,7 @@ extension KeyManagementService {
         let material = try await provider.createBackingKey(for: key.id, version: 1, kind: kind)
         let backingKey = BackingKeyRecord(
             keyID: key.id, version: 1, wrappedKey: material.wrappedKey, binding: material.binding,
-            wrappingKeyLabel: material.wrappingKeyLabel, creationDate: key.creationDate)
+            wrappingKeyLabel: material.wrappingKeyLabel, creationDate: key.creationDate, publicKey: material.publicKey)
         try await store.insertKey(key, backingKey: backingKey, tags: tags)
     }
 

@@ -30,6 +30,7 @@ struct CloudTrailRecord {
         "CustomerMasterKeySpec", "Description", "Origin", "AliasName", "TargetKeyId", "PendingWindowInDays", "TagKeys", "Tags", "Limit",
         "Marker", "GranteePrincipal", "RetiringPrincipal", "Operations", "Constraints", "Name", "GrantId", "PolicyName", "Policy",
         "BypassPolicyLockoutSafetyCheck", "DryRun", "MultiRegion", "MacAlgorithm", "RotationPeriodInDays",
+        "SigningAlgorithm", "MessageType", "KeyAgreementAlgorithm", "KeyPairSpec",
     ]
 
     /// Response members that may appear in the trail (CloudTrail leaves most responses out).

@@ -18,6 +18,8 @@ struct WireKeyMetadata: Encodable, Sendable {
     var KeySpec: String
     var EncryptionAlgorithms: [String]?
     var MacAlgorithms: [String]?
+    var SigningAlgorithms: [String]?
+    var KeyAgreementAlgorithms: [String]?
     var MultiRegion: Bool
 
     init(_ key: KeyRecord, location: ServiceLocation) {
@@ -36,6 +38,8 @@ struct WireKeyMetadata: Encodable, Sendable {
         KeySpec = key.keySpec.rawValue
         EncryptionAlgorithms = key.encryptionAlgorithms.isEmpty ? nil : key.encryptionAlgorithms
         MacAlgorithms = key.macAlgorithms.isEmpty ? nil : key.macAlgorithms
+        SigningAlgorithms = key.signingAlgorithms.isEmpty ? nil : key.signingAlgorithms
+        KeyAgreementAlgorithms = key.keyAgreementAlgorithms.isEmpty ? nil : key.keyAgreementAlgorithms
         MultiRegion = false
     }
 }
