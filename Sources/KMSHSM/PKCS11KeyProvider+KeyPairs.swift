@@ -186,7 +186,7 @@ extension PKCS11KeyProvider {
     /// The token does not do OAEP with this hash (SoftHSM: `CKR_ARGUMENTS_BAD` for anything but SHA-1).
     static func isUnsupportedParameter(_ error: PKCS11Error) -> Bool {
         [.argumentsBad, .mechanismParamInvalid, .mechanismInvalid].contains(error.returnValue)
-            && (error.function == .encryptInit || error.function == .decryptInit)
+            && [.encryptInit, .decryptInit, .unwrapKey].contains(error.function)
     }
 
     /// What tokens answer for a ciphertext whose padding does not check out.

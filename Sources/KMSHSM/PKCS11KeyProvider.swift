@@ -254,7 +254,7 @@ public final class PKCS11KeyProvider: KeyProvider {
         return use
     }
 
-    private func verifyBinding(_ handle: ObjectHandle, kind: BackingKeyKind, _ key: BackingKeyRecord) -> Bool {
+    func verifyBinding(_ handle: ObjectHandle, kind: BackingKeyKind, _ key: BackingKeyRecord) -> Bool {
         let data = Self.bindingData(key.keyID, key.version)
         switch kind {
         case .aes256:

@@ -71,7 +71,7 @@ public enum KeyPairSpec: String, Sendable, Codable, CaseIterable {
     public var signingAlgorithms: [SigningAlgorithm] {
         switch self {
         case .rsa2048, .rsa3072, .rsa4096:
-            [.rsassaPSSSHA256, .rsassaPSSSHA384, .rsassaPSSSHA512, .rsassaPKCS1SHA256, .rsassaPKCS1SHA384, .rsassaPKCS1SHA512]
+            [.rsassaPKCS1SHA256, .rsassaPKCS1SHA384, .rsassaPKCS1SHA512, .rsassaPSSSHA256, .rsassaPSSSHA384, .rsassaPSSSHA512]
         case .eccNistP256, .eccSecgP256k1: [.ecdsaSHA256]
         case .eccNistP384: [.ecdsaSHA384]
         case .eccNistP521: [.ecdsaSHA512]
@@ -219,12 +219,19 @@ public struct KeyRecord: Sendable, Equatable {
     public var currentVersion: UInt32
     /// Automatic rotation, when enabled.
     public var rotationSchedule: RotationSchedule?
+    /// Whether imported key material expires (keys of origin EXTERNAL that hold material).
+    public var expirationModel: ExpirationModel?
+    /// When imported key material expires and is deleted.
+    public var validTo: Date?
 
     public init(
         id: KeyID, accountID: String, creationDate: Date, description: String, keySpec: KeySpec, keyUsage: KeyUsage,
         origin: KeyOrigin, keyManager: KeyManager, state: KeyState, deletionDate: Date? = nil,
-        pendingWindowInDays: Int? = nil, policy: String, currentVersion: UInt32, rotationSchedule: RotationSchedule? = nil
+        pendingWindowInDays: Int? = nil, policy: String, currentVersion: UInt32, rotationSchedule: RotationSchedule? = nil,
+        expirationModel: ExpirationModel? = nil, validTo: Date? = nil
     ) {
+        self.expirationModel = expirationModel
+        self.validTo = validTo
         self.rotationSchedule = rotationSchedule
         self.id = id
         self.accountID = accountID
@@ -257,6 +264,47 @@ public struct KeyRecord: Sendable, Equatable {
     }
 
     public var keyAgreementAlgorithms: [String] { keyUsage == .keyAgreement ? ["ECDH"] : [] }
+}
+
+/// Whether imported key material expires, spelled as the API spells it.
+public enum ExpirationModel: String, Sendable, Codable, CaseIterable {
+    case expires = "KEY_MATERIAL_EXPIRES"
+    case doesNotExpire = "KEY_MATERIAL_DOES_NOT_EXPIRE"
+}
+
+/// How key material to import is encrypted to the wrapping key GetParametersForImport returned.
+public enum WrappingAlgorithm: String, Sendable, Codable, CaseIterable {
+    case rsaesPKCS1 = "RSAES_PKCS1_V1_5"
+    case oaepSHA1 = "RSAES_OAEP_SHA_1"
+    case oaepSHA256 = "RSAES_OAEP_SHA_256"
+    /// OAEP of an ephemeral AES-256 key, then RFC 5649 of the material under it.
+    case rsaAESKeyWrapSHA1 = "RSA_AES_KEY_WRAP_SHA_1"
+    case rsaAESKeyWrapSHA256 = "RSA_AES_KEY_WRAP_SHA_256"
+    case sm2PKE = "SM2PKE"
+
+    /// The OAEP hash of the RSA step; nil for the algorithms Trent does not take.
+    public var oaepDigest: DigestAlgorithm? {
+        switch self {
+        case .oaepSHA1, .rsaAESKeyWrapSHA1: .sha1
+        case .oaepSHA256, .rsaAESKeyWrapSHA256: .sha256
+        case .rsaesPKCS1, .sm2PKE: nil
+        }
+    }
+
+    public var wrapsWithAES: Bool { self == .rsaAESKeyWrapSHA1 || self == .rsaAESKeyWrapSHA256 }
+}
+
+/// The RSA key an import is encrypted to: its private key wrapped under the domain key, its public key in the clear.
+public struct ImportWrappingKey: Sendable, Equatable {
+    public var spec: KeyPairSpec
+    public var wrappedPrivateKey: [UInt8]
+    public var publicKey: [UInt8]
+
+    public init(spec: KeyPairSpec, wrappedPrivateKey: [UInt8], publicKey: [UInt8]) {
+        self.spec = spec
+        self.wrappedPrivateKey = wrappedPrivateKey
+        self.publicKey = publicKey
+    }
 }
 
 /// When a key's material rotates automatically.

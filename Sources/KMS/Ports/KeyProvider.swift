@@ -43,6 +43,17 @@ public protocol KeyProvider: Sendable {
     /// a DER SubjectPublicKeyInfo. Nothing of it stays in the token.
     func generateDataKeyPair(_ spec: KeyPairSpec) async throws -> (privateKey: [UInt8], publicKey: [UInt8])
 
+    /// A fresh RSA key pair for GetParametersForImport, generated in the token; its private key can only unwrap.
+    func createImportWrappingKey(_ spec: KeyPairSpec) async throws -> ImportWrappingKey
+
+    /// Unwraps imported key material into the token with the wrapping key's private key and returns it as a
+    /// backing key for `keyID` and `version`. With `previous` (material imported before), the new material must
+    /// be the same key (`IncorrectKeyMaterialException` otherwise). Undecryptable input is `.invalidCiphertext`.
+    func importKeyMaterial(
+        _ encrypted: [UInt8], wrappingKey: ImportWrappingKey, algorithm: WrappingAlgorithm, for keyID: KeyID, version: UInt32,
+        kind: BackingKeyKind, previous: BackingKeyRecord?
+    ) async throws -> BackingKeyMaterial
+
     /// Bytes from the token's random number generator.
     func generateRandom(count: Int) async throws -> [UInt8]
 
@@ -74,6 +85,9 @@ public struct BackingKeyMaterial: Sendable {
 }
 
 public struct SealedData: Sendable, Equatable {
+    /// AES-GCM's 96-bit IV, which every provider's sealing uses.
+    public static let ivLength = 12
+
     public var iv: [UInt8]
     /// Ciphertext followed by the tag.
     public var ciphertextAndTag: [UInt8]

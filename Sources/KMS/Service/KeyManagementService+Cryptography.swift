@@ -194,7 +194,13 @@ extension KeyManagementService {
         members: (keyID: String, algorithm: String), action: (name: String, grant: GrantOperation), dryRun: Bool?, caller: Caller
     ) async throws -> (KeyRecord, [UInt8], String) {
         let named = try await keyID.asyncMap { try await resolveKey($0, member: members.keyID, allowAlias: true, caller: caller) }
-        if let named, let pair = named.record.keySpec.keyPairSpec {
+        // An RSA ciphertext is bare: it names no key, so the caller names the key and the algorithm; any
+        // other request reads the blob as a symmetric ciphertext.
+        let rsaAlgorithm = algorithm.flatMap(RSAEncryptionAlgorithm.init(rawValue:))
+        if rsaAlgorithm != nil && named == nil {
+            throw KMSError(.validation, "\(members.keyID) is required to decrypt a ciphertext made with \(algorithm ?? "").")
+        }
+        if let named, rsaAlgorithm != nil, let pair = named.record.keySpec.keyPairSpec {
             let key = named.record
             let algorithm = try checkAlgorithm(algorithm, member: members.algorithm, for: key)
             try await authorize(action.name, named, grant: action.grant, encryptionContext: context, context: .algorithm(algorithm), caller: caller)

@@ -49,8 +49,15 @@ extension KeyManagementService {
         guard keySpec.keyUsages.contains(keyUsage) else {
             throw KMSError(.validation, "KeyUsage \(keyUsage.rawValue) is not compatible with KeySpec \(keySpec.rawValue).")
         }
-        guard origin == .awsKMS else {
-            throw KMSError(.unsupportedOperation, "Origin \(origin.rawValue) is not supported by Trent yet.")
+        switch origin {
+        case .awsKMS:
+            break
+        case .external:
+            guard keySpec == .symmetricDefault || keySpec.macAlgorithm != nil else {
+                throw KMSError(.unsupportedOperation, "Trent imports key material into SYMMETRIC_DEFAULT and HMAC keys only, not \(keySpec.rawValue).")
+            }
+        case .awsCloudHSM, .externalKeyStore:
+            throw KMSError(.unsupportedOperation, "Origin \(origin.rawValue) needs a custom key store, which Trent does not support yet.")
         }
         if request.customKeyStoreID != nil || request.xksKeyID != nil {
             throw KMSError(.unsupportedOperation, "Custom key stores are not supported by Trent yet.")
@@ -72,7 +79,7 @@ extension KeyManagementService {
         let id = KeyID()
         var key = KeyRecord(
             id: id, accountID: caller.accountID, creationDate: clock.now(), description: description, keySpec: keySpec,
-            keyUsage: keyUsage, origin: origin, keyManager: .customer, state: .enabled,
+            keyUsage: keyUsage, origin: origin, keyManager: .customer, state: origin == .external ? .pendingImport : .enabled,
             policy: Self.defaultKeyPolicy(account: caller.accountID), currentVersion: 1)
         if let policy = request.policy {
             key.policy = try await checkedKeyPolicy(policy, for: key, bypassLockoutCheck: request.bypassPolicyLockoutSafetyCheck, caller: caller)
@@ -82,8 +89,13 @@ extension KeyManagementService {
         return key
     }
 
-    /// Generates the first backing key in the token and stores the key with it.
+    /// Generates the first backing key in the token and stores the key with it; a key of origin EXTERNAL is
+    /// stored without one, waiting for ImportKeyMaterial.
     func insertNewKey(_ key: KeyRecord, tags: [Tag]) async throws {
+        if key.origin == .external {
+            try await store.insertKey(key, backingKey: nil, tags: tags)
+            return
+        }
         guard let kind = key.keySpec.backingKeyKind else {
             throw KMSError(.unsupportedOperation, "KeySpec \(key.keySpec.rawValue) is not supported by Trent yet.")
         }

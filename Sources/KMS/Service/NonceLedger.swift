@@ -52,15 +52,17 @@ actor NonceLedger {
                 try await refill.value
                 continue
             }
-            let refill = Task { try await self.refill(id) }
+            let renewable = key.origin == .awsKMS
+            let refill = Task { try await self.refill(id, renewable: renewable) }
             refills[key.id] = refill
             defer { refills[key.id] = nil }
             try await refill.value
         }
     }
 
-    /// Reserves the next block of `id`'s budget, or moves the key to a new version when none is left.
-    private func refill(_ id: VersionID) async throws {
+    /// Reserves the next block of `id`'s budget, or moves the key to a new version when none is left and
+    /// the key's material is Trent's to renew (imported material is not).
+    private func refill(_ id: VersionID, renewable: Bool) async throws {
         var slot: Slot
         if let known = slots[id] {
             slot = known
@@ -77,6 +79,9 @@ actor NonceLedger {
             slot.reserved = reserved
             slots[id] = slot
             return
+        }
+        guard renewable else {
+            throw KMSError(.invalidState, "The imported key material of \(id.keyID) has encrypted all it safely can (2^32 random IVs); import new material into a new key.")
         }
         // Budget spent: a fresh backing key takes over for new encryptions.
         slots[id] = nil

@@ -31,6 +31,7 @@ struct CloudTrailRecord {
         "Marker", "GranteePrincipal", "RetiringPrincipal", "Operations", "Constraints", "Name", "GrantId", "PolicyName", "Policy",
         "BypassPolicyLockoutSafetyCheck", "DryRun", "MultiRegion", "MacAlgorithm", "RotationPeriodInDays",
         "SigningAlgorithm", "MessageType", "KeyAgreementAlgorithm", "KeyPairSpec",
+        "WrappingAlgorithm", "WrappingKeySpec", "ValidTo", "ExpirationModel", "ImportType",
     ]
 
     /// Response members that may appear in the trail (CloudTrail leaves most responses out).

@@ -20,6 +20,8 @@ struct WireKeyMetadata: Encodable, Sendable {
     var MacAlgorithms: [String]?
     var SigningAlgorithms: [String]?
     var KeyAgreementAlgorithms: [String]?
+    var ExpirationModel: String?
+    var ValidTo: Date?
     var MultiRegion: Bool
 
     init(_ key: KeyRecord, location: ServiceLocation) {
@@ -40,6 +42,8 @@ struct WireKeyMetadata: Encodable, Sendable {
         MacAlgorithms = key.macAlgorithms.isEmpty ? nil : key.macAlgorithms
         SigningAlgorithms = key.signingAlgorithms.isEmpty ? nil : key.signingAlgorithms
         KeyAgreementAlgorithms = key.keyAgreementAlgorithms.isEmpty ? nil : key.keyAgreementAlgorithms
+        ExpirationModel = key.expirationModel?.rawValue
+        ValidTo = key.validTo
         MultiRegion = false
     }
 }

@@ -32,6 +32,7 @@ extension KeyManagementService {
         table.merge(rotationOperations(), uniquingKeysWith: { _, implemented in implemented })
         table.merge(macOperations(), uniquingKeysWith: { _, implemented in implemented })
         table.merge(asymmetricOperations(), uniquingKeysWith: { _, implemented in implemented })
+        table.merge(importOperations(), uniquingKeysWith: { _, implemented in implemented })
         table.merge(usageOperations(), uniquingKeysWith: { _, implemented in implemented })
         return table
     }
