@@ -138,11 +138,12 @@ extension PKCS11KeyProvider {
             (data, tokenSignature, mechanism) = (digest, raw, .ecdsa)
         }
         if let bits = spec.rsaModulusBits, signature.count != bits / 8 { return false }
+        let failures = signatureFailureReturnValues
         return try await withPublicKey(key, spec, "verify a signature") { session, handle throws(PKCS11Error) in
             do throws(PKCS11Error) {
                 try session.verify(data, signature: tokenSignature, key: handle, mechanism: mechanism)
                 return true
-            } catch where error.returnValue == .signatureInvalid || error.returnValue == .signatureLenRange {
+            } catch where error.function == .verify && failures.contains(error.returnValue) {
                 return false
             }
         }

@@ -31,6 +31,8 @@ public final class PKCS11KeyProvider: KeyProvider {
     let sealingKey: ObjectHandle
     let rfc3394: MechanismType
     let tagFailureReturnValues: Set<PKCS11Error.ReturnValue>
+    /// What `C_Verify` answers for a wrong signature on this token (the profile's `macFailureCodes`).
+    let signatureFailureReturnValues: Set<PKCS11Error.ReturnValue>
     let threadPool: NIOThreadPool
     let cache: HandleCache
     /// Session objects of asymmetric keys' public halves, made from the stored SubjectPublicKeyInfo.
@@ -50,6 +52,7 @@ public final class PKCS11KeyProvider: KeyProvider {
         let sealingTokenKey = try find(configuration.keyLabels.sealingKey, "sealing key")
         self.rfc3394 = try configuration.profile.rfc3394Mechanism()
         self.tagFailureReturnValues = try configuration.profile.authenticationFailures()
+        self.signatureFailureReturnValues = try configuration.profile.macFailures()
         // Tokens that re-read their storage on every use of a token key (NSS softoken) are far faster on a
         // session copy; the copy stays sensitive and non-extractable.
         if configuration.profile.copyTokenKeysToSession,

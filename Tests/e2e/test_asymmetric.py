@@ -34,6 +34,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_ds
 
 from trent_e2e import (
     ADMIN_POLICY,
+    NSS_HAS_NO_EC_KMS_KEYS,
+    TOKEN,
     allow,
     expect_denied,
     expect_error,
@@ -42,6 +44,7 @@ from trent_e2e import (
     make_kms,
     policy_json,
     remember_plaintext,
+    require_ec_kms_keys,
 )
 
 # --------------------------------------------------------------------------- what AWS lists per key spec
@@ -233,6 +236,8 @@ class AsymmetricKeys:
         return self.create(spec, usage, tag)["KeyId"]
 
     def create(self, spec: str, usage: str, tag: str = "") -> dict:
+        if spec.startswith("ECC"):
+            require_ec_kms_keys()
         k = (spec, usage, tag)
         if k not in self.metadata:
             self.metadata[k] = self.kms.create_key(
@@ -326,6 +331,7 @@ def test_public_keys_differ_between_keys(kms, asym):
 
 def test_create_key_with_customer_master_key_spec(kms):
     # CreateKey: "The KeySpec and CustomerMasterKeySpec parameters work the same way. Only the names differ."
+    require_ec_kms_keys()
     md = kms.create_key(CustomerMasterKeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
     assert md["KeySpec"] == "ECC_NIST_P256" and md["CustomerMasterKeySpec"] == "ECC_NIST_P256"
     assert md["SigningAlgorithms"] == ["ECDSA_SHA_256"]
@@ -937,6 +943,7 @@ def test_derive_shared_secret_request_validation(kms, asym):
 # --------------------------------------------------------------------------- key states, rotation, restart
 
 def test_asymmetric_keys_follow_key_states(kms):
+    require_ec_kms_keys()
     sign_key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
     agree_key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="KEY_AGREEMENT")["KeyMetadata"]["KeyId"]
     peer = spki(ec.generate_private_key(ec.SECP256R1()).public_key())
@@ -986,6 +993,7 @@ def test_asymmetric_keys_cannot_rotate(kms, asym):
 
 
 def test_asymmetric_keys_survive_a_restart(make_server):
+    require_ec_kms_keys()
     server = make_server()
     kms = make_kms(server)
     sign_key = kms.create_key(KeySpec="ECC_NIST_P384", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
@@ -1015,6 +1023,7 @@ def test_asymmetric_keys_survive_a_restart(make_server):
 def test_each_asymmetric_operation_is_its_own_action(ids):
     # kms:Sign, kms:Verify, kms:GetPublicKey, kms:DeriveSharedSecret, kms:GenerateDataKeyPair and
     # kms:GenerateDataKeyPairWithoutPlaintext are separate permissions ("Required permissions" of each operation).
+    require_ec_kms_keys()
     acct = ids.account("asymmetric")
     admin = ids.user(acct, "asym-admin", ADMIN_POLICY)
     sign_key = admin.kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["Arn"]
@@ -1062,6 +1071,7 @@ def test_each_asymmetric_operation_is_its_own_action(ids):
 # --------------------------------------------------------------------------- AWS CLI
 
 def test_cli_sign_get_public_key_and_verify_with_openssl(aws_cli, tmp_path):
+    require_ec_kms_keys()
     openssl = shutil.which("openssl")
     if not openssl:
         pytest.fail("the openssl command is not installed", pytrace=False)
@@ -1107,3 +1117,14 @@ def test_cli_sign_get_public_key_and_verify_with_openssl(aws_cli, tmp_path):
                            "--signature", f"fileb://{sig_file}", "--signing-algorithm", "ECDSA_SHA_256")
     assert rc == 0, err
     assert out["SignatureValid"] is True and out["KeyId"] == key_arn(key_id)
+
+
+@pytest.mark.skipif(TOKEN != "nss-softoken", reason="what NSS softoken's profile refuses; other tokens make EC keys")
+@pytest.mark.parametrize("spec, usage", [("ECC_NIST_P256", "SIGN_VERIFY"), ("ECC_NIST_P384", "KEY_AGREEMENT")])
+def test_token_without_ec_private_key_unwrap_refuses_ec_keys(kms, spec, usage):
+    # Config/hsm/nss-softoken.json: keyPairFamilies ["RSA"]. The refusal names the reason; no key is left behind.
+    before = {k["KeyId"] for k in kms.list_keys(Limit=1000)["Keys"]}
+    with expect_error("UnsupportedOperationException", NSS_HAS_NO_EC_KMS_KEYS) as excinfo:
+        kms.create_key(KeySpec=spec, KeyUsage=usage)
+    assert "cannot keep EC private keys wrapped" in excinfo.value.response["Error"]["Message"]
+    assert {k["KeyId"] for k in kms.list_keys(Limit=1000)["Keys"]} == before
