@@ -47,6 +47,7 @@ let package = Package(
             name: "KMSHSM",
             dependencies: [
                 "KMS", "PKCS11",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -33,6 +33,11 @@ public struct HSMProfile: Codable, Sendable, Equatable {
         public var compensation: String?
     }
 
+    public enum KeyPairFamily: String, Codable, Sendable {
+        case rsa = "RSA"
+        case ec = "EC"
+    }
+
     public struct Limits: Codable, Sendable, Equatable {
         public var maxSessions: Int?
         public var maxObjects: Int?
@@ -58,6 +63,9 @@ public struct HSMProfile: Codable, Sendable, Equatable {
     /// Whether the token refuses to wrap a key whose `CKA_EXTRACTABLE` is false. Where it does not, anyone holding
     /// the PIN can export the domain key: use such a token for development and tests only.
     public var enforcesNonExtractable: Bool
+    /// The key-pair families whose private keys the token can wrap under the domain key and unwrap again
+    /// (`RSA`, `EC`): asymmetric KMS keys of other families are refused at CreateKey.
+    public var keyPairFamilies: [KeyPairFamily]
     /// Copy long-lived token keys into session objects at start (much faster on tokens that re-read storage per use).
     public var copyTokenKeysToSession: Bool
     public var limits: Limits

@@ -31,8 +31,12 @@ public final class PKCS11KeyProvider: KeyProvider {
     let sealingKey: ObjectHandle
     let rfc3394: MechanismType
     let tagFailureReturnValues: Set<PKCS11Error.ReturnValue>
+    /// What `C_Verify` answers for a wrong signature on this token (the profile's `macFailureCodes`).
+    let signatureFailureReturnValues: Set<PKCS11Error.ReturnValue>
     let threadPool: NIOThreadPool
     let cache: HandleCache
+    /// Session objects of asymmetric keys' public halves, made from the stored SubjectPublicKeyInfo.
+    let publicKeys: HandleCache
     let logger: Logger
 
     /// Finds the token keys. The thread pool must be started; the provider does not own it.
@@ -48,6 +52,7 @@ public final class PKCS11KeyProvider: KeyProvider {
         let sealingTokenKey = try find(configuration.keyLabels.sealingKey, "sealing key")
         self.rfc3394 = try configuration.profile.rfc3394Mechanism()
         self.tagFailureReturnValues = try configuration.profile.authenticationFailures()
+        self.signatureFailureReturnValues = try configuration.profile.macFailures()
         // Tokens that re-read their storage on every use of a token key (NSS softoken) are far faster on a
         // session copy; the copy stays sensitive and non-extractable.
         if configuration.profile.copyTokenKeysToSession,
@@ -63,12 +68,14 @@ public final class PKCS11KeyProvider: KeyProvider {
         self.configuration = configuration
         self.threadPool = threadPool
         self.cache = HandleCache(capacity: configuration.handleCacheCapacity)
+        self.publicKeys = HandleCache(capacity: configuration.handleCacheCapacity)
         self.logger = logger
     }
 
     // MARK: KeyProvider
 
     public func createBackingKey(for keyID: KeyID, version: UInt32, kind: BackingKeyKind) async throws -> BackingKeyMaterial {
+        if case .keyPair(let spec) = kind { return try await createKeyPair(for: keyID, version: version, spec: spec) }
         let wrapMechanism = try wrapMechanism(for: kind)
         return try await onHSM("create a backing key") { [self] in
             try token.withSession { session throws(PKCS11Error) -> BackingKeyMaterial in
@@ -144,7 +151,7 @@ public final class PKCS11KeyProvider: KeyProvider {
     }
 
     public func forget(_ keyID: KeyID) async {
-        let handles = cache.removeAll(of: keyID)
+        let handles = cache.removeAll(of: keyID) + publicKeys.removeAll(of: keyID)
         guard !handles.isEmpty else { return }
         _ = try? await onHSM("destroy working keys") { [self] in destroy(handles) }
     }
@@ -176,16 +183,19 @@ public final class PKCS11KeyProvider: KeyProvider {
         case .hmac(let algorithm):
             return common + [.keyType(.genericSecret), Attribute(.sign, true), Attribute(.verify, true), Attribute(.encrypt, false), Attribute(.decrypt, false)]
                 + (restrict ? [.allowedMechanisms([algorithm.mechanism])] : [])
+        case .keyPair(let spec):
+            return privateKeyTemplate(spec, extractable: extractable)
         }
     }
 
-    /// AES-256 keys wrap with RFC 3394; HMAC keys (28 bytes for HMAC_224) need RFC 5649's padding.
+    /// AES-256 keys wrap with RFC 3394; HMAC keys (28 bytes for HMAC_224) and private keys (PKCS#8 inside)
+    /// need RFC 5649's padding.
     func wrapMechanism(for kind: BackingKeyKind) throws -> MechanismType {
         switch kind {
         case .aes256: return rfc3394
-        case .hmac:
+        case .hmac, .keyPair:
             guard let code = configuration.profile.keyWrap.rfc5649, let mechanism = MechanismType(name: code) else {
-                throw KMSError(.unsupportedOperation, "This HSM (profile '\(configuration.profile.name)') has no RFC 5649 key wrap, which HMAC keys need.")
+                throw KMSError(.unsupportedOperation, "This HSM (profile '\(configuration.profile.name)') has no RFC 5649 key wrap, which HMAC and asymmetric keys need.")
             }
             return mechanism
         }
@@ -200,12 +210,14 @@ public final class PKCS11KeyProvider: KeyProvider {
             return iv + proof
         case .hmac(let algorithm):
             return try session.sign(data, key: key, mechanism: .hmac(algorithm.mechanism))
+        case .keyPair:
+            preconditionFailure("key pairs are bound by the sealing key: see createKeyPair")
         }
     }
 
     /// Runs `body` with the session-object handle of `key`'s working copy, unwrapping it on a cache miss. A
     /// handle evicted by another thread mid-use is reloaded once.
-    private func withWorkingKey<R: Sendable>(
+    func withWorkingKey<R: Sendable>(
         _ key: BackingKeyRecord, kind: BackingKeyKind, _ what: String,
         _ body: @escaping @Sendable (borrowing Session, ObjectHandle) throws(PKCS11Error) -> R
     ) async throws -> R {
@@ -245,7 +257,7 @@ public final class PKCS11KeyProvider: KeyProvider {
         return use
     }
 
-    private func verifyBinding(_ handle: ObjectHandle, kind: BackingKeyKind, _ key: BackingKeyRecord) -> Bool {
+    func verifyBinding(_ handle: ObjectHandle, kind: BackingKeyKind, _ key: BackingKeyRecord) -> Bool {
         let data = Self.bindingData(key.keyID, key.version)
         switch kind {
         case .aes256:
@@ -261,23 +273,29 @@ public final class PKCS11KeyProvider: KeyProvider {
                 try session.verify(data, signature: key.binding, key: handle, mechanism: .hmac(algorithm.mechanism))
             }
             return verified != nil
+        case .keyPair:
+            return verifyKeyPairBinding(key)
         }
     }
 
-    private func destroy(_ handles: [ObjectHandle]) {
+    func destroy(_ handles: [ObjectHandle]) {
         guard !handles.isEmpty else { return }
         try? token.withSession { session throws(PKCS11Error) in
             for handle in handles { try? session.destroyObject(handle) }
         }
     }
 
-    /// Runs blocking Cryptoki work on the HSM thread pool and translates PKCS#11 failures into KMS errors.
-    private func onHSM<R: Sendable>(_ what: String, _ work: @escaping @Sendable () throws -> R) async throws -> R {
+    /// Runs blocking Cryptoki work on the HSM thread pool and translates PKCS#11 failures into KMS errors;
+    /// `unsupported` names the failures that mean the token lacks what the request asks for.
+    func onHSM<R: Sendable>(
+        _ what: String, unsupported: (PKCS11Error) -> KMSError? = { _ in nil }, _ work: @escaping @Sendable () throws -> R
+    ) async throws -> R {
         do {
             return try await threadPool.runIfActive(work)
         } catch let error as KMSError {
             throw error
         } catch let error as PKCS11Error {
+            if let answer = unsupported(error) { throw answer }
             // Authentication failures are answers, not faults: the caller turns them into AWS errors.
             if error.function == .decrypt && tagFailureReturnValues.contains(error.returnValue) { throw error }
             logger.error("HSM call failed", metadata: ["pkcs11.error": "\(error)", "kms.hsm.task": "\(what)"])
@@ -294,13 +312,16 @@ extension BackingKeyKind {
         switch self {
         case .aes256: .aesKeyGen
         case .hmac: .genericSecretKeyGen
+        case .keyPair(let spec): spec.isRSA ? .rsaKeyPairGen : .ecKeyPairGen
         }
     }
 
+    /// `CKA_VALUE_LEN` of a secret backing key.
     var keyLength: Int {
         switch self {
         case .aes256: 32
         case .hmac(let algorithm): algorithm.keyLength
+        case .keyPair: preconditionFailure("key pairs have no CKA_VALUE_LEN; createKeyPair generates them")
         }
     }
 }

@@ -129,16 +129,27 @@ public final class SQLiteMetadataStore: MetadataStore {
                     ) WITHOUT ROWID;
                     """)
         }
+        migrator.registerMigration("asymmetric-keys") { db in
+            try db.execute(sql: "ALTER TABLE backing_keys ADD COLUMN public_key BLOB")
+        }
+        migrator.registerMigration("imported-key-material") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE keys ADD COLUMN expiration_model TEXT;
+                    ALTER TABLE keys ADD COLUMN valid_to REAL;
+                    CREATE INDEX keys_valid_to ON keys(valid_to) WHERE valid_to IS NOT NULL;
+                    """)
+        }
         registerCustomKeyStoreMigration(in: &migrator)
         return migrator
     }
 
     // MARK: Keys
 
-    public func insertKey(_ key: KeyRecord, backingKey: BackingKeyRecord, tags: [Tag]) async throws {
+    public func insertKey(_ key: KeyRecord, backingKey: BackingKeyRecord?, tags: [Tag]) async throws {
         try await write { db in
             try Self.insert(key, into: db)
-            try Self.insert(backingKey, into: db)
+            if let backingKey { try Self.insert(backingKey, into: db) }
             for tag in tags { try Self.put(tag, on: key.id, into: db) }
         }
     }
@@ -191,6 +202,45 @@ public final class SQLiteMetadataStore: MetadataStore {
                 arguments: [date.timeIntervalSince1970]
             ).map(Self.keyRecord)
         }
+    }
+
+    public func keysWithExpiringMaterial(dueBy date: Date) async throws -> [KeyRecord] {
+        try await read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM keys WHERE valid_to IS NOT NULL AND valid_to <= ? AND state != ? ORDER BY valid_to",
+                arguments: [date.timeIntervalSince1970, KeyState.pendingImport.rawValue]
+            ).map(Self.keyRecord)
+        }
+    }
+
+    public func storeImportedMaterial(_ backingKey: BackingKeyRecord, for key: KeyRecord) async throws {
+        try await write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO backing_keys (key_id, version, wrapped_key, binding, wrapping_key_label, creation_date, nonces_reserved)
+                    VALUES (?, ?, ?, ?, ?, ?, 0)
+                    ON CONFLICT (key_id, version) DO UPDATE SET wrapped_key = excluded.wrapped_key, binding = excluded.binding,
+                    wrapping_key_label = excluded.wrapping_key_label
+                    """,
+                arguments: [
+                    backingKey.keyID.description, Int64(backingKey.version), Data(backingKey.wrappedKey), Data(backingKey.binding),
+                    backingKey.wrappingKeyLabel, backingKey.creationDate.timeIntervalSince1970,
+                ])
+            try Self.updateImportState(of: key, in: db)
+        }
+    }
+
+    public func deleteImportedMaterial(of key: KeyRecord) async throws {
+        try await write { db in
+            try db.execute(sql: "UPDATE backing_keys SET wrapped_key = X'' WHERE key_id = ?", arguments: [key.id.description])
+            try Self.updateImportState(of: key, in: db)
+        }
+    }
+
+    private static func updateImportState(of key: KeyRecord, in db: Database) throws {
+        try db.execute(
+            sql: "UPDATE keys SET state = ?, expiration_model = ?, valid_to = ? WHERE key_id = ?",
+            arguments: [key.state.rawValue, key.expirationModel?.rawValue, key.validTo?.timeIntervalSince1970, key.id.description])
     }
 
     public func destroyKey(_ id: KeyID) async throws {
@@ -494,27 +544,29 @@ public final class SQLiteMetadataStore: MetadataStore {
         try db.execute(
             sql: """
                 INSERT INTO keys (key_id, account_id, creation_date, description, key_spec, key_usage, origin, key_manager,
-                state, deletion_date, pending_window_days, policy, current_version, rotation_period_days, next_rotation_date)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                state, deletion_date, pending_window_days, policy, current_version, rotation_period_days, next_rotation_date,
+                expiration_model, valid_to)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [
                 key.id.description, key.accountID, key.creationDate.timeIntervalSince1970, key.description,
                 key.keySpec.rawValue, key.keyUsage.rawValue, key.origin.rawValue, key.keyManager.rawValue,
                 key.state.rawValue, key.deletionDate?.timeIntervalSince1970, key.pendingWindowInDays, key.policy,
                 Int64(key.currentVersion), key.rotationSchedule?.periodInDays, key.rotationSchedule?.nextRotationDate.timeIntervalSince1970,
+                key.expirationModel?.rawValue, key.validTo?.timeIntervalSince1970,
             ])
     }
 
     static func insert(_ backingKey: BackingKeyRecord, into db: Database) throws {
         try db.execute(
             sql: """
-                INSERT INTO backing_keys (key_id, version, wrapped_key, binding, wrapping_key_label, creation_date, nonces_reserved, rotation_type)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO backing_keys (key_id, version, wrapped_key, binding, wrapping_key_label, creation_date, nonces_reserved, rotation_type, public_key)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [
                 backingKey.keyID.description, Int64(backingKey.version), Data(backingKey.wrappedKey), Data(backingKey.binding),
                 backingKey.wrappingKeyLabel, backingKey.creationDate.timeIntervalSince1970, Int64(clamping: backingKey.noncesReserved),
-                backingKey.rotationType?.rawValue,
+                backingKey.rotationType?.rawValue, backingKey.publicKey.map { Data($0) },
             ])
     }
 
@@ -540,7 +592,9 @@ public final class SQLiteMetadataStore: MetadataStore {
             currentVersion: UInt32(row["current_version"] as Int64),
             rotationSchedule: (row["rotation_period_days"] as Int?).flatMap { days in
                 (row["next_rotation_date"] as Double?).map { RotationSchedule(periodInDays: days, nextRotationDate: Date(timeIntervalSince1970: $0)) }
-            })
+            },
+            expirationModel: (row["expiration_model"] as String?).flatMap(ExpirationModel.init(rawValue:)),
+            validTo: (row["valid_to"] as Double?).map(Date.init(timeIntervalSince1970:)))
     }
 
     private static func backingKeyRecord(_ row: Row) throws -> BackingKeyRecord {
@@ -552,7 +606,8 @@ public final class SQLiteMetadataStore: MetadataStore {
             binding: Array(row["binding"] as Data), wrappingKeyLabel: row["wrapping_key_label"],
             creationDate: Date(timeIntervalSince1970: row["creation_date"]),
             noncesReserved: UInt64(max(0, row["nonces_reserved"] as Int64)),
-            rotationType: (row["rotation_type"] as String?).flatMap(RotationType.init(rawValue:)))
+            rotationType: (row["rotation_type"] as String?).flatMap(RotationType.init(rawValue:)),
+            publicKey: (row["public_key"] as Data?).map { Array($0) })
     }
 
     private static func aliasRecord(_ row: Row) throws -> AliasRecord {

@@ -36,6 +36,17 @@ public struct AttributeType: RawRepresentable, Hashable, Sendable {
     public static let modifiable = AttributeType(rawValue: UInt(CKA_MODIFIABLE))
     public static let checkValue = AttributeType(rawValue: UInt(CKA_CHECK_VALUE))
     public static let allowedMechanisms = AttributeType(rawValue: UInt(CKA_ALLOWED_MECHANISMS))
+    public static let modulus = AttributeType(rawValue: UInt(CKA_MODULUS))
+    public static let modulusBits = AttributeType(rawValue: UInt(CKA_MODULUS_BITS))
+    public static let publicExponent = AttributeType(rawValue: UInt(CKA_PUBLIC_EXPONENT))
+    public static let privateExponent = AttributeType(rawValue: UInt(CKA_PRIVATE_EXPONENT))
+    public static let prime1 = AttributeType(rawValue: UInt(CKA_PRIME_1))
+    public static let prime2 = AttributeType(rawValue: UInt(CKA_PRIME_2))
+    public static let exponent1 = AttributeType(rawValue: UInt(CKA_EXPONENT_1))
+    public static let exponent2 = AttributeType(rawValue: UInt(CKA_EXPONENT_2))
+    public static let coefficient = AttributeType(rawValue: UInt(CKA_COEFFICIENT))
+    public static let ecParams = AttributeType(rawValue: UInt(CKA_EC_PARAMS))
+    public static let ecPoint = AttributeType(rawValue: UInt(CKA_EC_POINT))
 }
 
 /// `CKO_*` object classes Trent uses.
@@ -43,6 +54,8 @@ public struct ObjectClass: RawRepresentable, Hashable, Sendable {
     public var rawValue: UInt
     public init(rawValue: UInt) { self.rawValue = rawValue }
     public static let secretKey = ObjectClass(rawValue: UInt(CKO_SECRET_KEY))
+    public static let publicKey = ObjectClass(rawValue: UInt(CKO_PUBLIC_KEY))
+    public static let privateKey = ObjectClass(rawValue: UInt(CKO_PRIVATE_KEY))
 }
 
 /// `CKK_*` key types Trent uses.
@@ -51,6 +64,8 @@ public struct KeyType: RawRepresentable, Hashable, Sendable {
     public init(rawValue: UInt) { self.rawValue = rawValue }
     public static let aes = KeyType(rawValue: UInt(CKK_AES))
     public static let genericSecret = KeyType(rawValue: UInt(CKK_GENERIC_SECRET))
+    public static let rsa = KeyType(rawValue: UInt(CKK_RSA))
+    public static let ec = KeyType(rawValue: UInt(CKK_EC))
 }
 
 /// One attribute with its value encoded as Cryptoki expects it (`CK_BBOOL` is one byte, `CK_ULONG` is

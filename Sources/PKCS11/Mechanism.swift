@@ -19,6 +19,15 @@ public struct MechanismType: RawRepresentable, Hashable, Sendable, CustomStringC
     public static let sha512HMAC = MechanismType(rawValue: UInt(CKM_SHA512_HMAC))
     public static let aesKeyWrapKWP = MechanismType(rawValue: 0x210B)  // PKCS#11 3.0; absent from p11-kit 0.24's header
 
+    public static let rsaKeyPairGen = MechanismType(rawValue: UInt(CKM_RSA_PKCS_KEY_PAIR_GEN))
+    public static let rsaPKCS = MechanismType(rawValue: UInt(CKM_RSA_PKCS))
+    public static let rsaPKCSPSS = MechanismType(rawValue: UInt(CKM_RSA_PKCS_PSS))
+    public static let rsaPKCSOAEP = MechanismType(rawValue: UInt(CKM_RSA_PKCS_OAEP))
+    public static let rsaX509 = MechanismType(rawValue: UInt(CKM_RSA_X_509))
+    public static let ecKeyPairGen = MechanismType(rawValue: UInt(CKM_EC_KEY_PAIR_GEN))
+    public static let ecdsa = MechanismType(rawValue: UInt(CKM_ECDSA))
+    public static let ecdh1Derive = MechanismType(rawValue: UInt(CKM_ECDH1_DERIVE))
+
     public var description: String { name }
 }
 
@@ -49,6 +58,39 @@ public struct GCMConvention: Sendable, Hashable {
     }
 }
 
+/// The hash functions RSA-PSS and RSA-OAEP are parameterised with (the hash and its MGF1 together).
+public enum HashFunction: Sendable, Hashable, CaseIterable {
+    case sha1, sha256, sha384, sha512
+
+    /// Digest length in bytes; also the PSS salt length Trent uses, as AWS KMS does.
+    public var digestLength: Int {
+        switch self {
+        case .sha1: 20
+        case .sha256: 32
+        case .sha384: 48
+        case .sha512: 64
+        }
+    }
+
+    var mechanism: CK_MECHANISM_TYPE {
+        switch self {
+        case .sha1: CK_MECHANISM_TYPE(CKM_SHA_1)
+        case .sha256: CK_MECHANISM_TYPE(CKM_SHA256)
+        case .sha384: CK_MECHANISM_TYPE(CKM_SHA384)
+        case .sha512: CK_MECHANISM_TYPE(CKM_SHA512)
+        }
+    }
+
+    var mgf1: CK_RSA_PKCS_MGF_TYPE {
+        switch self {
+        case .sha1: CK_RSA_PKCS_MGF_TYPE(CKG_MGF1_SHA1)
+        case .sha256: CK_RSA_PKCS_MGF_TYPE(CKG_MGF1_SHA256)
+        case .sha384: CK_RSA_PKCS_MGF_TYPE(CKG_MGF1_SHA384)
+        case .sha512: CK_RSA_PKCS_MGF_TYPE(CKG_MGF1_SHA512)
+        }
+    }
+}
+
 /// A mechanism with its parameters, checked before it reaches the token.
 public enum Mechanism: Sendable {
     case aesKeyGen
@@ -63,6 +105,22 @@ public enum Mechanism: Sendable {
     case keyWrap(MechanismType)
     /// An HMAC mechanism (`CKM_SHA256_HMAC`, ...): parameterless.
     case hmac(MechanismType)
+    /// RSA key pairs; the template gives `CKA_MODULUS_BITS` and `CKA_PUBLIC_EXPONENT`.
+    case rsaKeyPairGen
+    /// EC key pairs; the public template gives the curve as `CKA_EC_PARAMS`.
+    case ecKeyPairGen
+    /// RSASSA-PKCS1-v1_5 over a DigestInfo the caller builds (the token adds only the padding).
+    case rsaPKCS
+    /// RSASSA-PSS over a digest the caller computed, with MGF1 of the same hash and a salt as long as the digest.
+    case rsaPSS(HashFunction)
+    /// RSAES-OAEP with MGF1 of the same hash and no label.
+    case rsaOAEP(HashFunction)
+    /// Raw RSA (`CKM_RSA_X_509`): the modular exponentiation alone, for padding done on the host.
+    case rsaRaw
+    /// ECDSA over a digest the caller computed; the token returns `r || s`.
+    case ecdsa
+    /// ECDH with no KDF: derives the raw shared secret with the peer's uncompressed public point.
+    case ecdh(peerPoint: [UInt8])
 
     public static let gcmIVLength = 12
     public static let gcmTagLength = 16
@@ -74,6 +132,14 @@ public enum Mechanism: Sendable {
         case .aesGCM: .aesGCM
         case .aesKeyWrap: .aesKeyWrap
         case .keyWrap(let type), .hmac(let type): type
+        case .rsaKeyPairGen: .rsaKeyPairGen
+        case .ecKeyPairGen: .ecKeyPairGen
+        case .rsaPKCS: .rsaPKCS
+        case .rsaPSS: .rsaPKCSPSS
+        case .rsaOAEP: .rsaPKCSOAEP
+        case .rsaRaw: .rsaX509
+        case .ecdsa: .ecdsa
+        case .ecdh: .ecdh1Derive
         }
     }
 
@@ -83,7 +149,7 @@ public enum Mechanism: Sendable {
         _ body: (UnsafeMutablePointer<CK_MECHANISM>) throws(PKCS11Error) -> R
     ) throws(PKCS11Error) -> R {
         switch self {
-        case .aesKeyGen, .genericSecretKeyGen, .aesKeyWrap, .keyWrap, .hmac:
+        case .aesKeyGen, .genericSecretKeyGen, .aesKeyWrap, .keyWrap, .hmac, .rsaKeyPairGen, .ecKeyPairGen, .rsaPKCS, .rsaRaw, .ecdsa:
             var mechanism = CK_MECHANISM(mechanism: CK_MECHANISM_TYPE(type.rawValue), pParameter: nil, ulParameterLen: 0)
             return try body(&mechanism)
         case .aesGCM(let iv, let additionalData, let tagBits):
@@ -111,6 +177,23 @@ public enum Mechanism: Sendable {
                         return Self.call(CKM_AES_GCM, with: &params, body)
                     }
                 }
+            }
+            return try result.get()
+        case .rsaPSS(let hash):
+            var params = CK_RSA_PKCS_PSS_PARAMS(hashAlg: hash.mechanism, mgf: hash.mgf1, sLen: CK_ULONG(hash.digestLength))
+            return try Self.call(CKM_RSA_PKCS_PSS, with: &params, body).get()
+        case .rsaOAEP(let hash):
+            var params = CK_RSA_PKCS_OAEP_PARAMS(
+                hashAlg: hash.mechanism, mgf: hash.mgf1, source: CK_RSA_PKCS_OAEP_SOURCE_TYPE(CKZ_DATA_SPECIFIED), pSourceData: nil,
+                ulSourceDataLen: 0)
+            return try Self.call(CKM_RSA_PKCS_OAEP, with: &params, body).get()
+        case .ecdh(let peerPoint):
+            var point = peerPoint
+            let result: Result<R, PKCS11Error> = point.withUnsafeMutableBufferPointer { pointBuffer in
+                var params = CK_ECDH1_DERIVE_PARAMS(
+                    kdf: ck_ec_kdf_t(CKD_NULL), ulSharedDataLen: 0, pSharedData: nil, ulPublicDataLen: CK_ULONG(pointBuffer.count),
+                    pPublicData: pointBuffer.baseAddress)
+                return Self.call(CKM_ECDH1_DERIVE, with: &params, body)
             }
             return try result.get()
         }

@@ -99,6 +99,9 @@ extension PKCS11Error {
         public static let sign = Function(rawValue: "C_Sign")
         public static let verifyInit = Function(rawValue: "C_VerifyInit")
         public static let verify = Function(rawValue: "C_Verify")
+        public static let generateKeyPair = Function(rawValue: "C_GenerateKeyPair")
+        public static let createObject = Function(rawValue: "C_CreateObject")
+        public static let deriveKey = Function(rawValue: "C_DeriveKey")
     }
 
     /// A `CK_RV`. Named constants cover the codes Trent reacts to; any other prints in hex.
@@ -158,6 +161,8 @@ extension PKCS11Error {
         public static let wrappedKeyInvalid = ReturnValue(rawValue: 0x110)
         public static let wrappedKeyLenRange = ReturnValue(rawValue: 0x112)
         public static let randomNoRNG = ReturnValue(rawValue: 0x121)
+        public static let domainParamsInvalid = ReturnValue(rawValue: 0x130)
+        public static let curveNotSupported = ReturnValue(rawValue: 0x140)
         public static let bufferTooSmall = ReturnValue(rawValue: 0x150)
         public static let cryptokiNotInitialized = ReturnValue(rawValue: 0x190)
         public static let cryptokiAlreadyInitialized = ReturnValue(rawValue: 0x191)
@@ -180,6 +185,7 @@ extension PKCS11Error {
             0xF0: "CKR_UNWRAPPING_KEY_HANDLE_INVALID", 0x100: "CKR_USER_ALREADY_LOGGED_IN",
             0x101: "CKR_USER_NOT_LOGGED_IN", 0x102: "CKR_USER_PIN_NOT_INITIALIZED", 0x103: "CKR_USER_TYPE_INVALID",
             0x110: "CKR_WRAPPED_KEY_INVALID", 0x112: "CKR_WRAPPED_KEY_LEN_RANGE", 0x121: "CKR_RANDOM_NO_RNG",
+            0x130: "CKR_DOMAIN_PARAMETERS_INVALID", 0x140: "CKR_CURVE_NOT_SUPPORTED",
             0x150: "CKR_BUFFER_TOO_SMALL", 0x190: "CKR_CRYPTOKI_NOT_INITIALIZED",
             0x191: "CKR_CRYPTOKI_ALREADY_INITIALIZED",
         ]

@@ -70,6 +70,47 @@ public struct Session: ~Copyable {
         return ObjectHandle(rawValue: UInt(key))
     }
 
+    /// Generates a key pair; returns the public and private key handles.
+    public func generateKeyPair(
+        _ mechanism: Mechanism, publicTemplate: [Attribute], privateTemplate: [Attribute]
+    ) throws(PKCS11Error) -> (publicKey: ObjectHandle, privateKey: ObjectHandle) {
+        var publicKey: CK_OBJECT_HANDLE = 0
+        var privateKey: CK_OBJECT_HANDLE = 0
+        try mechanism.withCMechanism(for: .generateKeyPair) { cMechanism throws(PKCS11Error) in
+            try withCTemplate(publicTemplate) { publicAttributes, publicCount throws(PKCS11Error) in
+                try withCTemplate(privateTemplate) { privateAttributes, privateCount throws(PKCS11Error) in
+                    try call(.generateKeyPair) {
+                        functions.list.C_GenerateKeyPair?(
+                            handle, cMechanism, publicAttributes, publicCount, privateAttributes, privateCount, &publicKey, &privateKey)
+                    }
+                }
+            }
+        }
+        return (ObjectHandle(rawValue: UInt(publicKey)), ObjectHandle(rawValue: UInt(privateKey)))
+    }
+
+    /// Creates an object from its attributes (Trent uses it only for public keys).
+    public func createObject(_ template: [Attribute]) throws(PKCS11Error) -> ObjectHandle {
+        var object: CK_OBJECT_HANDLE = 0
+        try withCTemplate(template) { attributes, count throws(PKCS11Error) in
+            try call(.createObject) { functions.list.C_CreateObject?(handle, attributes, count, &object) }
+        }
+        return ObjectHandle(rawValue: UInt(object))
+    }
+
+    /// Derives a new key from `baseKey` (ECDH) into an object described by `template`.
+    public func deriveKey(_ baseKey: ObjectHandle, mechanism: Mechanism, template: [Attribute]) throws(PKCS11Error) -> ObjectHandle {
+        var derived: CK_OBJECT_HANDLE = 0
+        try mechanism.withCMechanism(for: .deriveKey) { cMechanism throws(PKCS11Error) in
+            try withCTemplate(template) { attributes, count throws(PKCS11Error) in
+                try call(.deriveKey) {
+                    functions.list.C_DeriveKey?(handle, cMechanism, CK_OBJECT_HANDLE(baseKey.rawValue), attributes, count, &derived)
+                }
+            }
+        }
+        return ObjectHandle(rawValue: UInt(derived))
+    }
+
     /// Wraps (encrypts) `key` under `wrappingKey` inside the token.
     public func wrapKey(_ key: ObjectHandle, with wrappingKey: ObjectHandle, mechanism: Mechanism) throws(PKCS11Error) -> [UInt8] {
         try mechanism.withCMechanism(for: .wrapKey) { cMechanism throws(PKCS11Error) in

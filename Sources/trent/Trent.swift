@@ -296,7 +296,8 @@ struct AuditDigestService: Service {
 }
 
 /// Every `interval`, until graceful shutdown: destroys keys whose deletion window has ended, rotates keys
-/// whose rotation date has come, and writes the keys' last uses (also at shutdown).
+/// whose rotation date has come, deletes imported material past its ValidTo, and writes the keys' last uses
+/// (also at shutdown).
 struct KeyMaintenance: Service {
     let service: KeyManagementService
     let interval: Duration
@@ -308,6 +309,7 @@ struct KeyMaintenance: Service {
                 do {
                     try await service.destroyExpiredKeys()
                     try await service.rotateDueKeys()
+                    try await service.expireImportedKeyMaterial()
                     try await service.flushKeyUsage()
                 } catch {
                     logger.error("key maintenance failed; retrying at the next interval", metadata: ["error": "\(error)"])

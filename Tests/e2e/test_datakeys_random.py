@@ -104,16 +104,21 @@ def test_generate_random_out_of_range(kms, n):
         kms.generate_random(NumberOfBytes=n)
 
 
-# --------------------------------------------------------------------------- not implemented yet
+# --------------------------------------------------------------------------- operations a symmetric key cannot do
 
-UNSUPPORTED = {
-    "sign": lambda k: dict(KeyId=k, Message=b"message", SigningAlgorithm="RSASSA_PSS_SHA_256"),
-    "get_public_key": lambda k: dict(KeyId=k),
-    "get_parameters_for_import": lambda k: dict(KeyId=k, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"),
+NOT_FOR_SYMMETRIC_KEYS = {
+    # AWS: a symmetric key's usage does not allow signing; it has no public key; its material is AWS_KMS, not EXTERNAL.
+    "sign": (lambda k: dict(KeyId=k, Message=b"message", SigningAlgorithm="RSASSA_PSS_SHA_256"), "InvalidKeyUsageException"),
+    "get_public_key": (lambda k: dict(KeyId=k), "UnsupportedOperationException"),
+    "get_parameters_for_import": (
+        lambda k: dict(KeyId=k, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"),
+        "UnsupportedOperationException",
+    ),
 }
 
 
-@pytest.mark.parametrize("op", sorted(UNSUPPORTED))
-def test_unimplemented_operation(kms, key, op):
-    with expect_error("UnsupportedOperationException"):
-        getattr(kms, op)(**UNSUPPORTED[op](key))
+@pytest.mark.parametrize("op", sorted(NOT_FOR_SYMMETRIC_KEYS))
+def test_operation_not_for_symmetric_keys(kms, key, op):
+    arguments, code = NOT_FOR_SYMMETRIC_KEYS[op]
+    with expect_error(code):
+        getattr(kms, op)(**arguments(key))

@@ -38,6 +38,23 @@ DEFAULT_BIN = REPO / ".build" / "debug" / "trent"
 # server's data folder (`hsm.embeddedToken`). `make test` runs the suite once per token.
 TOKEN = os.environ.get("TRENT_E2E_TOKEN", "softhsm2")
 
+# What this run's token cannot do, as its HSM profile (Config/hsm/<token>.json) records it: Trent answers
+# UnsupportedOperationException there (tests of that answer run on that token), and tests that need it skip.
+NSS_HAS_NO_EC_KMS_KEYS = (
+    "NSS softoken cannot unwrap the EC private keys it wraps (CKR_TEMPLATE_INCOMPLETE), so Trent refuses EC KMS keys on it"
+)
+NSS_HAS_NO_SECP256K1 = "NSS softoken has no secp256k1 curve (CKR_DOMAIN_PARAMETERS_INVALID)"
+
+
+def require_ec_kms_keys() -> None:
+    if TOKEN == "nss-softoken":
+        pytest.skip(NSS_HAS_NO_EC_KMS_KEYS)
+
+
+def require_key_pair_spec(spec: str) -> None:
+    if TOKEN == "nss-softoken" and spec == "ECC_SECG_P256K1":
+        pytest.skip(NSS_HAS_NO_SECP256K1)
+
 REGION = "us-east-1"
 ACCOUNT_ID = "111122223333"
 ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"

@@ -40,12 +40,116 @@ public enum MacAlgorithm: String, Sendable, Codable, CaseIterable {
     }
 }
 
+/// The asymmetric key pairs Trent makes, for KMS keys and for GenerateDataKeyPair (whose KeyPairSpec uses
+/// the same names).
+public enum KeyPairSpec: String, Sendable, Codable, CaseIterable {
+    case rsa2048 = "RSA_2048", rsa3072 = "RSA_3072", rsa4096 = "RSA_4096"
+    case eccNistP256 = "ECC_NIST_P256", eccNistP384 = "ECC_NIST_P384", eccNistP521 = "ECC_NIST_P521"
+    case eccSecgP256k1 = "ECC_SECG_P256K1"
+
+    public var isRSA: Bool { rsaModulusBits != nil }
+
+    public var rsaModulusBits: Int? {
+        switch self {
+        case .rsa2048: 2048
+        case .rsa3072: 3072
+        case .rsa4096: 4096
+        default: nil
+        }
+    }
+
+    /// The key usages AWS allows for the spec (secp256k1 signs only).
+    public var keyUsages: [KeyUsage] {
+        switch self {
+        case .rsa2048, .rsa3072, .rsa4096: [.encryptDecrypt, .signVerify]
+        case .eccNistP256, .eccNistP384, .eccNistP521: [.signVerify, .keyAgreement]
+        case .eccSecgP256k1: [.signVerify]
+        }
+    }
+
+    /// The signing algorithms AWS lists for the spec.
+    public var signingAlgorithms: [SigningAlgorithm] {
+        switch self {
+        case .rsa2048, .rsa3072, .rsa4096:
+            [.rsassaPKCS1SHA256, .rsassaPKCS1SHA384, .rsassaPKCS1SHA512, .rsassaPSSSHA256, .rsassaPSSSHA384, .rsassaPSSSHA512]
+        case .eccNistP256, .eccSecgP256k1: [.ecdsaSHA256]
+        case .eccNistP384: [.ecdsaSHA384]
+        case .eccNistP521: [.ecdsaSHA512]
+        }
+    }
+}
+
+/// The hash functions of signing and encryption algorithms.
+public enum DigestAlgorithm: Sendable, Hashable {
+    case sha1, sha256, sha384, sha512
+
+    public var length: Int {
+        switch self {
+        case .sha1: 20
+        case .sha256: 32
+        case .sha384: 48
+        case .sha512: 64
+        }
+    }
+}
+
+/// Signing algorithms, spelled as the API spells them.
+public enum SigningAlgorithm: String, Sendable, Codable, CaseIterable {
+    case rsassaPSSSHA256 = "RSASSA_PSS_SHA_256", rsassaPSSSHA384 = "RSASSA_PSS_SHA_384", rsassaPSSSHA512 = "RSASSA_PSS_SHA_512"
+    case rsassaPKCS1SHA256 = "RSASSA_PKCS1_V1_5_SHA_256", rsassaPKCS1SHA384 = "RSASSA_PKCS1_V1_5_SHA_384"
+    case rsassaPKCS1SHA512 = "RSASSA_PKCS1_V1_5_SHA_512"
+    case ecdsaSHA256 = "ECDSA_SHA_256", ecdsaSHA384 = "ECDSA_SHA_384", ecdsaSHA512 = "ECDSA_SHA_512"
+    /// Listed so requests naming them get InvalidKeyUsageException rather than a validation error: Trent has
+    /// no SM2 or ML-DSA keys.
+    case sm2DSA = "SM2DSA", mlDSAShake256 = "ML_DSA_SHAKE_256"
+
+    public enum Scheme: Sendable { case pss, pkcs1v15, ecdsa, unsupported }
+
+    public var scheme: Scheme {
+        switch self {
+        case .rsassaPSSSHA256, .rsassaPSSSHA384, .rsassaPSSSHA512: .pss
+        case .rsassaPKCS1SHA256, .rsassaPKCS1SHA384, .rsassaPKCS1SHA512: .pkcs1v15
+        case .ecdsaSHA256, .ecdsaSHA384, .ecdsaSHA512: .ecdsa
+        case .sm2DSA, .mlDSAShake256: .unsupported
+        }
+    }
+
+    public var digest: DigestAlgorithm {
+        switch self {
+        case .rsassaPSSSHA256, .rsassaPKCS1SHA256, .ecdsaSHA256, .sm2DSA, .mlDSAShake256: .sha256
+        case .rsassaPSSSHA384, .rsassaPKCS1SHA384, .ecdsaSHA384: .sha384
+        case .rsassaPSSSHA512, .rsassaPKCS1SHA512, .ecdsaSHA512: .sha512
+        }
+    }
+}
+
+/// How Sign and Verify treat the message: hash it once (`RAW`) or take it as the digest (`DIGEST`).
+public enum MessageType: String, Sendable, Codable, CaseIterable {
+    case raw = "RAW"
+    case digest = "DIGEST"
+    /// ML-DSA's external mu; listed so it is refused as AWS refuses it for other keys.
+    case externalMu = "EXTERNAL_MU"
+}
+
+/// RSA encryption algorithms (RSAES-OAEP with MGF1 of the same hash, no label).
+public enum RSAEncryptionAlgorithm: String, Sendable, CaseIterable {
+    case oaepSHA1 = "RSAES_OAEP_SHA_1"
+    case oaepSHA256 = "RSAES_OAEP_SHA_256"
+
+    public var digest: DigestAlgorithm { self == .oaepSHA1 ? .sha1 : .sha256 }
+
+    /// The longest plaintext OAEP can encrypt under a modulus of `bits`.
+    public func maximumPlaintextLength(modulusBits bits: Int) -> Int { bits / 8 - 2 * digest.length - 2 }
+}
+
 /// What a backing key is inside the token.
 public enum BackingKeyKind: Sendable, Hashable {
     /// AES-256 for AES-GCM (symmetric encryption keys).
     case aes256
     /// A generic secret for one HMAC algorithm.
     case hmac(MacAlgorithm)
+    /// The private half of an RSA or EC key pair; the public half is kept beside it in the clear.
+    case keyPair(KeyPairSpec)
 }
 
 extension KeySpec {
@@ -60,10 +164,21 @@ extension KeySpec {
         }
     }
 
+    /// The key pair of an asymmetric key spec.
+    public var keyPairSpec: KeyPairSpec? { KeyPairSpec(rawValue: rawValue) }
+
     /// The backing key Trent keeps for this spec, for the specs it serves.
     public var backingKeyKind: BackingKeyKind? {
         if self == .symmetricDefault { return .aes256 }
+        if let pair = keyPairSpec { return .keyPair(pair) }
         return macAlgorithm.map(BackingKeyKind.hmac)
+    }
+
+    /// The key usages AWS allows for the spec.
+    public var keyUsages: [KeyUsage] {
+        if self == .symmetricDefault { return [.encryptDecrypt] }
+        if macAlgorithm != nil { return [.generateVerifyMAC] }
+        return keyPairSpec?.keyUsages ?? []
     }
 }
 
@@ -104,12 +219,19 @@ public struct KeyRecord: Sendable, Equatable {
     public var currentVersion: UInt32
     /// Automatic rotation, when enabled.
     public var rotationSchedule: RotationSchedule?
+    /// Whether imported key material expires (keys of origin EXTERNAL that hold material).
+    public var expirationModel: ExpirationModel?
+    /// When imported key material expires and is deleted.
+    public var validTo: Date?
 
     public init(
         id: KeyID, accountID: String, creationDate: Date, description: String, keySpec: KeySpec, keyUsage: KeyUsage,
         origin: KeyOrigin, keyManager: KeyManager, state: KeyState, deletionDate: Date? = nil,
-        pendingWindowInDays: Int? = nil, policy: String, currentVersion: UInt32, rotationSchedule: RotationSchedule? = nil
+        pendingWindowInDays: Int? = nil, policy: String, currentVersion: UInt32, rotationSchedule: RotationSchedule? = nil,
+        expirationModel: ExpirationModel? = nil, validTo: Date? = nil
     ) {
+        self.expirationModel = expirationModel
+        self.validTo = validTo
         self.rotationSchedule = rotationSchedule
         self.id = id
         self.accountID = accountID
@@ -129,10 +251,60 @@ public struct KeyRecord: Sendable, Equatable {
     public var isEnabled: Bool { state == .enabled }
 
     public var encryptionAlgorithms: [String] {
-        keySpec == .symmetricDefault && keyUsage == .encryptDecrypt ? ["SYMMETRIC_DEFAULT"] : []
+        guard keyUsage == .encryptDecrypt else { return [] }
+        if keySpec == .symmetricDefault { return ["SYMMETRIC_DEFAULT"] }
+        return keySpec.keyPairSpec?.isRSA == true ? RSAEncryptionAlgorithm.allCases.map(\.rawValue) : []
     }
 
     public var macAlgorithms: [String] { keySpec.macAlgorithm.map { [$0.rawValue] } ?? [] }
+
+    public var signingAlgorithms: [String] {
+        guard keyUsage == .signVerify, let pair = keySpec.keyPairSpec else { return [] }
+        return pair.signingAlgorithms.map(\.rawValue)
+    }
+
+    public var keyAgreementAlgorithms: [String] { keyUsage == .keyAgreement ? ["ECDH"] : [] }
+}
+
+/// Whether imported key material expires, spelled as the API spells it.
+public enum ExpirationModel: String, Sendable, Codable, CaseIterable {
+    case expires = "KEY_MATERIAL_EXPIRES"
+    case doesNotExpire = "KEY_MATERIAL_DOES_NOT_EXPIRE"
+}
+
+/// How key material to import is encrypted to the wrapping key GetParametersForImport returned.
+public enum WrappingAlgorithm: String, Sendable, Codable, CaseIterable {
+    case rsaesPKCS1 = "RSAES_PKCS1_V1_5"
+    case oaepSHA1 = "RSAES_OAEP_SHA_1"
+    case oaepSHA256 = "RSAES_OAEP_SHA_256"
+    /// OAEP of an ephemeral AES-256 key, then RFC 5649 of the material under it.
+    case rsaAESKeyWrapSHA1 = "RSA_AES_KEY_WRAP_SHA_1"
+    case rsaAESKeyWrapSHA256 = "RSA_AES_KEY_WRAP_SHA_256"
+    case sm2PKE = "SM2PKE"
+
+    /// The OAEP hash of the RSA step; nil for the algorithms Trent does not take.
+    public var oaepDigest: DigestAlgorithm? {
+        switch self {
+        case .oaepSHA1, .rsaAESKeyWrapSHA1: .sha1
+        case .oaepSHA256, .rsaAESKeyWrapSHA256: .sha256
+        case .rsaesPKCS1, .sm2PKE: nil
+        }
+    }
+
+    public var wrapsWithAES: Bool { self == .rsaAESKeyWrapSHA1 || self == .rsaAESKeyWrapSHA256 }
+}
+
+/// The RSA key an import is encrypted to: its private key wrapped under the domain key, its public key in the clear.
+public struct ImportWrappingKey: Sendable, Equatable {
+    public var spec: KeyPairSpec
+    public var wrappedPrivateKey: [UInt8]
+    public var publicKey: [UInt8]
+
+    public init(spec: KeyPairSpec, wrappedPrivateKey: [UInt8], publicKey: [UInt8]) {
+        self.spec = spec
+        self.wrappedPrivateKey = wrappedPrivateKey
+        self.publicKey = publicKey
+    }
 }
 
 /// When a key's material rotates automatically.
@@ -168,11 +340,14 @@ public struct BackingKeyRecord: Sendable, Equatable {
     public var noncesReserved: UInt64
     /// Set when a rotation made this version.
     public var rotationType: RotationType?
+    /// The DER SubjectPublicKeyInfo of an asymmetric key's pair; nil for secret keys.
+    public var publicKey: [UInt8]?
 
     public init(
         keyID: KeyID, version: UInt32, wrappedKey: [UInt8], binding: [UInt8], wrappingKeyLabel: String,
-        creationDate: Date, noncesReserved: UInt64 = 0, rotationType: RotationType? = nil
+        creationDate: Date, noncesReserved: UInt64 = 0, rotationType: RotationType? = nil, publicKey: [UInt8]? = nil
     ) {
+        self.publicKey = publicKey
         self.rotationType = rotationType
         self.keyID = keyID
         self.version = version

@@ -19,6 +19,41 @@ public protocol KeyProvider: Sendable {
     /// Whether `mac` is the HMAC of `message` under the key, checked in the token.
     func verifyMac(_ message: [UInt8], mac: [UInt8], under key: BackingKeyRecord, algorithm: MacAlgorithm) async throws -> Bool
 
+    /// Signs in the token with an asymmetric key's private key: a `.raw` message is hashed once first, a
+    /// `.digest` is signed as given. ECDSA signatures come back DER-encoded.
+    func sign(_ message: [UInt8], type: MessageType, under key: BackingKeyRecord, spec: KeyPairSpec, algorithm: SigningAlgorithm) async throws -> [UInt8]
+
+    /// Whether `signature` is valid for the message under the key's public key.
+    func verify(
+        _ message: [UInt8], type: MessageType, signature: [UInt8], under key: BackingKeyRecord, spec: KeyPairSpec,
+        algorithm: SigningAlgorithm
+    ) async throws -> Bool
+
+    /// RSAES-OAEP encryption to the key's public key.
+    func encrypt(_ plaintext: [UInt8], under key: BackingKeyRecord, spec: KeyPairSpec, algorithm: RSAEncryptionAlgorithm) async throws -> [UInt8]
+
+    /// RSAES-OAEP decryption with the private key in the token; anything that does not decode is `.invalidCiphertext`.
+    func decrypt(_ ciphertext: [UInt8], under key: BackingKeyRecord, spec: KeyPairSpec, algorithm: RSAEncryptionAlgorithm) async throws -> [UInt8]
+
+    /// ECDH in the token between the key's private key and `peerPublicKey` (a DER SubjectPublicKeyInfo on the
+    /// same curve); returns the raw shared secret. A key on another curve, or not a point, is `.validation`.
+    func deriveSharedSecret(peerPublicKey: [UInt8], under key: BackingKeyRecord, spec: KeyPairSpec) async throws -> [UInt8]
+
+    /// A data key pair generated in the token for export: the private key as DER PKCS#8 and the public key as
+    /// a DER SubjectPublicKeyInfo. Nothing of it stays in the token.
+    func generateDataKeyPair(_ spec: KeyPairSpec) async throws -> (privateKey: [UInt8], publicKey: [UInt8])
+
+    /// A fresh RSA key pair for GetParametersForImport, generated in the token; its private key can only unwrap.
+    func createImportWrappingKey(_ spec: KeyPairSpec) async throws -> ImportWrappingKey
+
+    /// Unwraps imported key material into the token with the wrapping key's private key and returns it as a
+    /// backing key for `keyID` and `version`. With `previous` (material imported before), the new material must
+    /// be the same key (`IncorrectKeyMaterialException` otherwise). Undecryptable input is `.invalidCiphertext`.
+    func importKeyMaterial(
+        _ encrypted: [UInt8], wrappingKey: ImportWrappingKey, algorithm: WrappingAlgorithm, for keyID: KeyID, version: UInt32,
+        kind: BackingKeyKind, previous: BackingKeyRecord?
+    ) async throws -> BackingKeyMaterial
+
     /// Bytes from the token's random number generator.
     func generateRandom(count: Int) async throws -> [UInt8]
 
@@ -38,8 +73,11 @@ public struct BackingKeyMaterial: Sendable {
     public var wrappedKey: [UInt8]
     public var binding: [UInt8]
     public var wrappingKeyLabel: String
+    /// The DER SubjectPublicKeyInfo of a key pair; nil for secret keys.
+    public var publicKey: [UInt8]?
 
-    public init(wrappedKey: [UInt8], binding: [UInt8], wrappingKeyLabel: String) {
+    public init(wrappedKey: [UInt8], binding: [UInt8], wrappingKeyLabel: String, publicKey: [UInt8]? = nil) {
+        self.publicKey = publicKey
         self.wrappedKey = wrappedKey
         self.binding = binding
         self.wrappingKeyLabel = wrappingKeyLabel
@@ -47,6 +85,9 @@ public struct BackingKeyMaterial: Sendable {
 }
 
 public struct SealedData: Sendable, Equatable {
+    /// AES-GCM's 96-bit IV, which every provider's sealing uses.
+    public static let ivLength = 12
+
     public var iv: [UInt8]
     /// Ciphertext followed by the tag.
     public var ciphertextAndTag: [UInt8]

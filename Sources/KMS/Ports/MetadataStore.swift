@@ -7,7 +7,8 @@ public import Foundation
 /// ``MetadataStoreError`` for constraint violations the service turns into AWS errors).
 public protocol MetadataStore: Sendable {
     // Keys
-    func insertKey(_ key: KeyRecord, backingKey: BackingKeyRecord, tags: [Tag]) async throws
+    /// Inserts a key with its first backing key; a key awaiting imported material has none yet.
+    func insertKey(_ key: KeyRecord, backingKey: BackingKeyRecord?, tags: [Tag]) async throws
     func key(_ id: KeyID) async throws -> KeyRecord?
     func updateKey(_ key: KeyRecord) async throws
     /// The keys of one account in creation order, starting after `marker` (an opaque value from a previous page).
@@ -15,6 +16,14 @@ public protocol MetadataStore: Sendable {
     func keysPendingDeletion(dueBy date: Date) async throws -> [KeyRecord]
     /// Keys with automatic rotation enabled whose next rotation date has come.
     func keysDueForRotation(dueBy date: Date) async throws -> [KeyRecord]
+    /// Keys whose imported material expires by `date` and is still present.
+    func keysWithExpiringMaterial(dueBy date: Date) async throws -> [KeyRecord]
+    /// Stores imported material as the key's backing key (keeping the version's nonce count) and the key's new
+    /// state and expiration, atomically.
+    func storeImportedMaterial(_ backingKey: BackingKeyRecord, for key: KeyRecord) async throws
+    /// Erases a key's imported material (its wrapped keys; the binding proofs stay, to recognise the same
+    /// material when it returns) and stores the key's new state, atomically.
+    func deleteImportedMaterial(of key: KeyRecord) async throws
     /// Removes the key with its backing keys, aliases and tags, and overwrites the freed bytes.
     func destroyKey(_ id: KeyID) async throws
 

@@ -1,4 +1,5 @@
-/// Encrypt, Decrypt, ReEncrypt, data keys and random bytes with symmetric keys.
+/// Encrypt, Decrypt, ReEncrypt, data keys and random bytes: with symmetric keys, and RSA keys for Encrypt,
+/// Decrypt and ReEncrypt.
 extension KeyManagementService {
     public static let symmetricAlgorithm = "SYMMETRIC_DEFAULT"
     static let encryptionAlgorithms = ["SYMMETRIC_DEFAULT", "RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "SM2PKE"]
@@ -39,13 +40,13 @@ extension KeyManagementService {
         try context.validate(member: "encryptionContext")
         let resolved = try await resolveKey(keyID, allowAlias: true, caller: caller)
         let key = resolved.record
-        let algorithm = try checkSymmetricAlgorithm(algorithm, member: "encryptionAlgorithm", for: key)
+        let algorithm = try checkAlgorithm(algorithm, member: "encryptionAlgorithm", for: key)
         try await authorize(
             "kms:Encrypt", resolved, grant: .encrypt, encryptionContext: context, context: .algorithm(algorithm), caller: caller)
         try requireEnabled(key)
-        try requireSymmetricEncryption(key)
+        try requireEncryption(key, context: context)
         try rejectDryRun(dryRun)
-        let blob = try await seal(plaintext, under: key, context: context)
+        let blob = try await seal(plaintext, under: key, context: context, algorithm: algorithm)
         await recordUse(of: key, "Encrypt")
         return EncryptResult(ciphertextBlob: blob, keyARN: arn(key), encryptionAlgorithm: algorithm)
     }
@@ -70,7 +71,7 @@ extension KeyManagementService {
         try destinationContext.validate(member: "destinationEncryptionContext")
         let resolvedDestination = try await resolveKey(destinationKeyID, member: "destinationKeyId", allowAlias: true, caller: caller)
         let destination = resolvedDestination.record
-        let destinationAlgorithm = try checkSymmetricAlgorithm(
+        let destinationAlgorithm = try checkAlgorithm(
             destinationAlgorithm, member: "destinationEncryptionAlgorithm", for: destination)
         let (source, plaintext, sourceAlgorithm) = try await open(
             ciphertext, context: sourceContext, keyID: sourceKeyID, algorithm: sourceAlgorithm,
@@ -80,9 +81,9 @@ extension KeyManagementService {
             "kms:ReEncryptTo", resolvedDestination, grant: .reEncryptTo, encryptionContext: destinationContext,
             context: .algorithm(destinationAlgorithm), caller: caller)
         try requireEnabled(destination)
-        try requireSymmetricEncryption(destination)
+        try requireEncryption(destination, context: destinationContext)
         try rejectDryRun(dryRun)
-        let blob = try await seal(plaintext, under: destination, context: destinationContext)
+        let blob = try await seal(plaintext, under: destination, context: destinationContext, algorithm: destinationAlgorithm)
         await recordUse(of: source, "ReEncrypt")
         await recordUse(of: destination, "ReEncrypt")
         return ReEncryptResult(
@@ -119,7 +120,7 @@ extension KeyManagementService {
         try requireSymmetricEncryption(key)
         try rejectDryRun(dryRun)
         let dataKey = try await provider.generateRandom(count: length)
-        let blob = try await seal(dataKey, under: key, context: context)
+        let blob = try await seal(dataKey, under: key, context: context, algorithm: Self.symmetricAlgorithm)
         await recordUse(of: key, includePlaintext ? "GenerateDataKey" : "GenerateDataKeyWithoutPlaintext")
         return DataKeyResult(plaintext: includePlaintext ? dataKey : nil, ciphertextBlob: blob, keyARN: arn(key))
     }
@@ -136,7 +137,8 @@ extension KeyManagementService {
 
     // MARK: Shared steps
 
-    private func checkSymmetricAlgorithm(_ algorithm: String?, member: String, for key: KeyRecord) throws(KMSError) -> String {
+    /// The request's encryption algorithm (SYMMETRIC_DEFAULT when absent), which the key must support.
+    private func checkAlgorithm(_ algorithm: String?, member: String, for key: KeyRecord) throws(KMSError) -> String {
         guard let algorithm else { return Self.symmetricAlgorithm }
         guard Self.encryptionAlgorithms.contains(algorithm) else {
             throw KMSError.constraint(
@@ -148,16 +150,37 @@ extension KeyManagementService {
         return algorithm
     }
 
-    private func requireSymmetricEncryption(_ key: KeyRecord) throws(KMSError) {
+    /// Symmetric encryption keys, and RSA keys for ENCRYPT_DECRYPT, which take no encryption context.
+    private func requireEncryption(_ key: KeyRecord, context: EncryptionContext) throws(KMSError) {
+        guard key.keyUsage == .encryptDecrypt, key.keySpec == .symmetricDefault || key.keySpec.keyPairSpec?.isRSA == true else {
+            throw KMSError(.invalidKeyUsage, "\(arn(key)) key usage is \(key.keyUsage.rawValue) which is not valid for this operation.")
+        }
+        if key.keySpec != .symmetricDefault && !context.isEmpty {
+            throw KMSError(.validation, "EncryptionContext is supported only with symmetric encryption KMS keys; \(arn(key)) is \(key.keySpec.rawValue).")
+        }
+    }
+
+    func requireSymmetricEncryption(_ key: KeyRecord) throws(KMSError) {
         guard key.keySpec == .symmetricDefault, key.keyUsage == .encryptDecrypt else {
             throw KMSError(.invalidKeyUsage, "\(arn(key)) key usage is \(key.keyUsage.rawValue) which is not valid for this operation.")
         }
     }
 
-    /// Encrypts under the key's current backing-key version, charging its nonce budget.
-    private func seal(_ plaintext: [UInt8], under key: KeyRecord, context: EncryptionContext) async throws -> [UInt8] {
+    /// Encrypts under the key's current backing-key version, charging its nonce budget; RSA keys encrypt
+    /// to their public key and return the bare RSA ciphertext, as AWS does.
+    func seal(_ plaintext: [UInt8], under key: KeyRecord, context: EncryptionContext, algorithm: String) async throws -> [UInt8] {
+        if let pair = key.keySpec.keyPairSpec {
+            guard let rsa = RSAEncryptionAlgorithm(rawValue: algorithm), let bits = pair.rsaModulusBits else {
+                throw KMSError(.invalidKeyUsage, "The encryption algorithm \(algorithm) is not supported by \(arn(key)).")
+            }
+            let limit = rsa.maximumPlaintextLength(modulusBits: bits)
+            guard plaintext.count <= limit else {
+                throw KMSError(.validation, "Plaintext is \(plaintext.count) bytes; \(algorithm) with \(pair.rawValue) encrypts at most \(limit) bytes.")
+            }
+            return try await provider.encrypt(plaintext, under: try await currentBackingKey(of: key), spec: pair, algorithm: rsa)
+        }
         let customKeyStoreLink = try await usableCustomKeyStoreLink(of: key)
-        let version = try await ledger.claimEncryption(for: key, renewable: customKeyStoreLink == nil)
+        let version = try await ledger.claimEncryption(for: key)
         guard let backingKey = try await store.backingKey(key.id, version: version) else {
             throw KMSError(.internalFailure, "Backing key version \(version) of \(arn(key)) is missing.")
         }
@@ -177,6 +200,25 @@ extension KeyManagementService {
         members: (keyID: String, algorithm: String), action: (name: String, grant: GrantOperation), dryRun: Bool?, caller: Caller
     ) async throws -> (KeyRecord, [UInt8], String) {
         let named = try await keyID.asyncMap { try await resolveKey($0, member: members.keyID, allowAlias: true, caller: caller) }
+        // An RSA ciphertext is bare: it names no key, so the caller names the key and the algorithm; any
+        // other request reads the blob as a symmetric ciphertext.
+        let rsaAlgorithm = algorithm.flatMap(RSAEncryptionAlgorithm.init(rawValue:))
+        if rsaAlgorithm != nil && named == nil {
+            throw KMSError(.validation, "\(members.keyID) is required to decrypt a ciphertext made with \(algorithm ?? "").")
+        }
+        if let named, rsaAlgorithm != nil, let pair = named.record.keySpec.keyPairSpec {
+            let key = named.record
+            let algorithm = try checkAlgorithm(algorithm, member: members.algorithm, for: key)
+            try await authorize(action.name, named, grant: action.grant, encryptionContext: context, context: .algorithm(algorithm), caller: caller)
+            try requireEnabled(key)
+            try requireEncryption(key, context: context)
+            try rejectDryRun(dryRun)
+            guard let rsa = RSAEncryptionAlgorithm(rawValue: algorithm) else {
+                throw KMSError(.invalidKeyUsage, "The encryption algorithm \(algorithm) is not supported by \(arn(key)).")
+            }
+            let plaintext = try await provider.decrypt(ciphertext, under: try await currentBackingKey(of: key), spec: pair, algorithm: rsa)
+            return (key, plaintext, algorithm)
+        }
         let blob = try CiphertextBlob(parsing: ciphertext)
         if let named, named.record.id != blob.keyID {
             throw KMSError(.incorrectKey, "The key ID in the request does not identify a CMK that can perform this operation.")
@@ -185,7 +227,7 @@ extension KeyManagementService {
         guard let key = blobKey else {
             throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
         }
-        let algorithm = try checkSymmetricAlgorithm(algorithm, member: members.algorithm, for: key)
+        let algorithm = try checkAlgorithm(algorithm, member: members.algorithm, for: key)
         try await authorize(
             action.name, ResolvedKey(record: key, requestAlias: named?.requestAlias), grant: action.grant, encryptionContext: context,
             context: .algorithm(algorithm), caller: caller)

@@ -41,18 +41,29 @@ extension KeyManagementService {
         try validateLength(description.utf8.count, "description", min: 0, max: 8192)
 
         guard keySpec.backingKeyKind != nil else {
-            throw KMSError(.unsupportedOperation, "KeySpec \(keySpec.rawValue) is not supported by Trent yet; use SYMMETRIC_DEFAULT or an HMAC spec.")
+            throw KMSError(.unsupportedOperation, "KeySpec \(keySpec.rawValue) is not supported by Trent: it has no SM2, ML-DSA or Ed25519 keys.")
         }
-        let expectedUsage: KeyUsage = keySpec.macAlgorithm == nil ? .encryptDecrypt : .generateVerifyMAC
-        guard keyUsage == expectedUsage else {
+        if request.keyUsage == nil && keySpec != .symmetricDefault {
+            throw KMSError(.validation, "KeyUsage is required for KeySpec \(keySpec.rawValue); valid values are \(keySpec.keyUsages.map(\.rawValue).joined(separator: ", ")).")
+        }
+        guard keySpec.keyUsages.contains(keyUsage) else {
             throw KMSError(.validation, "KeyUsage \(keyUsage.rawValue) is not compatible with KeySpec \(keySpec.rawValue).")
         }
         // Custom key stores: KeyManagementService+CustomKeyStores.swift.
         let placement = try await customKeyStorePlacement(
             storeID: request.customKeyStoreID, xksKeyID: request.xksKeyID, origin: origin, keySpec: keySpec,
             multiRegion: request.multiRegion, caller: caller)
-        guard origin == .awsKMS || placement != nil else {
-            throw KMSError(.unsupportedOperation, "Origin \(origin.rawValue) is not supported by Trent yet.")
+        switch origin {
+        case .awsKMS:
+            break
+        case .external:
+            guard keySpec == .symmetricDefault || keySpec.macAlgorithm != nil else {
+                throw KMSError(.unsupportedOperation, "Trent imports key material into SYMMETRIC_DEFAULT and HMAC keys only, not \(keySpec.rawValue).")
+            }
+        case .awsCloudHSM, .externalKeyStore:
+            guard placement != nil else {
+                throw KMSError(.validation, "Origin \(origin.rawValue) needs a CustomKeyStoreId.")
+            }
         }
         if request.multiRegion == true {
             throw KMSError(.unsupportedOperation, "Multi-Region keys are not supported by Trent yet.")
@@ -71,7 +82,7 @@ extension KeyManagementService {
         let id = KeyID()
         var key = KeyRecord(
             id: id, accountID: caller.accountID, creationDate: clock.now(), description: description, keySpec: keySpec,
-            keyUsage: keyUsage, origin: origin, keyManager: .customer, state: .enabled,
+            keyUsage: keyUsage, origin: origin, keyManager: .customer, state: origin == .external ? .pendingImport : .enabled,
             policy: Self.defaultKeyPolicy(account: caller.accountID), currentVersion: 1)
         if let policy = request.policy {
             key.policy = try await checkedKeyPolicy(policy, for: key, bypassLockoutCheck: request.bypassPolicyLockoutSafetyCheck, caller: caller)
@@ -85,15 +96,20 @@ extension KeyManagementService {
         return key
     }
 
-    /// Generates the first backing key in the token and stores the key with it.
+    /// Generates the first backing key in the token and stores the key with it; a key of origin EXTERNAL is
+    /// stored without one, waiting for ImportKeyMaterial.
     func insertNewKey(_ key: KeyRecord, tags: [Tag]) async throws {
+        if key.origin == .external {
+            try await store.insertKey(key, backingKey: nil, tags: tags)
+            return
+        }
         guard let kind = key.keySpec.backingKeyKind else {
             throw KMSError(.unsupportedOperation, "KeySpec \(key.keySpec.rawValue) is not supported by Trent yet.")
         }
         let material = try await provider.createBackingKey(for: key.id, version: 1, kind: kind)
         let backingKey = BackingKeyRecord(
             keyID: key.id, version: 1, wrappedKey: material.wrappedKey, binding: material.binding,
-            wrappingKeyLabel: material.wrappingKeyLabel, creationDate: key.creationDate)
+            wrappingKeyLabel: material.wrappingKeyLabel, creationDate: key.creationDate, publicKey: material.publicKey)
         try await store.insertKey(key, backingKey: backingKey, tags: tags)
     }
 

@@ -39,9 +39,7 @@ actor NonceLedger {
     }
 
     /// Takes one encryption from the key's current backing-key version and returns that version.
-    /// - Parameter renewable: false for keys whose material the ledger cannot renew (keys of custom key stores):
-    ///   once their budget is spent, encryption is refused.
-    func claimEncryption(for key: KeyRecord, renewable: Bool = true) async throws -> UInt32 {
+    func claimEncryption(for key: KeyRecord) async throws -> UInt32 {
         while true {
             let version = max(currentVersions[key.id] ?? 0, key.currentVersion)
             let id = VersionID(keyID: key.id, version: version)
@@ -54,6 +52,7 @@ actor NonceLedger {
                 try await refill.value
                 continue
             }
+            let renewable = key.origin == .awsKMS
             let refill = Task { try await self.refill(id, renewable: renewable) }
             refills[key.id] = refill
             defer { refills[key.id] = nil }
@@ -61,8 +60,9 @@ actor NonceLedger {
         }
     }
 
-    /// Reserves the next block of `id`'s budget, or moves the key to a new version when none is left.
-    private func refill(_ id: VersionID, renewable: Bool = true) async throws {
+    /// Reserves the next block of `id`'s budget, or moves the key to a new version when none is left and
+    /// the key's material is Trent's to renew (imported material is not).
+    private func refill(_ id: VersionID, renewable: Bool) async throws {
         var slot: Slot
         if let known = slots[id] {
             slot = known
@@ -81,7 +81,7 @@ actor NonceLedger {
             return
         }
         guard renewable else {
-            throw KMSError(.invalidState, "\(id.keyID) has used its AES-GCM nonce budget and its material cannot be renewed; create a new key.")
+            throw KMSError(.invalidState, "The key material of \(id.keyID) is not Trent's to renew (imported, or in a custom key store) and has encrypted all it safely can (2^32 random IVs); use a new key.")
         }
         // Budget spent: a fresh backing key takes over for new encryptions.
         slots[id] = nil

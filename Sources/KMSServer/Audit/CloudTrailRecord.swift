@@ -30,6 +30,8 @@ struct CloudTrailRecord {
         "CustomerMasterKeySpec", "Description", "Origin", "AliasName", "TargetKeyId", "PendingWindowInDays", "TagKeys", "Tags", "Limit",
         "Marker", "GranteePrincipal", "RetiringPrincipal", "Operations", "Constraints", "Name", "GrantId", "PolicyName", "Policy",
         "BypassPolicyLockoutSafetyCheck", "DryRun", "MultiRegion", "MacAlgorithm", "RotationPeriodInDays",
+        "SigningAlgorithm", "MessageType", "KeyAgreementAlgorithm", "KeyPairSpec",
+        "WrappingAlgorithm", "WrappingKeySpec", "ValidTo", "ExpirationModel", "ImportType",
         // Custom key stores; never KeyStorePassword.
         "CustomKeyStoreId", "CustomKeyStoreName", "NewCustomKeyStoreName", "CloudHsmClusterId", "CustomKeyStoreType",
         "TrustAnchorCertificate", "XksKeyId",

@@ -142,7 +142,7 @@ extension KeyManagementService {
             CiphertextBlob: Blob(result.ciphertextBlob), Plaintext: result.plaintext.map(Blob.init), KeyId: result.keyARN)
     }
 
-    private static func rejectRecipient(_ recipient: RecipientInfo?) throws {
+    static func rejectRecipient(_ recipient: RecipientInfo?) throws {
         if recipient != nil {
             throw KMSError(.unsupportedOperation, "Trent has no Nitro Enclaves: the Recipient parameter is not supported.")
         }

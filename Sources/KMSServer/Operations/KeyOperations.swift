@@ -18,6 +18,10 @@ struct WireKeyMetadata: Encodable, Sendable {
     var KeySpec: String
     var EncryptionAlgorithms: [String]?
     var MacAlgorithms: [String]?
+    var SigningAlgorithms: [String]?
+    var KeyAgreementAlgorithms: [String]?
+    var ExpirationModel: String?
+    var ValidTo: Date?
     var MultiRegion: Bool
     // Keys of custom key stores (CustomKeyStoreOperations.swift).
     var CustomKeyStoreId: String?
@@ -40,6 +44,10 @@ struct WireKeyMetadata: Encodable, Sendable {
         KeySpec = key.keySpec.rawValue
         EncryptionAlgorithms = key.encryptionAlgorithms.isEmpty ? nil : key.encryptionAlgorithms
         MacAlgorithms = key.macAlgorithms.isEmpty ? nil : key.macAlgorithms
+        SigningAlgorithms = key.signingAlgorithms.isEmpty ? nil : key.signingAlgorithms
+        KeyAgreementAlgorithms = key.keyAgreementAlgorithms.isEmpty ? nil : key.keyAgreementAlgorithms
+        ExpirationModel = key.expirationModel?.rawValue
+        ValidTo = key.validTo
         MultiRegion = false
     }
 }

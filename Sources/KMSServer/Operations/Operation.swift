@@ -31,6 +31,8 @@ extension KeyManagementService {
         table.merge(grantAndPolicyOperations(), uniquingKeysWith: { _, implemented in implemented })
         table.merge(rotationOperations(), uniquingKeysWith: { _, implemented in implemented })
         table.merge(macOperations(), uniquingKeysWith: { _, implemented in implemented })
+        table.merge(asymmetricOperations(), uniquingKeysWith: { _, implemented in implemented })
+        table.merge(importOperations(), uniquingKeysWith: { _, implemented in implemented })
         table.merge(usageOperations(), uniquingKeysWith: { _, implemented in implemented })
         table.merge(customKeyStoreOperations(), uniquingKeysWith: { _, implemented in implemented })
         return table

@@ -1,0 +1,314 @@
+import Crypto
+public import KMS
+import PKCS11
+
+/// Asymmetric keys. A KMS key's private key is generated in the token, leaves it only wrapped under the
+/// domain key (RFC 5649 over the token's PKCS#8), and is used as a non-extractable session object. The public
+/// key is stored in the clear as a SubjectPublicKeyInfo and used as a session object made from it.
+extension PKCS11KeyProvider {
+    // MARK: Key generation
+
+    func createKeyPair(for keyID: KeyID, version: UInt32, spec: KeyPairSpec) async throws -> BackingKeyMaterial {
+        let family: HSMProfile.KeyPairFamily = spec.isRSA ? .rsa : .ec
+        guard configuration.profile.keyPairFamilies.contains(family) else {
+            throw KMSError(
+                .unsupportedOperation,
+                "This HSM (profile '\(configuration.profile.name)') cannot keep \(family.rawValue) private keys wrapped and unwrap them again, so it holds no \(spec.rawValue) KMS keys.")
+        }
+        let wrapMechanism = try wrapMechanism(for: .keyPair(spec))
+        return try await onHSM("create a key pair", unsupported: { Self.unsupportedSpec($0, spec) }) { [self] in
+            try token.withSession { session throws(PKCS11Error) -> BackingKeyMaterial in
+                // Extractable only so the token can wrap it; this copy is destroyed at once.
+                let pair = try generatePair(spec, privateTemplate: privateKeyTemplate(spec, extractable: true), in: session)
+                defer {
+                    try? session.destroyObject(pair.privateKey)
+                    try? session.destroyObject(pair.publicKey)
+                }
+                let publicKey = AsymmetricEncoding.subjectPublicKeyInfo(try readPublicKey(pair.publicKey, spec, in: session))
+                let wrapped = try session.wrapKey(pair.privateKey, with: domainKey, mechanism: .keyWrap(wrapMechanism))
+                let (iv, proof) = try session.sealGCM(
+                    Self.bindingPlaintext, key: sealingKey,
+                    additionalData: Self.keyPairBindingData(keyID, version, wrappedKey: wrapped, publicKey: publicKey))
+                return BackingKeyMaterial(
+                    wrappedKey: wrapped, binding: iv + proof, wrappingKeyLabel: configuration.domainKeyLabel, publicKey: publicKey)
+            }
+        }
+    }
+
+    /// A key pair's binding is made by the token's sealing key over the key id, version, EKT and public key
+    /// together, so none of the three can be swapped for another key's.
+    static func keyPairBindingData(_ keyID: KeyID, _ version: UInt32, wrappedKey: [UInt8], publicKey: [UInt8]) -> [UInt8] {
+        bindingData(keyID, version) + Array("trent.key-pair.v1".utf8) + AsymmetricEncoding.hash(wrappedKey + publicKey, .sha256)
+    }
+
+    func verifyKeyPairBinding(_ key: BackingKeyRecord) -> Bool {
+        guard let publicKey = key.publicKey, key.binding.count > Mechanism.gcmIVLength else { return false }
+        let data = Self.keyPairBindingData(key.keyID, key.version, wrappedKey: key.wrappedKey, publicKey: publicKey)
+        let opened = try? token.withSession { session throws(PKCS11Error) in
+            try session.decrypt(
+                Array(key.binding.dropFirst(Mechanism.gcmIVLength)), key: sealingKey,
+                mechanism: .aesGCM(iv: Array(key.binding.prefix(Mechanism.gcmIVLength)), additionalData: data))
+        }
+        return opened == Self.bindingPlaintext
+    }
+
+    func generatePair(
+        _ spec: KeyPairSpec, privateTemplate: [Attribute], in session: borrowing Session
+    ) throws(PKCS11Error) -> (publicKey: ObjectHandle, privateKey: ObjectHandle) {
+        var publicTemplate: [Attribute] = [.objectClass(.publicKey), Attribute(.token, false), Attribute(.verify, true)]
+        if let bits = spec.rsaModulusBits {
+            publicTemplate += [
+                .keyType(.rsa), Attribute(.encrypt, true), Attribute(.modulusBits, ulong: UInt(bits)),
+                Attribute(.publicExponent, bytes: [0x01, 0x00, 0x01]),
+            ]
+        } else if let curve = AsymmetricEncoding.curve(of: spec) {
+            publicTemplate += [.keyType(.ec), Attribute(.ecParams, bytes: curve.parameters)]
+        }
+        return try session.generateKeyPair(BackingKeyKind.keyPair(spec).generationMechanism, publicTemplate: publicTemplate, privateTemplate: privateTemplate)
+    }
+
+    /// A curve or key size the token does not have is the caller's answer, not a device fault.
+    static func unsupportedSpec(_ error: PKCS11Error, _ spec: KeyPairSpec) -> KMSError? {
+        guard error.function == .generateKeyPair,
+            [.domainParamsInvalid, .curveNotSupported, .keySizeRange, .mechanismInvalid].contains(error.returnValue)
+        else { return nil }
+        return KMSError(.unsupportedOperation, "This HSM cannot generate \(spec.rawValue) key pairs (\(error.returnValue)).")
+    }
+
+    /// The private half: usable for signing and (RSA) decryption or (EC) derivation; Trent's service layer
+    /// decides which of those a KMS key may do.
+    func privateKeyTemplate(_ spec: KeyPairSpec, extractable: Bool, sensitive: Bool = true) -> [Attribute] {
+        let common: [Attribute] = [
+            .objectClass(.privateKey), Attribute(.token, false), Attribute(.private, true), Attribute(.sensitive, sensitive),
+            Attribute(.extractable, extractable), Attribute(.sign, true), Attribute(.unwrap, false),
+        ]
+        let restrict = configuration.profile.allowedMechanisms.enforced
+        if spec.isRSA {
+            return common + [.keyType(.rsa), Attribute(.decrypt, true)]
+                + (restrict ? [.allowedMechanisms([.rsaPKCS, .rsaPKCSPSS, .rsaPKCSOAEP, .rsaX509])] : [])
+        }
+        return common + [.keyType(.ec), Attribute(.derive, true)] + (restrict ? [.allowedMechanisms([.ecdsa, .ecdh1Derive])] : [])
+    }
+
+    func readPublicKey(_ handle: ObjectHandle, _ spec: KeyPairSpec, in session: borrowing Session) throws(PKCS11Error) -> AsymmetricEncoding.PublicKey {
+        if spec.isRSA {
+            return .rsa(modulus: try session.attribute(.modulus, of: handle).value, exponent: try session.attribute(.publicExponent, of: handle).value)
+        }
+        let curve = AsymmetricEncoding.curve(of: spec)!
+        let value = try session.attribute(.ecPoint, of: handle).value
+        guard let point = try? AsymmetricEncoding.point(fromECPointAttribute: value, curve: curve) else {
+            throw PKCS11Error(.functionFailed, in: .getAttributeValue, detail: "the token's CKA_EC_POINT is not an uncompressed \(curve.name) point")
+        }
+        return .ec(curve: curve.parameters, point: point)
+    }
+
+    // MARK: Signatures
+
+    public func sign(_ message: [UInt8], type: MessageType, under key: BackingKeyRecord, spec: KeyPairSpec, algorithm: SigningAlgorithm) async throws -> [UInt8] {
+        let digest = type == .raw ? AsymmetricEncoding.hash(message, algorithm.digest) : message
+        return try await withWorkingKey(key, kind: .keyPair(spec), "sign") { session, handle throws(PKCS11Error) in
+            switch algorithm.scheme {
+            case .pss:
+                return try session.sign(digest, key: handle, mechanism: .rsaPSS(algorithm.digest.hashFunction))
+            case .pkcs1v15:
+                return try session.sign(AsymmetricEncoding.digestInfo(digest, algorithm.digest), key: handle, mechanism: .rsaPKCS)
+            case .ecdsa, .unsupported:
+                return AsymmetricEncoding.derSignature(fromRaw: try session.sign(digest, key: handle, mechanism: .ecdsa))
+            }
+        }
+    }
+
+    public func verify(
+        _ message: [UInt8], type: MessageType, signature: [UInt8], under key: BackingKeyRecord, spec: KeyPairSpec,
+        algorithm: SigningAlgorithm
+    ) async throws -> Bool {
+        let digest = type == .raw ? AsymmetricEncoding.hash(message, algorithm.digest) : message
+        let data: [UInt8]
+        let tokenSignature: [UInt8]
+        let mechanism: Mechanism
+        switch algorithm.scheme {
+        case .pss:
+            (data, tokenSignature, mechanism) = (digest, signature, .rsaPSS(algorithm.digest.hashFunction))
+        case .pkcs1v15:
+            (data, tokenSignature, mechanism) = (AsymmetricEncoding.digestInfo(digest, algorithm.digest), signature, .rsaPKCS)
+        case .ecdsa, .unsupported:
+            guard let curve = AsymmetricEncoding.curve(of: spec),
+                let raw = try? AsymmetricEncoding.rawSignature(fromDER: signature, fieldLength: curve.fieldLength)
+            else { return false }
+            (data, tokenSignature, mechanism) = (digest, raw, .ecdsa)
+        }
+        if let bits = spec.rsaModulusBits, signature.count != bits / 8 { return false }
+        let failures = signatureFailureReturnValues
+        return try await withPublicKey(key, spec, "verify a signature") { session, handle throws(PKCS11Error) in
+            do throws(PKCS11Error) {
+                try session.verify(data, signature: tokenSignature, key: handle, mechanism: mechanism)
+                return true
+            } catch where error.function == .verify && failures.contains(error.returnValue) {
+                return false
+            }
+        }
+    }
+
+    // MARK: RSA encryption
+
+    /// RSAES-OAEP with the token's own OAEP where it supports the hash; otherwise (SoftHSM has SHA-1 only)
+    /// OAEP padding on the host around a raw RSA operation in the token.
+    public func encrypt(_ plaintext: [UInt8], under key: BackingKeyRecord, spec: KeyPairSpec, algorithm: RSAEncryptionAlgorithm) async throws -> [UInt8] {
+        let modulusLength = (spec.rsaModulusBits ?? 0) / 8
+        return try await withPublicKey(key, spec, "encrypt") { session, handle throws(PKCS11Error) in
+            do throws(PKCS11Error) {
+                return try session.encrypt(plaintext, key: handle, mechanism: .rsaOAEP(algorithm.digest.hashFunction))
+            } catch where Self.isUnsupportedParameter(error) {
+                let seed = try session.generateRandom(count: algorithm.digest.length)
+                let encoded = AsymmetricEncoding.oaepEncode(plaintext, modulusLength: modulusLength, seed: seed, algorithm.digest)
+                return try session.encrypt(encoded, key: handle, mechanism: .rsaRaw)
+            }
+        }
+    }
+
+    public func decrypt(_ ciphertext: [UInt8], under key: BackingKeyRecord, spec: KeyPairSpec, algorithm: RSAEncryptionAlgorithm) async throws -> [UInt8] {
+        let modulusLength = (spec.rsaModulusBits ?? 0) / 8
+        let invalid = KMSError(.invalidCiphertext, "The ciphertext is invalid for this key and encryption algorithm.")
+        guard ciphertext.count == modulusLength else { throw invalid }
+        let plaintext = try await withWorkingKey(key, kind: .keyPair(spec), "decrypt") { session, handle throws(PKCS11Error) -> [UInt8]? in
+            do throws(PKCS11Error) {
+                return try session.decrypt(ciphertext, key: handle, mechanism: .rsaOAEP(algorithm.digest.hashFunction))
+            } catch where Self.isUnsupportedParameter(error) {
+                let block = try session.decrypt(ciphertext, key: handle, mechanism: .rsaRaw)
+                return AsymmetricEncoding.oaepDecode(block, modulusLength: modulusLength, algorithm.digest)
+            } catch where Self.isRejectedCiphertext(error) {
+                return nil
+            }
+        }
+        guard let plaintext else { throw invalid }
+        return plaintext
+    }
+
+    /// The token does not do OAEP with this hash (SoftHSM: `CKR_ARGUMENTS_BAD` for anything but SHA-1).
+    static func isUnsupportedParameter(_ error: PKCS11Error) -> Bool {
+        [.argumentsBad, .mechanismParamInvalid, .mechanismInvalid].contains(error.returnValue)
+            && [.encryptInit, .decryptInit, .unwrapKey].contains(error.function)
+    }
+
+    /// What tokens answer for a ciphertext whose padding does not check out.
+    static func isRejectedCiphertext(_ error: PKCS11Error) -> Bool {
+        error.function == .decrypt
+            && [.encryptedDataInvalid, .encryptedDataLenRange, .dataInvalid, .dataLenRange, .generalError].contains(error.returnValue)
+    }
+
+    // MARK: Key agreement
+
+    public func deriveSharedSecret(peerPublicKey: [UInt8], under key: BackingKeyRecord, spec: KeyPairSpec) async throws -> [UInt8] {
+        guard let curve = AsymmetricEncoding.curve(of: spec) else {
+            throw KMSError(.invalidKeyUsage, "Only elliptic-curve keys derive shared secrets.")
+        }
+        guard case .ec(let peerCurve, let point)? = try? AsymmetricEncoding.publicKey(fromSubjectPublicKeyInfo: peerPublicKey),
+            peerCurve == curve.parameters, Self.isOnCurve(point, spec)
+        else {
+            throw KMSError(.validation, "PublicKey must be a DER-encoded X.509 public key on the same curve as the KMS key (\(spec.rawValue)).")
+        }
+        return try await withWorkingKey(key, kind: .keyPair(spec), "derive a shared secret") { session, handle throws(PKCS11Error) in
+            let secret = try session.deriveKey(
+                handle, mechanism: .ecdh(peerPoint: point),
+                template: [
+                    .objectClass(.secretKey), .keyType(.genericSecret), Attribute(.token, false), Attribute(.sensitive, false),
+                    Attribute(.extractable, true),
+                ])
+            defer { try? session.destroyObject(secret) }
+            return try session.attribute(.value, of: secret).value
+        }
+    }
+
+    /// Checked on the host before the token sees it: tokens differ in how (and whether) they refuse a point
+    /// that is not on the curve. Key agreement keys are on NIST curves only.
+    static func isOnCurve(_ point: [UInt8], _ spec: KeyPairSpec) -> Bool {
+        switch spec {
+        case .eccNistP256: (try? P256.KeyAgreement.PublicKey(x963Representation: point)) != nil
+        case .eccNistP384: (try? P384.KeyAgreement.PublicKey(x963Representation: point)) != nil
+        case .eccNistP521: (try? P521.KeyAgreement.PublicKey(x963Representation: point)) != nil
+        default: false
+        }
+    }
+
+    // MARK: Data key pairs
+
+    public func generateDataKeyPair(_ spec: KeyPairSpec) async throws -> (privateKey: [UInt8], publicKey: [UInt8]) {
+        try await onHSM("generate a data key pair", unsupported: { Self.unsupportedSpec($0, spec) }) { [self] in
+            try token.withSession { session throws(PKCS11Error) in
+                // Readable on purpose: this pair is for the caller, and nothing of it stays in the token.
+                let pair = try generatePair(spec, privateTemplate: privateKeyTemplate(spec, extractable: true, sensitive: false), in: session)
+                defer {
+                    try? session.destroyObject(pair.privateKey)
+                    try? session.destroyObject(pair.publicKey)
+                }
+                let publicKey = try readPublicKey(pair.publicKey, spec, in: session)
+                let privateKey: AsymmetricEncoding.PrivateKey
+                switch publicKey {
+                case .rsa(let modulus, let exponent):
+                    var parts: [[UInt8]] = []
+                    for type in [AttributeType.privateExponent, .prime1, .prime2, .exponent1, .exponent2, .coefficient] {
+                        parts.append(try session.attribute(type, of: pair.privateKey).value)
+                    }
+                    privateKey = .rsa(
+                        modulus: modulus, publicExponent: exponent, privateExponent: parts[0], prime1: parts[1], prime2: parts[2],
+                        exponent1: parts[3], exponent2: parts[4], coefficient: parts[5])
+                case .ec(_, let point):
+                    privateKey = .ec(
+                        curve: AsymmetricEncoding.curve(of: spec)!, privateValue: try session.attribute(.value, of: pair.privateKey).value,
+                        point: point)
+                }
+                return (AsymmetricEncoding.pkcs8(privateKey), AsymmetricEncoding.subjectPublicKeyInfo(publicKey))
+            }
+        }
+    }
+
+    // MARK: Public keys in the token
+
+    /// Runs `body` with a session object of the key's public half, made from the stored SubjectPublicKeyInfo
+    /// on first use and cached.
+    func withPublicKey<R: Sendable>(
+        _ key: BackingKeyRecord, _ spec: KeyPairSpec, _ what: String,
+        _ body: @escaping @Sendable (borrowing Session, ObjectHandle) throws(PKCS11Error) -> R
+    ) async throws -> R {
+        guard let spki = key.publicKey, let publicKey = try? AsymmetricEncoding.publicKey(fromSubjectPublicKeyInfo: spki) else {
+            throw KMSError(.internalFailure, "The stored public key of \(key.keyID) version \(key.version) is missing or unreadable.")
+        }
+        return try await onHSM(what) { [self] in
+            let id = HandleCache.VersionID(keyID: key.keyID, version: key.version)
+            for attempt in 0..<2 {
+                let handle = try publicKeys.handle(for: id) ?? createPublicKey(publicKey, id)
+                do {
+                    return try token.withSession { session throws(PKCS11Error) in try body(session, handle) }
+                } catch let error as PKCS11Error where attempt == 0 && (error.returnValue == .objectHandleInvalid || error.returnValue == .keyHandleInvalid) {
+                    _ = publicKeys.remove(id, ifHandle: handle)
+                }
+            }
+            throw KMSError(.internalFailure, "The public key object kept disappearing; retry the request.")
+        }
+    }
+
+    private func createPublicKey(_ publicKey: AsymmetricEncoding.PublicKey, _ id: HandleCache.VersionID) throws -> ObjectHandle {
+        var template: [Attribute] = [.objectClass(.publicKey), Attribute(.token, false), Attribute(.verify, true)]
+        switch publicKey {
+        case .rsa(let modulus, let exponent):
+            template += [.keyType(.rsa), Attribute(.encrypt, true), Attribute(.modulus, bytes: modulus), Attribute(.publicExponent, bytes: exponent)]
+        case .ec(let curve, let point):
+            template += [.keyType(.ec), Attribute(.ecParams, bytes: curve), Attribute(.ecPoint, bytes: DER.encode(.octetString, point))]
+        }
+        let handle = try token.withLongLivedSession { session throws(PKCS11Error) in try session.createObject(template) }
+        let (use, stale) = publicKeys.insert(handle, for: id)
+        destroy(stale)
+        return use
+    }
+}
+
+extension DigestAlgorithm {
+    var hashFunction: PKCS11.HashFunction {
+        switch self {
+        case .sha1: .sha1
+        case .sha256: .sha256
+        case .sha384: .sha384
+        case .sha512: .sha512
+        }
+    }
+}
