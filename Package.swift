@@ -118,6 +118,7 @@ let package = Package(
             dependencies: [
                 "KMSHSM", "KMS", "PKCS11", "KMSSQLite", "TrentTestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -161,7 +161,8 @@ import TrentTestSupport
         }
         #expect(await code { _ = try await service.generateRandom(numberOfBytes: 1025, customKeyStoreID: nil, caller: caller) } == .validation)
         #expect(try await service.generateRandom(numberOfBytes: 1024, customKeyStoreID: nil, caller: caller).count == 1024)
-        #expect(await code { _ = try await service.createKey(.init(keySpec: "RSA_2048"), caller: caller) } == .unsupportedOperation)
+        #expect(await code { _ = try await service.createKey(.init(keySpec: "RSA_2048"), caller: caller) } == .validation)  // KeyUsage is required
+        #expect(await code { _ = try await service.createKey(.init(keyUsage: "SIGN_VERIFY", keySpec: "SM2"), caller: caller) } == .unsupportedOperation)
         #expect(await code { _ = try await service.createKey(.init(tags: [Tag(key: "aws:x", value: "")]), caller: caller) } == .tag)
         #expect(await code { try await service.createAlias("alias/aws/mine", targetKeyID: id, caller: caller) } == .notAuthorized)
     }

@@ -1128,3 +1128,27 @@ def test_token_without_ec_private_key_unwrap_refuses_ec_keys(kms, spec, usage):
         kms.create_key(KeySpec=spec, KeyUsage=usage)
     assert "cannot keep EC private keys wrapped" in excinfo.value.response["Error"]["Message"]
     assert {k["KeyId"] for k in kms.list_keys(Limit=1000)["Keys"]} == before
+
+
+def test_re_encrypt_between_symmetric_and_rsa_keys(kms, asym):
+    # ReEncrypt: "SourceKeyId ... required when the ciphertext was encrypted under an asymmetric KMS key", and the
+    # Source/DestinationEncryptionAlgorithm name the RSA algorithm on that side.
+    rsa = asym("RSA_2048", "ENCRYPT_DECRYPT")
+    sym = kms.create_key()["KeyMetadata"]["KeyId"]
+    blob = kms.encrypt(KeyId=sym, Plaintext=b"move me", EncryptionContext={"a": "b"})["CiphertextBlob"]
+    to_rsa = kms.re_encrypt(
+        CiphertextBlob=blob, SourceEncryptionContext={"a": "b"}, DestinationKeyId=rsa,
+        DestinationEncryptionAlgorithm="RSAES_OAEP_SHA_256")
+    assert (to_rsa["SourceEncryptionAlgorithm"], to_rsa["DestinationEncryptionAlgorithm"]) == ("SYMMETRIC_DEFAULT", "RSAES_OAEP_SHA_256")
+    assert to_rsa["KeyId"] == key_arn(rsa) and len(to_rsa["CiphertextBlob"]) == 256
+    # The RSA ciphertext is plain RSAES-OAEP: the public key's owner could have made it; the private key opens it.
+    assert kms.decrypt(CiphertextBlob=to_rsa["CiphertextBlob"], KeyId=rsa, EncryptionAlgorithm="RSAES_OAEP_SHA_256")["Plaintext"] == b"move me"
+    back = kms.re_encrypt(
+        CiphertextBlob=to_rsa["CiphertextBlob"], SourceKeyId=rsa, SourceEncryptionAlgorithm="RSAES_OAEP_SHA_256", DestinationKeyId=sym)
+    assert back["SourceKeyId"] == key_arn(rsa) and back["SourceEncryptionAlgorithm"] == "RSAES_OAEP_SHA_256"
+    assert kms.decrypt(CiphertextBlob=back["CiphertextBlob"])["Plaintext"] == b"move me"
+    with expect_error("ValidationException", "RSA source without SourceKeyId"):
+        kms.re_encrypt(CiphertextBlob=to_rsa["CiphertextBlob"], SourceEncryptionAlgorithm="RSAES_OAEP_SHA_256", DestinationKeyId=sym)
+    with expect_error("ValidationException", "encryption context with an RSA destination"):
+        kms.re_encrypt(CiphertextBlob=blob, SourceEncryptionContext={"a": "b"}, DestinationKeyId=rsa,
+                       DestinationEncryptionAlgorithm="RSAES_OAEP_SHA_1", DestinationEncryptionContext={"x": "y"})
