@@ -61,15 +61,15 @@ enum AsymmetricEncoding {
         try info.requireEnd()
         guard bits.first == 0 else { throw DER.Malformed() }
         let keyBytes = Array(bits.dropFirst())
-        let oid = [DER.Tag.objectIdentifier.rawValue, 0] + Array(try algorithm.read(.objectIdentifier))
-        if oid.dropFirst(2) == rsaEncryption.dropFirst(2) {
+        let oid = DER.encode(.objectIdentifier, Array(try algorithm.read(.objectIdentifier)))
+        if oid == rsaEncryption {
             var key = try DER.single(.sequence, in: keyBytes)
             let modulus = try key.readUnsignedInteger()
             let exponent = try key.readUnsignedInteger()
             try key.requireEnd()
             return .rsa(modulus: modulus, exponent: exponent)
         }
-        guard oid.dropFirst(2) == ecPublicKey.dropFirst(2) else { throw DER.Malformed() }
+        guard oid == ecPublicKey else { throw DER.Malformed() }
         let curve = try algorithm.read(.objectIdentifier)
         try algorithm.requireEnd()
         return .ec(curve: DER.encode(.objectIdentifier, Array(curve)), point: keyBytes)

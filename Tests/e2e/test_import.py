@@ -241,7 +241,7 @@ def test_symmetric_material_must_be_32_bytes(kms):
     key_id = external_key(kms)
     for algorithm in ("RSAES_OAEP_SHA_1", "RSA_AES_KEY_WRAP_SHA_256"):
         params = parameters(kms, key_id, algorithm)  # a token serves any number of attempts until it expires
-        for length in (1, 16, 24, 33, 48, 64):
+        for length in (16, 24):  # other lengths: test_material_of_a_wrong_length_is_incorrect_key_material
             with expect_error("IncorrectKeyMaterialException", f"{length} bytes with {algorithm}"):
                 kms.import_key_material(
                     KeyId=key_id, ImportToken=params["ImportToken"],
@@ -252,18 +252,18 @@ def test_symmetric_material_must_be_32_bytes(kms):
 
 
 @pytest.mark.parametrize("key_spec", ["SYMMETRIC_DEFAULT", "HMAC_224", "HMAC_256", "HMAC_384", "HMAC_512"])
-def test_material_a_few_bytes_too_short_is_incorrect_key_material(kms, key_spec):
-    """Material 1 to 7 bytes shorter than the spec's minimum is IncorrectKeyMaterialException with every algorithm.
-
-    (The length check must not rely on the token refusing the key later: that is a KMSInternalException.)
-    """
-    minimum = 32 if key_spec == "SYMMETRIC_DEFAULT" else HMAC_SPECS[key_spec][1][0]
+def test_material_of_a_wrong_length_is_incorrect_key_material(kms, key_spec):
+    """1 byte, 7 or 1 bytes under the spec's minimum, 1 byte over its maximum: IncorrectKeyMaterialException with
+    every wrapping algorithm, not the token's refusal of the odd-sized key later on (KMSInternalException)."""
+    minimum, maximum = (32, 32) if key_spec == "SYMMETRIC_DEFAULT" else HMAC_SPECS[key_spec][1]
     kwargs = {} if key_spec == "SYMMETRIC_DEFAULT" else {"KeySpec": key_spec, "KeyUsage": "GENERATE_VERIFY_MAC"}
     key_id = external_key(kms, **kwargs)
     failures = []
-    for algorithm in ALGORITHMS:
+    lengths = [1, minimum - 7, minimum - 1, maximum + 1] + ([48, 64] if key_spec == "SYMMETRIC_DEFAULT" else [])
+    # OAEP in the token (SHA-1 in SoftHSM), OAEP on the host (SHA-256 in SoftHSM), AES key wrap in the token
+    for algorithm in ("RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "RSA_AES_KEY_WRAP_SHA_256"):
         params = parameters(kms, key_id, algorithm)
-        for length in (minimum - 7, minimum - 1):
+        for length in lengths:
             try:
                 kms.import_key_material(
                     KeyId=key_id, ImportToken=params["ImportToken"],
@@ -274,7 +274,7 @@ def test_material_a_few_bytes_too_short_is_incorrect_key_material(kms, key_spec)
                 if code != "IncorrectKeyMaterialException":
                     failures.append(f"{length} bytes with {algorithm}: {code}")
     assert state(kms, key_id) == "PendingImport"
-    assert not failures, f"{key_spec} (minimum {minimum} bytes), expected IncorrectKeyMaterialException:\n" + "\n".join(failures)
+    assert not failures, f"{key_spec} ({minimum} to {maximum} bytes), expected IncorrectKeyMaterialException:\n" + "\n".join(failures)
 
 
 @pytest.mark.parametrize("key_spec", list(HMAC_SPECS))
@@ -282,7 +282,7 @@ def test_hmac_import_matches_python_hmac(kms, key_spec):
     digest, (shortest, longest), length = HMAC_SPECS[key_spec]
     mac_algorithm = key_spec.replace("HMAC_", "HMAC_SHA_")
     key_id = external_key(kms, KeySpec=key_spec, KeyUsage="GENERATE_VERIFY_MAC")
-    for wrong in (shortest - 8, longest + 1):  # one byte short: test_material_a_few_bytes_too_short_...
+    for wrong in (shortest - 8, longest + 8):  # closer misses: test_material_of_a_wrong_length_...
         with expect_error("IncorrectKeyMaterialException", f"{key_spec} with {wrong} bytes"):
             import_material(kms, key_id, material(wrong), "RSA_AES_KEY_WRAP_SHA_256")
     secret = material(length)
@@ -444,9 +444,6 @@ def test_delete_and_reimport_the_same_material(kms, new_key):
         kms.delete_imported_key_material(KeyId=new_key())
     with expect_error("NotFoundException", "unknown key"):
         kms.delete_imported_key_material(KeyId="11111111-2222-3333-4444-555555555555")
-    kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
-    with expect_error("KMSInvalidStateException", "key pending deletion"):
-        kms.delete_imported_key_material(KeyId=key_id)
 
 
 def test_delete_and_reimport_hmac_material(kms):
@@ -463,6 +460,17 @@ def test_delete_and_reimport_hmac_material(kms):
     import_material(kms, key_id, secret, "RSA_AES_KEY_WRAP_SHA_256")
     assert kms.verify_mac(KeyId=key_id, Message=message, MacAlgorithm="HMAC_SHA_384", Mac=mac)["MacValid"] is True
     assert mac == hmac.new(secret, message, hashlib.sha384).digest()
+
+
+def test_delete_imported_key_material_of_a_key_pending_deletion(kms):
+    """AWS API reference, DeleteImportedKeyMaterial: "When the specified KMS key is in the PendingDeletion state, this
+    operation does not change the KMS key's state. Otherwise, it changes the KMS key's state to PendingImport."
+    So it succeeds on a key pending deletion, which stays PendingDeletion."""
+    key_id = external_key(kms)
+    import_material(kms, key_id, material())
+    kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+    kms.delete_imported_key_material(KeyId=key_id)
+    assert state(kms, key_id) == "PendingDeletion"
 
 
 def test_delete_imported_key_material_of_a_key_without_material(kms):
@@ -499,7 +507,10 @@ def test_material_expires_at_valid_to(make_server):
     key_id = external_key(kms)
     keeper = external_key(kms)
     secret = material()
-    import_material(kms, key_id, secret, ValidTo=utcnow() + dt.timedelta(seconds=3))
+    params = parameters(kms, key_id)  # before ValidTo is set: RSA key generation takes a moment
+    kms.import_key_material(
+        KeyId=key_id, ImportToken=params["ImportToken"], EncryptedKeyMaterial=wrap(secret, params["PublicKey"], "RSAES_OAEP_SHA_256"),
+        ValidTo=utcnow() + dt.timedelta(seconds=3))
     import_material(kms, keeper, material(), ValidTo=in_days(1))
     assert state(kms, key_id) == "Enabled"
     blob = round_trip(kms, key_id)

@@ -206,16 +206,13 @@ extension KeyManagementService {
         if rsaAlgorithm != nil && named == nil {
             throw KMSError(.validation, "\(members.keyID) is required to decrypt a ciphertext made with \(algorithm ?? "").")
         }
-        if let named, rsaAlgorithm != nil, let pair = named.record.keySpec.keyPairSpec {
+        if let named, let rsa = rsaAlgorithm, let pair = named.record.keySpec.keyPairSpec {
             let key = named.record
-            let algorithm = try checkAlgorithm(algorithm, member: members.algorithm, for: key)
+            let algorithm = try checkAlgorithm(rsa.rawValue, member: members.algorithm, for: key)
             try await authorize(action.name, named, grant: action.grant, encryptionContext: context, context: .algorithm(algorithm), caller: caller)
             try requireEnabled(key)
             try requireEncryption(key, context: context)
             try rejectDryRun(dryRun)
-            guard let rsa = RSAEncryptionAlgorithm(rawValue: algorithm) else {
-                throw KMSError(.invalidKeyUsage, "The encryption algorithm \(algorithm) is not supported by \(arn(key)).")
-            }
             let plaintext = try await provider.decrypt(ciphertext, under: try await currentBackingKey(of: key), spec: pair, algorithm: rsa)
             return (key, plaintext, algorithm)
         }
