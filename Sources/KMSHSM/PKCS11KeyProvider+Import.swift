@@ -7,7 +7,7 @@ extension PKCS11KeyProvider {
     public func createImportWrappingKey(_ spec: KeyPairSpec) async throws -> ImportWrappingKey {
         guard spec.isRSA else { throw KMSError(.validation, "WrappingKeySpec must be RSA_2048, RSA_3072 or RSA_4096.") }
         let domainWrap = try wrapMechanism(for: .keyPair(spec))
-        return try await onHSM("create an import wrapping key", unsupported: { Self.unsupportedSpec($0, spec) }) { [self] in
+        return try await onHSM("create an import wrapping key", answers: { Self.unsupportedSpec($0, spec) }) { [self] in
             try token.withSession { session throws(PKCS11Error) -> ImportWrappingKey in
                 let pair = try generatePair(spec, privateTemplate: wrappingKeyTemplate(extractable: true), in: session)
                 defer {
@@ -37,7 +37,7 @@ extension PKCS11KeyProvider {
         let aesPart = Array(encrypted.dropFirst(modulusLength))
         guard encrypted.count >= modulusLength, algorithm.wrapsWithAES != aesPart.isEmpty else { throw invalid }
 
-        let outcome = try await onHSM("import key material") { [self] () throws -> Result<BackingKeyMaterial, KMSError> in
+        let outcome = try await onHSM("import key material", answers: Self.refusedMaterial) { [self] () throws -> Result<BackingKeyMaterial, KMSError> in
             try token.withSession { session throws(PKCS11Error) -> Result<BackingKeyMaterial, KMSError> in
                 let unwrapping = try session.unwrapKey(
                     wrappingKey.wrappedPrivateKey, with: domainKey, mechanism: .keyWrap(wrappingKeyUnwrap),
@@ -125,6 +125,16 @@ extension PKCS11KeyProvider {
         } catch where Self.isRejectedWrappedKey(error) {
             return nil
         }
+    }
+
+    /// The token refusing the material as a key of its kind: a size it does not take (NSS at unwrap, SoftHSM
+    /// when an HMAC key is shorter than its hash or an AES key is not 16, 24 or 32 bytes). Tokens that do not
+    /// report `CKA_VALUE_LEN` leave the exact length check to these refusals.
+    static func refusedMaterial(_ error: PKCS11Error) -> KMSError? {
+        let refusals: Set<PKCS11Error.ReturnValue> = [.keySizeRange, .keyTypeInconsistent, .mechanismInvalid, .attributeValueInvalid]
+        let steps: Set<PKCS11Error.Function> = [.unwrapKey, .createObject, .wrapKey, .encryptInit, .signInit]
+        guard refusals.contains(error.returnValue), steps.contains(error.function) else { return nil }
+        return KMSError(.incorrectKeyMaterial, "The key material is not a key of the right size for this KMS key.")
     }
 
     /// What tokens answer for wrapped input that does not decrypt or unpad.

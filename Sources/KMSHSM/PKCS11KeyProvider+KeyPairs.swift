@@ -16,7 +16,7 @@ extension PKCS11KeyProvider {
                 "This HSM (profile '\(configuration.profile.name)') cannot keep \(family.rawValue) private keys wrapped and unwrap them again, so it holds no \(spec.rawValue) KMS keys.")
         }
         let wrapMechanism = try wrapMechanism(for: .keyPair(spec))
-        return try await onHSM("create a key pair", unsupported: { Self.unsupportedSpec($0, spec) }) { [self] in
+        return try await onHSM("create a key pair", answers: { Self.unsupportedSpec($0, spec) }) { [self] in
             try token.withSession { session throws(PKCS11Error) -> BackingKeyMaterial in
                 // Extractable only so the token can wrap it; this copy is destroyed at once.
                 let pair = try generatePair(spec, privateTemplate: privateKeyTemplate(spec, extractable: true), in: session)
@@ -233,7 +233,7 @@ extension PKCS11KeyProvider {
     // MARK: Data key pairs
 
     public func generateDataKeyPair(_ spec: KeyPairSpec) async throws -> (privateKey: [UInt8], publicKey: [UInt8]) {
-        try await onHSM("generate a data key pair", unsupported: { Self.unsupportedSpec($0, spec) }) { [self] in
+        try await onHSM("generate a data key pair", answers: { Self.unsupportedSpec($0, spec) }) { [self] in
             try token.withSession { session throws(PKCS11Error) in
                 // Readable on purpose: this pair is for the caller, and nothing of it stays in the token.
                 let pair = try generatePair(spec, privateTemplate: privateKeyTemplate(spec, extractable: true, sensitive: false), in: session)

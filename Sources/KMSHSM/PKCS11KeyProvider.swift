@@ -286,16 +286,17 @@ public final class PKCS11KeyProvider: KeyProvider {
     }
 
     /// Runs blocking Cryptoki work on the HSM thread pool and translates PKCS#11 failures into KMS errors;
-    /// `unsupported` names the failures that mean the token lacks what the request asks for.
+    /// `answers` turns the failures that answer the request (a curve the token lacks, material of the wrong
+    /// size) into the caller's error instead of a device fault.
     func onHSM<R: Sendable>(
-        _ what: String, unsupported: (PKCS11Error) -> KMSError? = { _ in nil }, _ work: @escaping @Sendable () throws -> R
+        _ what: String, answers: (PKCS11Error) -> KMSError? = { _ in nil }, _ work: @escaping @Sendable () throws -> R
     ) async throws -> R {
         do {
             return try await threadPool.runIfActive(work)
         } catch let error as KMSError {
             throw error
         } catch let error as PKCS11Error {
-            if let answer = unsupported(error) { throw answer }
+            if let answer = answers(error) { throw answer }
             // Authentication failures are answers, not faults: the caller turns them into AWS errors.
             if error.function == .decrypt && tagFailureReturnValues.contains(error.returnValue) { throw error }
             logger.error("HSM call failed", metadata: ["pkcs11.error": "\(error)", "kms.hsm.task": "\(what)"])

@@ -471,6 +471,14 @@ def test_delete_imported_key_material_of_a_key_pending_deletion(kms):
     kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
     kms.delete_imported_key_material(KeyId=key_id)
     assert state(kms, key_id) == "PendingDeletion"
+    # Cancelling the deletion of a key without material brings it back waiting for material, not Disabled.
+    kms.cancel_key_deletion(KeyId=key_id)
+    assert state(kms, key_id) == "PendingImport"
+    other = external_key(kms)
+    import_material(kms, other, material())
+    kms.schedule_key_deletion(KeyId=other, PendingWindowInDays=7)
+    kms.cancel_key_deletion(KeyId=other)
+    assert state(kms, other) == "Disabled"
 
 
 def test_delete_imported_key_material_of_a_key_without_material(kms):

@@ -56,6 +56,7 @@ class Ctx:
     alias: str
     grantee: str
     other_grantee: str
+    sign_key: str  # ARN of an RSA_2048 SIGN_VERIFY key
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +82,7 @@ def ctx(server, ids) -> Ctx:
         alias=alias,
         grantee=f"arn:aws:iam::{a}:role/app-reader",
         other_grantee=f"arn:aws:iam::{a}:user/someone-else",
+        sign_key=admin.kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["Arn"],
     )
 
 
@@ -127,6 +129,15 @@ def grant(operations=("Decrypt",), grantee: str = "grantee", via: str | None = N
         who = {"grantee": c.grantee, "other": c.other_grantee, "service": via or RDS}.get(grantee, grantee)
         return client.create_grant(KeyId=c.key, GranteePrincipal=who, Operations=list(operations), **extra)
     return call
+
+
+def sign(algorithm: str = "RSASSA_PSS_SHA_256", message_type: str = "RAW") -> Call:
+    message = b"condition test" if message_type == "RAW" else bytes(32)
+    return lambda c, p: p.kms.sign(KeyId=c.sign_key, Message=message, MessageType=message_type, SigningAlgorithm=algorithm)
+
+
+def data_key_pair(spec: str) -> Call:
+    return lambda c, p: p.kms.generate_data_key_pair_without_plaintext(KeyId=c.key, KeyPairSpec=spec)
 
 
 def tag(keys: list[str]) -> Call:
@@ -192,6 +203,13 @@ CASES = [
     Case("EncryptionAlgorithm", ["kms:Encrypt"], cond({"StringEquals": {"kms:EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}}),
          allowed=[enc({"a": "1"}, EncryptionAlgorithm="SYMMETRIC_DEFAULT"), enc({"a": "1"})],
          deny_condition=cond({"StringEquals": {"kms:EncryptionAlgorithm": "RSAES_OAEP_SHA_256"}})),
+    # ---- asymmetric operations: kms:SigningAlgorithm, kms:MessageType, kms:DataKeyPairSpec
+    Case("SigningAlgorithm", ["kms:Sign"], cond({"StringEquals": {"kms:SigningAlgorithm": "RSASSA_PSS_SHA_256"}}),
+         allowed=[sign("RSASSA_PSS_SHA_256")], denied=[sign("RSASSA_PKCS1_V1_5_SHA_256")]),
+    Case("MessageType", ["kms:Sign"], cond({"StringEquals": {"kms:MessageType": "DIGEST"}}),
+         allowed=[sign(message_type="DIGEST")], denied=[sign(message_type="RAW")]),
+    Case("DataKeyPairSpec", ["kms:GenerateDataKeyPairWithoutPlaintext"], cond({"StringLike": {"kms:DataKeyPairSpec": "RSA_*"}}),
+         allowed=[data_key_pair("RSA_2048")], denied=[data_key_pair("ECC_NIST_P256")]),
     # ---- kms:CallerAccount
     Case("CallerAccount", ["kms:Encrypt"], lambda c, p: {"StringEquals": {"kms:CallerAccount": c.a}},
          allowed=[enc()], deny_condition=lambda c, p: {"StringEquals": {"kms:CallerAccount": c.b}}),
@@ -305,7 +323,7 @@ def install(ctx: Ctx, variant: str, actor: Actor, actions: list[str], condition:
         actor.principal.put_policy(policy_json(statement))
         return
     statement = allow(actions, principal=actor.arn, condition=condition, sid="case")
-    for key in (ctx.key, ctx.key_alpha, ctx.key_beta):
+    for key in (ctx.key, ctx.key_alpha, ctx.key_beta, ctx.sign_key):
         ctx.admin.kms.put_key_policy(KeyId=key, PolicyName="default", Policy=policy_json(root_statement(ctx.a), statement))
 
 

@@ -96,8 +96,13 @@ extension KeyManagementService {
         try await authorize("kms:DeleteImportedKeyMaterial", resolved, caller: caller)
         let key = resolved.record
         try requireExternal(key)
-        try requireNotPendingDeletion(key)
         try await removeImportedMaterial(of: key)
+    }
+
+    /// Whether a key holds imported material now (a key of origin EXTERNAL may have none, or had it deleted).
+    func hasImportedMaterial(_ key: KeyRecord) async throws -> Bool {
+        guard let backingKey = try await store.backingKey(key.id, version: 1) else { return false }
+        return !backingKey.wrappedKey.isEmpty
     }
 
     /// Deletes imported material whose ValidTo has passed; the keys return to PendingImport. Returns their ids.
@@ -113,9 +118,10 @@ extension KeyManagementService {
 
     // MARK: Shared steps
 
+    /// A key pending deletion stays so, as in AWS; CancelKeyDeletion then returns it to PendingImport.
     private func removeImportedMaterial(of key: KeyRecord) async throws {
         var key = key
-        key.state = .pendingImport
+        if key.state != .pendingDeletion { key.state = .pendingImport }
         key.expirationModel = nil
         key.validTo = nil
         try await store.deleteImportedMaterial(of: key)

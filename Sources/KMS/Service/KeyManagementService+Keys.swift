@@ -190,7 +190,8 @@ extension KeyManagementService {
         return key
     }
 
-    /// Cancels a scheduled deletion; the key comes back disabled, as in AWS.
+    /// Cancels a scheduled deletion; the key comes back disabled, as in AWS (or PendingImport when it has no
+    /// imported material).
     public func cancelKeyDeletion(_ keyID: String, caller: Caller) async throws -> KeyRecord {
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
         try await authorize("kms:CancelKeyDeletion", resolved, caller: caller)
@@ -198,7 +199,8 @@ extension KeyManagementService {
         guard key.state == .pendingDeletion else {
             throw KMSError(.invalidState, "\(arn(key)) is not pending deletion.")
         }
-        key.state = .disabled
+        let awaitsMaterial = key.origin == .external ? !(try await hasImportedMaterial(key)) : false
+        key.state = awaitsMaterial ? .pendingImport : .disabled
         key.deletionDate = nil
         key.pendingWindowInDays = nil
         try await store.updateKey(key)
