@@ -174,8 +174,13 @@ extension PKCS11KeyProvider {
             do throws(PKCS11Error) {
                 return try session.decrypt(ciphertext, key: handle, mechanism: .rsaOAEP(algorithm.digest.hashFunction))
             } catch where Self.isUnsupportedParameter(error) {
-                let block = try session.decrypt(ciphertext, key: handle, mechanism: .rsaRaw)
-                return AsymmetricEncoding.oaepDecode(block, modulusLength: modulusLength, algorithm.digest)
+                do throws(PKCS11Error) {
+                    // A ciphertext not below the modulus is refused here (SoftHSM: CKR_GENERAL_ERROR).
+                    let block = try session.decrypt(ciphertext, key: handle, mechanism: .rsaRaw)
+                    return AsymmetricEncoding.oaepDecode(block, modulusLength: modulusLength, algorithm.digest)
+                } catch where Self.isRejectedCiphertext(error) {
+                    return nil
+                }
             } catch where Self.isRejectedCiphertext(error) {
                 return nil
             }

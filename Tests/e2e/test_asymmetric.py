@@ -1152,3 +1152,12 @@ def test_re_encrypt_between_symmetric_and_rsa_keys(kms, asym):
     with expect_error("ValidationException", "encryption context with an RSA destination"):
         kms.re_encrypt(CiphertextBlob=blob, SourceEncryptionContext={"a": "b"}, DestinationKeyId=rsa,
                        DestinationEncryptionAlgorithm="RSAES_OAEP_SHA_1", DestinationEncryptionContext={"x": "y"})
+
+
+@pytest.mark.parametrize("algorithm", ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"])
+def test_rsa_ciphertext_not_below_the_modulus(kms, asym, algorithm):
+    # A ciphertext of the right length but not below the modulus (here all 0xFF) is no RSA ciphertext at all; the
+    # token refuses the raw operation, and the answer is still InvalidCiphertextException, never an internal error.
+    key_id = asym("RSA_2048", "ENCRYPT_DECRYPT")
+    with expect_error("InvalidCiphertextException"):
+        kms.decrypt(KeyId=key_id, CiphertextBlob=b"\xff" * 256, EncryptionAlgorithm=algorithm)

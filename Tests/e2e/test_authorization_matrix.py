@@ -557,7 +557,7 @@ def test_action_wildcards_and_case(ids, world):
     assert len(hugo.kms.generate_random(NumberOfBytes=4)["Plaintext"]) == 4
     assert hugo.kms.describe_key(KeyId=arn)["KeyMetadata"]["KeyId"] == key_id
     with expect_denied(hugo.arn, "kms:Encrypt", arn, "no-identity"):
-        hugo.kms.encrypt(KeyId=arn, Plaintext=b"not generate")
+        hugo.kms.encrypt(KeyId=arn, Plaintext=b"outside KMS:generate*")
 
 
 def test_not_action_and_not_resource(ids, world):
