@@ -148,6 +148,50 @@ public enum TokenProbe {
             }
             return refused ? "AES-ECB refused on a GCM-only key" : "AES-ECB accepted on a GCM-only key, as the profile says"
         }
+        check("private keys wrapped and unwrapped again (RFC 5649): \(profile.keyPairFamilies.map(\.rawValue).joined(separator: " and ")) as the profile says") {
+            guard let name = profile.keyWrap.rfc5649 else { throw HSMSetupError("the profile names no RFC 5649 mechanism") }
+            let mechanism = try HSMProfile.mechanism(name, "keyWrap.rfc5649")
+            var results: [String] = []
+            for family in [HSMProfile.KeyPairFamily.rsa, .ec] {
+                let works = privateKeyRoundTrip(family, mechanism: mechanism, on: token)
+                guard works == profile.keyPairFamilies.contains(family) else {
+                    throw HSMSetupError("the token \(works ? "can" : "cannot") unwrap the \(family.rawValue) private keys it wraps: update keyPairFamilies")
+                }
+                results.append("\(family.rawValue) \(works ? "yes" : "no")")
+            }
+            return results.joined(separator: ", ")
+        }
         return checks
+    }
+
+    /// Whether a private key of `family` survives wrapping and unwrapping under a session AES key.
+    private static func privateKeyRoundTrip(_ family: HSMProfile.KeyPairFamily, mechanism: MechanismType, on token: Token) -> Bool {
+        let result = try? token.withSession { session throws(PKCS11Error) -> Bool in
+            let wrapping = try session.generateKey(.aesKeyGen, template: [
+                .objectClass(.secretKey), .keyType(.aes), Attribute(.valueLength, ulong: 32), Attribute(.token, false),
+                Attribute(.wrap, true), Attribute(.unwrap, true),
+            ])
+            defer { try? session.destroyObject(wrapping) }
+            let keyType: KeyType = family == .rsa ? .rsa : .ec
+            let publicTemplate: [Attribute] =
+                family == .rsa
+                ? [Attribute(.modulusBits, ulong: 2048), Attribute(.publicExponent, bytes: [1, 0, 1])]
+                : [Attribute(.ecParams, bytes: AsymmetricEncoding.p256.parameters)]
+            let pair = try session.generateKeyPair(
+                family == .rsa ? .rsaKeyPairGen : .ecKeyPairGen,
+                publicTemplate: [.objectClass(.publicKey), .keyType(keyType), Attribute(.token, false)] + publicTemplate,
+                privateTemplate: [
+                    .objectClass(.privateKey), .keyType(keyType), Attribute(.token, false), Attribute(.sensitive, true),
+                    Attribute(.extractable, true), Attribute(.sign, true),
+                ])
+            defer { for object in [pair.publicKey, pair.privateKey] { try? session.destroyObject(object) } }
+            let wrapped = try session.wrapKey(pair.privateKey, with: wrapping, mechanism: .keyWrap(mechanism))
+            let unwrapped = try session.unwrapKey(wrapped, with: wrapping, mechanism: .keyWrap(mechanism), template: [
+                .objectClass(.privateKey), .keyType(keyType), Attribute(.token, false), Attribute(.sign, true),
+            ])
+            try? session.destroyObject(unwrapped)
+            return true
+        }
+        return result ?? false
     }
 }

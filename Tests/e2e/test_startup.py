@@ -166,6 +166,8 @@ def test_token_probe_reports_every_feature(tmp_path):
     assert "  0x00001087 CKM_AES_GCM" in result.stdout
     assert "PASS  symmetric keys: AES-256 backing keys, AES-GCM, RFC 3394 wrap" in result.stdout
     assert "FAIL" not in result.stdout
+    # The profile's keyPairFamilies claim, checked live: NSS softoken cannot unwrap the EC private keys it wraps.
+    assert ("RSA yes, EC no" if TOKEN == "nss-softoken" else "RSA yes, EC yes") in result.stdout
     assert result.stdout.rstrip().endswith("Trent can serve symmetric keys on this token.")
 
 
