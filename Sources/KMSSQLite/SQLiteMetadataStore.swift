@@ -8,8 +8,11 @@ public import KMS
 public final class SQLiteMetadataStore: MetadataStore {
     private let database: DatabasePool
     public let path: String
+    /// Rows the hot path reads, kept until anything commits (see ``ReadCache``).
+    private let cache: CachedReads
 
-    public init(path: String) throws {
+    /// - Parameter cacheCapacity: entries per cached table (0 turns the read cache off).
+    public init(path: String, cacheCapacity: Int = 200_000) throws {
         var configuration = Configuration()
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
@@ -25,6 +28,27 @@ public final class SQLiteMetadataStore: MetadataStore {
             throw KMSError(.internalFailure, "Cannot open the metadata store at \(path): \(error)", cause: error)
         }
         self.path = path
+        var watchConfiguration = Configuration()
+        watchConfiguration.readonly = true
+        watchConfiguration.label = "trent.metadata.watch"
+        watchConfiguration.busyMode = .timeout(10)
+        let watch = cacheCapacity > 0 ? try? DatabaseQueue(path: path, configuration: watchConfiguration) : nil
+        self.cache = CachedReads(watch: watch, capacity: cacheCapacity)
+    }
+
+    /// Number of rows in the read cache (tests).
+    public var cachedRowCount: Int { cache.count }
+
+    /// A read through the cache: checks that nothing committed since the cache was filled, then answers from it
+    /// or reads SQLite and keeps the answer.
+    private func cached<K: Hashable & Sendable, V: Sendable>(
+        _ map: WritableKeyPath<ReadCache, [K: V]> & Sendable, _ key: K, _ body: @escaping @Sendable (Database) throws -> V
+    ) async throws -> V {
+        guard let generation = cache.check() else { return try await read(body) }
+        if let hit = cache.lookup(map, key) { return hit }
+        let value = try await read(body)
+        cache.keep(map, key, value, readUnder: generation)
+        return value
     }
 
     static var migrator: DatabaseMigrator {
@@ -142,8 +166,19 @@ public final class SQLiteMetadataStore: MetadataStore {
         }
     }
 
+    /// Inserts many keys with their first backing keys in one transaction (one sync for the batch), for bulk
+    /// provisioning such as the benchmark's key-count scale test.
+    public func insertKeys(_ keys: [(KeyRecord, BackingKeyRecord)]) async throws {
+        try await write { db in
+            for (key, backingKey) in keys {
+                try Self.insert(key, into: db)
+                try Self.insert(backingKey, into: db)
+            }
+        }
+    }
+
     public func key(_ id: KeyID) async throws -> KeyRecord? {
-        try await read { db in
+        try await cached(\.keys, id) { db in
             try Row.fetchOne(db, sql: "SELECT * FROM keys WHERE key_id = ?", arguments: [id.description]).map(Self.keyRecord)
         }
     }
@@ -207,7 +242,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     // MARK: Backing keys
 
     public func backingKey(_ keyID: KeyID, version: UInt32) async throws -> BackingKeyRecord? {
-        try await read { db in
+        try await cached(\.backingKeys, ReadCache.BackingKeyID(keyID: keyID, version: version)) { db in
             try Row.fetchOne(
                 db, sql: "SELECT * FROM backing_keys WHERE key_id = ? AND version = ?",
                 arguments: [keyID.description, Int64(version)]
@@ -242,7 +277,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     // MARK: Aliases
 
     public func alias(named name: String, account: String) async throws -> AliasRecord? {
-        try await read { db in
+        try await cached(\.aliasesByName, ReadCache.AliasName(account: account, name: name)) { db in
             try Row.fetchOne(db, sql: "SELECT * FROM aliases WHERE account_id = ? AND name = ?", arguments: [account, name]).map(Self.aliasRecord)
         }
     }
@@ -289,7 +324,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     public func aliases(of keyID: KeyID) async throws -> [AliasRecord] {
-        try await read { db in
+        try await cached(\.aliasesOfKey, keyID) { db in
             try Row.fetchAll(db, sql: "SELECT * FROM aliases WHERE key_id = ? ORDER BY name", arguments: [keyID.description]).map(Self.aliasRecord)
         }
     }
@@ -297,7 +332,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     // MARK: Tags
 
     public func tags(of keyID: KeyID) async throws -> [Tag] {
-        try await read { db in
+        try await cached(\.tags, keyID) { db in
             try Row.fetchAll(
                 db, sql: "SELECT tag_key, tag_value FROM tags WHERE key_id = ? ORDER BY tag_key", arguments: [keyID.description]
             ).map { Tag(key: $0["tag_key"], value: $0["tag_value"]) }
@@ -369,7 +404,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     public func grants(of keyID: KeyID) async throws -> [GrantRecord] {
-        try await read { db in
+        try await cached(\.grants, keyID) { db in
             try Row.fetchAll(db, sql: "SELECT * FROM grants WHERE key_id = ? ORDER BY seq", arguments: [keyID.description]).map(Self.grantRecord)
         }
     }
@@ -412,7 +447,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     public func principal(_ arn: String) async throws -> Principal? {
-        try await read { db in try Row.fetchOne(db, sql: "SELECT * FROM principals WHERE arn = ?", arguments: [arn]).map(Self.principalRecord) }
+        try await cached(\.principals, arn) { db in try Row.fetchOne(db, sql: "SELECT * FROM principals WHERE arn = ?", arguments: [arn]).map(Self.principalRecord) }
     }
 
     public func principals() async throws -> [Principal] {
@@ -440,7 +475,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     public func accessKey(_ accessKeyID: String) async throws -> AccessKeyRecord? {
-        try await read { db in
+        try await cached(\.accessKeys, accessKeyID) { db in
             try Row.fetchOne(db, sql: "SELECT * FROM access_keys WHERE access_key_id = ?", arguments: [accessKeyID]).map(Self.accessKeyRecord)
         }
     }
@@ -480,7 +515,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     public func identityPolicies(of principalARN: String) async throws -> [IdentityPolicy] {
-        try await read { db in
+        try await cached(\.identityPolicies, principalARN) { db in
             try Row.fetchAll(db, sql: "SELECT * FROM identity_policies WHERE principal_arn = ? ORDER BY name", arguments: [principalARN]).map {
                 IdentityPolicy(principalARN: $0["principal_arn"], name: $0["name"], document: $0["document"])
             }
@@ -643,6 +678,8 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     private func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        // Whatever this write changes, no cached row survives it (the data_version check would catch it too).
+        defer { cache.invalidate() }
         do {
             return try await database.write(body)
         } catch let error as KMSError {
