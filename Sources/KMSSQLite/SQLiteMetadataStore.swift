@@ -10,6 +10,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     public let path: String
     /// Rows the hot path reads, kept until anything commits (see ``ReadCache``).
     private let cache: CachedReads
+    private let reservations = GroupCommit<NonceReservation>()
 
     /// - Parameter cacheCapacity: entries per cached table (0 turns the read cache off).
     public init(path: String, cacheCapacity: Int = 200_000) throws {
@@ -42,7 +43,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     /// A read through the cache: checks that nothing committed since the cache was filled, then answers from it
     /// or reads SQLite and keeps the answer.
     private func cached<K: Hashable & Sendable, V: Sendable>(
-        _ map: WritableKeyPath<ReadCache, [K: V]> & Sendable, _ key: K, _ body: @escaping @Sendable (Database) throws -> V
+        _ map: WritableKeyPath<ReadCache, [K: V]>, _ key: K, _ body: @escaping @Sendable (Database) throws -> V
     ) async throws -> V {
         guard let generation = cache.check() else { return try await read(body) }
         if let hit = cache.lookup(map, key) { return hit }
@@ -266,11 +267,18 @@ public final class SQLiteMetadataStore: MetadataStore {
         }
     }
 
+    /// Group-committed: reservations that arrive while one transaction is being synced go together in the next,
+    /// so the first use of many keys after a start (each reserves a block) costs one sync per batch, not per key.
+    /// Each call still returns only once its own reservation is durable.
     public func reserveNonces(_ keyID: KeyID, version: UInt32, upTo reserved: UInt64) async throws {
-        try await write { db in
-            try db.execute(
-                sql: "UPDATE backing_keys SET nonces_reserved = MAX(nonces_reserved, ?) WHERE key_id = ? AND version = ?",
-                arguments: [Int64(clamping: reserved), keyID.description, Int64(version)])
+        try await reservations.submit(NonceReservation(keyID: keyID, version: version, reserved: reserved)) { batch in
+            try await self.write { db in
+                for item in batch {
+                    try db.execute(
+                        sql: "UPDATE backing_keys SET nonces_reserved = MAX(nonces_reserved, ?) WHERE key_id = ? AND version = ?",
+                        arguments: [Int64(clamping: item.reserved), item.keyID.description, Int64(item.version)])
+                }
+            }
         }
     }
 

@@ -76,6 +76,7 @@ import TrentTestSupport
             arn: "arn:aws:iam::111122223333:user/alice", kind: .user, accountID: "111122223333", name: "alice",
             creationDate: Date(timeIntervalSince1970: 1_800_000_000))
         #expect(try await server.principal(principal.arn) == nil)
+        try await admin.insertAccount(Account(id: "111122223333", name: "main", creationDate: Date(timeIntervalSince1970: 1_800_000_000)))
         try await admin.insertPrincipal(principal)
         #expect(try await server.principal(principal.arn) == principal)
     }

@@ -123,14 +123,29 @@ final class LoadGenerator: @unchecked Sendable {
         let bootstrap = ClientBootstrap(group: loop)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        let connector = bootstrap.channelInitializer { channel in
+            channel.pipeline.addHTTPClientHandlers().flatMap {
+                channel.pipeline.addHandler(ClosedLoopHandler(state: state, next: next, isSuccess: isSuccess))
+            }
+        }
+        let (host, port) = (self.host, self.port)
+        // A server that closes the connection after an answer (moto's HTTP/1.0-style `Connection: close`) gets a
+        // new connection, as its clients would open; the time to connect counts in that request's latency.
+        state.reconnect = {
+            connector.connect(host: host, port: port).whenComplete { result in
+                switch result {
+                case .success(let channel):
+                    state.channels.append(channel)
+                    channel.pipeline.fireUserInboundEventTriggered(ClosedLoopHandler.Start())
+                case .failure:
+                    state.connectionFailures += 1
+                    state.connectionDone()
+                }
+            }
+        }
         var channels: [any Channel] = []
         for _ in 0..<connections {
-            let channel = try await bootstrap.channelInitializer { channel in
-                channel.pipeline.addHTTPClientHandlers().flatMap {
-                    channel.pipeline.addHandler(ClosedLoopHandler(state: state, next: next, isSuccess: isSuccess))
-                }
-            }.connect(host: host, port: port).get()
-            channels.append(channel)
+            channels.append(try await connector.connect(host: host, port: port).get())
         }
         let start = NIODeadline.now()
         try await loop.submit {
@@ -138,13 +153,16 @@ final class LoadGenerator: @unchecked Sendable {
             state.stopAt = start + .nanoseconds(Int64((warmup + duration) * 1e9))
         }.get()
         for channel in channels { channel.pipeline.fireUserInboundEventTriggered(ClosedLoopHandler.Start()) }
+        // A connection that neither answers nor closes must not hang the run.
+        loop.scheduleTask(deadline: start + .nanoseconds(Int64((warmup + duration + 15) * 1e9))) { state.giveUp() }
         try await state.finished(count: connections).get()
         let result = try await loop.submit {
             let measuredEnd = state.lastCompletion ?? state.stopAt
             let seconds = Double((measuredEnd - state.recordingFrom).nanoseconds) / 1e9
             return Result(seconds: max(seconds, 1e-9), samples: state.samples, connectErrors: state.connectionFailures)
         }.get()
-        for channel in channels { try? await channel.close().get() }
+        let extra = try await loop.submit { state.channels }.get()
+        for channel in channels + extra { try? await channel.close().get() }
         return result
     }
 
@@ -156,6 +174,9 @@ final class LoadGenerator: @unchecked Sendable {
         var stopAt = NIODeadline.distantFuture
         var lastCompletion: NIODeadline?
         var stopWhen: (@Sendable () -> Bool)?
+        var reconnect: (() -> Void)?
+        var channels: [any Channel] = []
+        private var completed = false
         var connectionFailures = 0
         private var done = 0
         private var expected = Int.max
@@ -169,13 +190,21 @@ final class LoadGenerator: @unchecked Sendable {
 
         func connectionDone() {
             done += 1
-            if done == expected { promise.succeed() }
+            if done >= expected { complete() }
+        }
+
+        func giveUp() { complete() }
+
+        private func complete() {
+            guard !completed else { return }
+            completed = true
+            promise.succeed()
         }
 
         func finished(count: Int) -> EventLoopFuture<Void> {
             loop.submit {
                 self.expected = count
-                if self.done >= count { self.promise.succeed() }
+                if self.done >= count { self.complete() }
             }.flatMap { self.promise.futureResult }
         }
     }
@@ -193,6 +222,7 @@ final class LoadGenerator: @unchecked Sendable {
         var status = 0
         var body = ByteBuffer()
         var finished = false
+        var serverCloses = false
 
         init(state: RunState, next: @escaping @Sendable () -> PreparedRequest, isSuccess: @escaping @Sendable (Int, PreparedRequest, ByteBuffer) -> Bool) {
             self.state = state
@@ -218,6 +248,7 @@ final class LoadGenerator: @unchecked Sendable {
             switch unwrapInboundIn(data) {
             case .head(let head):
                 status = Int(head.status.code)
+                serverCloses = !head.isKeepAlive
             case .body(var part):
                 body.writeBuffer(&part)
             case .end:
@@ -236,7 +267,13 @@ final class LoadGenerator: @unchecked Sendable {
                     }
                     state.lastCompletion = now
                 }
-                if now < state.stopAt && !(state.stopWhen?() ?? false) {
+                let more = now < state.stopAt && !(state.stopWhen?() ?? false)
+                if more && serverCloses {
+                    // This connection ends here; a new one carries the loop on (see `reconnect`).
+                    finished = true
+                    context.close(promise: nil)
+                    state.reconnect?()
+                } else if more {
                     send(context: context)
                 } else {
                     finish()
