@@ -1,3 +1,4 @@
+import Dispatch
 import GRDB
 import KMS
 import Synchronization
@@ -7,10 +8,12 @@ import Synchronization
 /// query SQLite.
 ///
 /// Correctness rests on one rule: **a read never returns anything older than the database as it was when the
-/// read began.** Before every cached read the store asks a dedicated connection for `PRAGMA data_version`, which
-/// changes whenever any other connection commits: this process's writer or another process (`trent identity`
-/// writes while the server runs). A changed version empties the whole cache. Writes through this store also
-/// empty it as soon as they commit. A value read from SQLite is kept only if no emptying happened between the
+/// read began**, with one bounded exception for other processes. Writes through this store empty the cache as
+/// soon as they commit, so every change made through the service (DisableKey, RevokeGrant, PutKeyPolicy, tags,
+/// deletion, ...) takes effect for the very next request. Changes committed by another process (`trent identity`
+/// writes while the server runs) are found through a dedicated connection's `PRAGMA data_version`, which changes
+/// whenever any other connection commits; the store asks it at most once per millisecond, so such a change
+/// takes effect within a millisecond. A changed version empties the whole cache. A value read from SQLite is kept only if no emptying happened between the
 /// check that preceded the read and the read's end (a generation counter), so a read racing a commit never
 /// leaves a stale row behind. Every write path, present or future, is covered without listing it, since each
 /// one commits.
@@ -63,16 +66,34 @@ final class CachedReads: Sendable {
     let capacity: Int
 
     /// - Parameter watch: a connection of its own on the same file; nil disables caching.
-    init(watch: DatabaseQueue?, capacity: Int) {
+    /// Nanoseconds between two questions to SQLite about other processes' commits.
+    let checkInterval: UInt64
+
+    init(watch: DatabaseQueue?, capacity: Int, checkInterval: UInt64 = 1_000_000) {
         self.watch = watch
         self.capacity = capacity
+        self.checkInterval = checkInterval
     }
 
     var enabled: Bool { watch != nil && capacity > 0 }
 
+    /// When SQLite was last asked (monotonic nanoseconds).
+    private let lastCheck = Atomic<UInt64>(0)
+
     /// Empties the cache if anything committed since the last check; returns the generation to read under.
+    ///
+    /// Commits by this store empty the cache themselves, at once. Commits by other processes are found by asking
+    /// SQLite, at most once per `checkInterval`: a request sees another process's change (an identity changed by
+    /// `trent identity`) at most that long after it committed. Asking on every read cost more than all the
+    /// reads it saves (a lock on a serial queue per row, blocking the cooperative threads).
     func check() -> UInt64? {
         guard let watch, capacity > 0 else { return nil }
+        let now = DispatchTime.now().uptimeNanoseconds
+        let last = lastCheck.load(ordering: .relaxed)
+        if now &- last < checkInterval {
+            return state.withLock { $0.generation }
+        }
+        lastCheck.store(now, ordering: .relaxed)
         let version: Int64
         do {
             version = try watch.inDatabase { db in try Int64.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) ?? 0 }

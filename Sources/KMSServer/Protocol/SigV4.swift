@@ -219,9 +219,14 @@ public final class SigV4Verifier: Sendable {
                 throw KMSError(.incompleteSignature, "Authorization header must use the AWS4-HMAC-SHA256 algorithm.")
             }
             var fields: [String: String] = [:]
-            for part in header.dropFirst(prefix.count).split(separator: ",") {
-                let pair = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
-                if pair.count == 2 { fields[String(pair[0])] = String(pair[1]) }
+            for part in header.utf8.dropFirst(prefix.utf8.count).split(separator: UInt8(ascii: ",")) {
+                let trimmed = part.drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+                    .reversed().drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }.reversed()
+                // As `split(separator: "=", maxSplits: 1)` read it: both sides must be non-empty.
+                guard let equals = trimmed.firstIndex(of: UInt8(ascii: "=")), equals != trimmed.startIndex,
+                    trimmed.index(after: equals) != trimmed.endIndex
+                else { continue }
+                fields[String(decoding: trimmed[..<equals], as: UTF8.self)] = String(decoding: trimmed[trimmed.index(after: equals)...], as: UTF8.self)
             }
             guard let credential = fields["Credential"], let signedHeaders = fields["SignedHeaders"], let signature = fields["Signature"]
             else {
@@ -284,7 +289,16 @@ public final class SigV4Verifier: Sendable {
     }
 
     static func normalizeHeaderValue(_ value: String) -> String {
-        value.trimmingCharacters(in: .whitespaces).split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
+        // Most values need nothing: no space at either end and no run of spaces (checked without allocating).
+        var previousWasSpace = true
+        var clean = true
+        for byte in value.utf8 {
+            let space = byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t")
+            if space && previousWasSpace { clean = false; break }
+            previousWasSpace = space
+        }
+        if clean && !previousWasSpace || value.isEmpty { return value }
+        return value.trimmingCharacters(in: .whitespaces).split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
     }
 
     /// The path as sent, with each segment URI-encoded once (AWS services other than S3 normalise it).
