@@ -50,6 +50,7 @@ struct BenchCommand: AsyncParsableCommand {
         @Flag(help: "Keep the data folder.") var keep = false
 
         func run() async throws {
+            ChildProcess.stopChildrenOnSignals()
             do {
                 try await Bench(options: self).run()
             } catch let error as BenchError {
@@ -404,7 +405,8 @@ final class Bench: @unchecked Sendable {
 
         if ceilings, let token = try? openToken() {
             log("HSM ceiling: tight PKCS#11 loops on the server's token, \(options.hsmSeconds) s each with 1 and 2 threads")
-            report.hsmCeiling = try HSMCeiling(token: token, seconds: options.hsmSeconds).measure()
+            let largest = options.scaleKeys.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.max() ?? 0
+            report.hsmCeiling = try HSMCeiling(token: token, seconds: options.hsmSeconds, manyKeys: largest).measure()
             token.module.finalize()
         }
 
@@ -465,10 +467,7 @@ final class Bench: @unchecked Sendable {
             }
         }
         for index in report.operations.indices { fill(&report.operations[index]) }
-        for index in report.scale.indices {
-            report.scale[index].encrypt.hsmCeiling = "gcm-encrypt-32"
-            fill(&report.scale[index].encrypt)
-        }
+        for index in report.scale.indices { fill(&report.scale[index].encrypt) }
         if var mix = report.mix {
             fill(&mix)
             report.mix = mix
@@ -494,7 +493,7 @@ final class Bench: @unchecked Sendable {
             name: "moto_server", executable: motoPath, arguments: ["-H", host, "-p", String(port)], environment: ProcessInfo.processInfo.environment,
             logURL: dataDirectory.appendingPathComponent("moto.log"))
         _ = try moto.start(waitingFor: host, port: port, timeout: 60)
-        defer { moto.stop() }
+        defer { moto.stop(grace: 3) }
         let signer = RequestSigner(accessKeyID: "AKIAMOTOBENCH", secret: "moto", region: options.region, host: "\(host):\(port)")
         let created = try await OneShot.send("CreateKey", ["Description": "bench"], signer: signer, host: host, port: port, group: group)
         guard let metadata = created.json["KeyMetadata"] as? [String: Any], let keyID = metadata["KeyId"] as? String else {
@@ -570,7 +569,7 @@ final class Bench: @unchecked Sendable {
                 let body = Body.json(["KeyId": keys.symmetricKey, "Plaintext": Body.plaintext32])
                 return PreparedRequest(label: 0, head: signer.sign(operation: "Encrypt", body: body), body: body)
             }[0]
-            row.hsmCeiling = "gcm-encrypt-32"
+            row.hsmCeiling = count > 1 && report.hsmCeiling["gcm-encrypt-32-\(count)-keys"] != nil ? "gcm-encrypt-32-\(count)-keys" : "gcm-encrypt-32"
             if count == 1 { oneKey = row.requestsPerSecond }
             report.scale.append(ScaleResult(
                 keys: count, encrypt: row, ratioToOneKey: oneKey.map { row.requestsPerSecond / $0 }, serverResidentMiB: server?.residentMiB))

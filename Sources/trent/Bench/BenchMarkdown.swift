@@ -45,12 +45,12 @@ enum BenchMarkdown {
         if !report.scale.isEmpty {
             lines.append("Scale with the number of keys (Encrypt 32 B, key chosen at random per request from the working set, after every key was used once):")
             lines.append("")
-            lines.append("| Keys | req/s | p50 ms | p99 ms | p99.9 ms | errors | / 1 key | server RSS MiB |")
-            lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
+            lines.append("| Keys | req/s | p50 ms | p99 ms | p99.9 ms | errors | / 1 key | / HTTP ceiling | / HSM ceiling (same key count) | server RSS MiB |")
+            lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             for scale in report.scale {
                 let e = scale.encrypt
                 lines.append(
-                    "| \(scale.keys) | \(fmt(e.requestsPerSecond, 0)) | \(fmt(e.latency.p50Ms, 2)) | \(fmt(e.latency.p99Ms, 2)) | \(fmt(e.latency.p999Ms, 2)) | \(e.errors) | \(ratio(scale.ratioToOneKey)) | \(scale.serverResidentMiB.map { fmt($0, 0) } ?? "") |")
+                    "| \(scale.keys) | \(fmt(e.requestsPerSecond, 0)) | \(fmt(e.latency.p50Ms, 2)) | \(fmt(e.latency.p99Ms, 2)) | \(fmt(e.latency.p999Ms, 2)) | \(e.errors) | \(ratio(scale.ratioToOneKey)) | \(ratio(e.ratioToHTTPCeiling)) | \(ratio(e.ratioToHSMCeiling)) | \(scale.serverResidentMiB.map { fmt($0, 0) } ?? "") |")
             }
             lines.append("")
             var facts: [String] = []

@@ -4,6 +4,7 @@ import Hummingbird
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 
 /// One request and its answer, for setup steps (creating keys, a first ciphertext).
 enum OneShot {
@@ -74,10 +75,31 @@ final class ChildProcess: @unchecked Sendable {
 
     var pid: Int32 { process.processIdentifier }
 
+    /// Children still running, stopped when the benchmark is interrupted (SIGINT, SIGTERM).
+    static let running = Mutex<Set<Int32>>([])
+    /// Kept alive for the life of the process; set once, from the command's start.
+    nonisolated(unsafe) private static var signalSources: [any DispatchSourceSignal] = []
+
+    /// On SIGINT or SIGTERM, stop every child before exiting, so no server outlives an interrupted run.
+    static func stopChildrenOnSignals() {
+        for signalNumber in [SIGINT, SIGTERM] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler {
+                for pid in running.withLock({ $0 }) { kill(pid, SIGTERM) }
+                exit(130)
+            }
+            source.resume()
+            signalSources.append(source)
+        }
+    }
+
     /// Starts the process and waits until `port` accepts connections; returns the seconds that took.
     func start(waitingFor host: String, port: Int, timeout: Double = 120) throws -> Double {
         let started = Date()
         try process.run()
+        let pid = process.processIdentifier
+        Self.running.withLock { _ = $0.insert(pid) }
         while Date().timeIntervalSince(started) < timeout {
             if !process.isRunning {
                 let log = (try? String(contentsOf: logURL, encoding: .utf8)) ?? ""
@@ -98,6 +120,8 @@ final class ChildProcess: @unchecked Sendable {
         while process.isRunning && Date() < deadline { usleep(10_000) }
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
+        let pid = process.processIdentifier
+        Self.running.withLock { _ = $0.remove(pid) }
     }
 
     /// Resident memory in MiB (Linux /proc).

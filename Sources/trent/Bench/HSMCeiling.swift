@@ -40,6 +40,8 @@ struct HSMCeiling {
 
     let token: Token
     let seconds: Double
+    /// Also measure GCM encryption over this many session keys, one chosen at random per operation (0: skip).
+    var manyKeys = 0
 
     /// Measures every loop the benchmarked operations need.
     func measure() throws -> [String: Figure] {
@@ -99,6 +101,27 @@ struct HSMCeiling {
         }
         try add("hmac-sha256-32", "C_SignInit + C_Sign, CKM_SHA256_HMAC, 32 B (GenerateMac)") {
             _ = try token.withSession { session throws(PKCS11Error) in try session.sign(small, key: hmac, mechanism: .hmac(.sha256HMAC)) }
+        }
+        if manyKeys > 1 {
+            let template: [Attribute] = [
+                .objectClass(.secretKey), .keyType(.aes), Attribute(.token, false), Attribute(.private, true), Attribute(.sensitive, true),
+                Attribute(.extractable, false), Attribute(.encrypt, true), Attribute(.decrypt, true), Attribute(.valueLength, ulong: 32),
+            ]
+            let keys = try token.withLongLivedSession { session throws(PKCS11Error) -> [ObjectHandle] in
+                var keys: [ObjectHandle] = []
+                keys.reserveCapacity(manyKeys)
+                for _ in 0..<manyKeys { keys.append(try session.generateKey(.aesKeyGen, template: template)) }
+                return keys
+            }
+            defer {
+                try? token.withLongLivedSession { session throws(PKCS11Error) in
+                    for key in keys { try? session.destroyObject(key) }
+                }
+            }
+            try add("gcm-encrypt-32-\(manyKeys)-keys", "gcm-encrypt-32 with \(manyKeys) session keys in the token, one chosen at random per operation") {
+                let key = keys[Int.random(in: 0..<keys.count)]
+                _ = try token.withSession { session throws(PKCS11Error) in try session.sealGCM(small, key: key, additionalData: aad) }
+            }
         }
         return figures
     }
