@@ -115,6 +115,15 @@ final class CachedReads: Sendable {
         state.withLock { $0.empty() }
     }
 
+    /// After a commit on the watch connection itself (which does not change its data_version): forgets only the
+    /// rows that commit changed, and keeps no read that was in flight meanwhile.
+    func invalidate(backingKeys ids: [ReadCache.BackingKeyID]) {
+        state.withLock { cache in
+            for id in ids { cache.backingKeys[id] = nil }
+            cache.generation &+= 1
+        }
+    }
+
     func lookup<K: Hashable & Sendable, V: Sendable>(_ map: KeyPath<ReadCache, [K: V]>, _ key: K) -> V? {
         state.withLock { $0[keyPath: map][key] }
     }

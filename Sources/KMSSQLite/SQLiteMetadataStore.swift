@@ -11,6 +11,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     /// Rows the hot path reads, kept until anything commits (see ``ReadCache``).
     private let cache: CachedReads
     private let reservations = GroupCommit<NonceReservation>()
+    private let watch: DatabaseQueue?
 
     /// - Parameter cacheCapacity: entries per cached table (0 turns the read cache off).
     public init(path: String, cacheCapacity: Int = 200_000) throws {
@@ -29,11 +30,18 @@ public final class SQLiteMetadataStore: MetadataStore {
             throw KMSError(.internalFailure, "Cannot open the metadata store at \(path): \(error)", cause: error)
         }
         self.path = path
+        // The watch connection also writes nonce reservations: its own commits leave its data_version unchanged,
+        // so the frequent reservations (the first use of every key after a start) invalidate only the rows they
+        // change instead of the whole cache. Same durability settings as the pool.
         var watchConfiguration = Configuration()
-        watchConfiguration.readonly = true
+        watchConfiguration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: "PRAGMA secure_delete = ON")
+        }
         watchConfiguration.label = "trent.metadata.watch"
         watchConfiguration.busyMode = .timeout(10)
         let watch = cacheCapacity > 0 ? try? DatabaseQueue(path: path, configuration: watchConfiguration) : nil
+        self.watch = watch
         self.cache = CachedReads(watch: watch, capacity: cacheCapacity)
     }
 
@@ -272,13 +280,15 @@ public final class SQLiteMetadataStore: MetadataStore {
     /// Each call still returns only once its own reservation is durable.
     public func reserveNonces(_ keyID: KeyID, version: UInt32, upTo reserved: UInt64) async throws {
         try await reservations.submit(NonceReservation(keyID: keyID, version: version, reserved: reserved)) { batch in
-            try await self.write { db in
+            let apply: @Sendable (Database) throws -> Void = { db in
                 for item in batch {
                     try db.execute(
                         sql: "UPDATE backing_keys SET nonces_reserved = MAX(nonces_reserved, ?) WHERE key_id = ? AND version = ?",
                         arguments: [Int64(clamping: item.reserved), item.keyID.description, Int64(item.version)])
                 }
             }
+            // Only the reserved counts of these backing keys change: forget just those rows.
+            try await self.writeOnWatch(invalidating: batch.map { ReadCache.BackingKeyID(keyID: $0.keyID, version: $0.version) }, apply)
         }
     }
 
@@ -364,7 +374,9 @@ public final class SQLiteMetadataStore: MetadataStore {
     // MARK: Last usage
 
     public func recordLastUsage(_ usage: [KeyID: KeyLastUsage]) async throws {
-        try await write { db in
+        // Only `key_last_usage` changes, which the read cache does not hold: written on the watch connection, this
+        // periodic batch (up to one row per key in use) leaves the cache as it is.
+        try await writeOnWatch(invalidating: []) { db in
             for (keyID, entry) in usage {
                 // A key destroyed meanwhile has no row to update: skip it rather than fail the batch.
                 guard try Bool.fetchOne(db, sql: "SELECT 1 FROM keys WHERE key_id = ?", arguments: [keyID.description]) != nil else { continue }
@@ -670,6 +682,18 @@ public final class SQLiteMetadataStore: MetadataStore {
             throw error
         } catch {
             throw KMSError(.internalFailure, "The metadata store could not be read.", cause: error)
+        }
+    }
+
+    /// A write on the watch connection: its own commits do not change its `data_version`, so the cache is not
+    /// emptied; only the backing-key rows named are forgotten. For writes that change nothing else the cache holds.
+    private func writeOnWatch(invalidating ids: [ReadCache.BackingKeyID], _ body: @escaping @Sendable (Database) throws -> Void) async throws {
+        guard let watch else { return try await write(body) }
+        defer { cache.invalidate(backingKeys: ids) }
+        do {
+            try await watch.write(body)
+        } catch {
+            throw KMSError(.internalFailure, "The metadata store could not be written.", cause: error)
         }
     }
 
