@@ -42,6 +42,9 @@ struct ReadCache {
 
     /// Bumped by every emptying; a read that started under an older generation is not kept.
     var generation: UInt64 = 0
+    /// Bumped when some backing-key rows are forgotten (nonce reservations): only backing-key reads that started
+    /// before are not kept, so the reservations of a burst of first uses do not keep every other row out.
+    var backingGeneration: UInt64 = 0
     /// The last `PRAGMA data_version` seen.
     var dataVersion: Int64 = .min
 
@@ -120,17 +123,23 @@ final class CachedReads: Sendable {
     func invalidate(backingKeys ids: [ReadCache.BackingKeyID]) {
         state.withLock { cache in
             for id in ids { cache.backingKeys[id] = nil }
-            cache.generation &+= 1
+            cache.backingGeneration &+= 1
         }
     }
+
+    var backingGeneration: UInt64 { state.withLock { $0.backingGeneration } }
 
     func lookup<K: Hashable & Sendable, V: Sendable>(_ map: KeyPath<ReadCache, [K: V]>, _ key: K) -> V? {
         state.withLock { $0[keyPath: map][key] }
     }
 
-    func keep<K: Hashable & Sendable, V: Sendable>(_ map: WritableKeyPath<ReadCache, [K: V]>, _ key: K, _ value: V, readUnder generation: UInt64) {
+    func keep<K: Hashable & Sendable, V: Sendable>(
+        _ map: WritableKeyPath<ReadCache, [K: V]>, _ key: K, _ value: V, readUnder generation: UInt64, backingGeneration: UInt64
+    ) {
+        let isBacking = (map as AnyKeyPath) == (\ReadCache.backingKeys as AnyKeyPath)
         state.withLock { cache in
             guard cache.generation == generation else { return }
+            if isBacking && cache.backingGeneration != backingGeneration { return }
             if cache[keyPath: map].count >= capacity { cache[keyPath: map].removeAll() }
             cache[keyPath: map][key] = value
         }

@@ -55,8 +55,9 @@ public final class SQLiteMetadataStore: MetadataStore {
     ) async throws -> V {
         guard let generation = cache.check() else { return try await read(body) }
         if let hit = cache.lookup(map, key) { return hit }
+        let backingGeneration = cache.backingGeneration
         let value = try await read(body)
-        cache.keep(map, key, value, readUnder: generation)
+        cache.keep(map, key, value, readUnder: generation, backingGeneration: backingGeneration)
         return value
     }
 
