@@ -3,10 +3,11 @@
 
 VENV := .venv
 
-.PHONY: help deps test-deps build run test test-swift test-e2e clean
+.PHONY: help deps test-deps bench-deps build run bench test test-swift test-e2e clean
 
 help:
 	@echo "make run    build Trent (release) and serve the KMS API on 127.0.0.1:4599 with an embedded SoftHSM token"
+	@echo "make bench  build Trent (release) and benchmark it against its HSM and HTTP ceilings and moto (docs/performance.md)"
 	@echo "make test   run every test on SoftHSM 2 and on NSS softoken: Swift suites, then the boto3/AWS CLI end-to-end suite"
 
 deps:
@@ -15,11 +16,20 @@ deps:
 test-deps:
 	./scripts/install-deps.sh --test
 
+bench-deps:
+	./scripts/install-deps.sh --bench
+
 build: deps
 	swift build -c release --product trent
 
 run: build
 	.build/release/trent serve
+
+# Starts its own server (fresh token and store in a temporary folder), the HTTP ceiling server and moto, then
+# writes bench-results/<time>/results.{json,md}. Pass options with BENCH_ARGS, e.g. BENCH_ARGS="--duration 10".
+BENCH_ARGS ?=
+bench: build bench-deps
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" .build/release/trent bench --compare $(BENCH_ARGS)
 
 test: test-deps test-swift test-e2e
 

@@ -8,8 +8,13 @@ public import KMS
 public final class SQLiteMetadataStore: MetadataStore {
     private let database: DatabasePool
     public let path: String
+    /// Rows the hot path reads, kept until anything commits (see ``ReadCache``).
+    private let cache: CachedReads
+    private let reservations = GroupCommit<NonceReservation>()
+    private let watch: DatabaseQueue?
 
-    public init(path: String) throws {
+    /// - Parameter cacheCapacity: entries per cached table (0 turns the read cache off).
+    public init(path: String, cacheCapacity: Int = 200_000) throws {
         var configuration = Configuration()
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
@@ -25,6 +30,35 @@ public final class SQLiteMetadataStore: MetadataStore {
             throw KMSError(.internalFailure, "Cannot open the metadata store at \(path): \(error)", cause: error)
         }
         self.path = path
+        // The watch connection also writes nonce reservations: its own commits leave its data_version unchanged,
+        // so the frequent reservations (the first use of every key after a start) invalidate only the rows they
+        // change instead of the whole cache. Same durability settings as the pool.
+        var watchConfiguration = Configuration()
+        watchConfiguration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: "PRAGMA secure_delete = ON")
+        }
+        watchConfiguration.label = "trent.metadata.watch"
+        watchConfiguration.busyMode = .timeout(10)
+        let watch = cacheCapacity > 0 ? try? DatabaseQueue(path: path, configuration: watchConfiguration) : nil
+        self.watch = watch
+        self.cache = CachedReads(watch: watch, capacity: cacheCapacity)
+    }
+
+    /// Number of rows in the read cache (tests).
+    public var cachedRowCount: Int { cache.count }
+
+    /// A read through the cache: checks that nothing committed since the cache was filled, then answers from it
+    /// or reads SQLite and keeps the answer.
+    private func cached<K: Hashable & Sendable, V: Sendable>(
+        _ map: WritableKeyPath<ReadCache, [K: V]>, _ key: K, _ body: @escaping @Sendable (Database) throws -> V
+    ) async throws -> V {
+        guard let generation = cache.check() else { return try await read(body) }
+        if let hit = cache.lookup(map, key) { return hit }
+        let backingGeneration = cache.backingGeneration
+        let value = try await read(body)
+        cache.keep(map, key, value, readUnder: generation, backingGeneration: backingGeneration)
+        return value
     }
 
     static var migrator: DatabaseMigrator {
@@ -154,8 +188,19 @@ public final class SQLiteMetadataStore: MetadataStore {
         }
     }
 
+    /// Inserts many keys with their first backing keys in one transaction (one sync for the batch), for bulk
+    /// provisioning such as the benchmark's key-count scale test.
+    public func insertKeys(_ keys: [(KeyRecord, BackingKeyRecord)]) async throws {
+        try await write { db in
+            for (key, backingKey) in keys {
+                try Self.insert(key, into: db)
+                try Self.insert(backingKey, into: db)
+            }
+        }
+    }
+
     public func key(_ id: KeyID) async throws -> KeyRecord? {
-        try await read { db in
+        try await cached(\.keys, id) { db in
             try Row.fetchOne(db, sql: "SELECT * FROM keys WHERE key_id = ?", arguments: [id.description]).map(Self.keyRecord)
         }
     }
@@ -258,7 +303,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     // MARK: Backing keys
 
     public func backingKey(_ keyID: KeyID, version: UInt32) async throws -> BackingKeyRecord? {
-        try await read { db in
+        try await cached(\.backingKeys, ReadCache.BackingKeyID(keyID: keyID, version: version)) { db in
             try Row.fetchOne(
                 db, sql: "SELECT * FROM backing_keys WHERE key_id = ? AND version = ?",
                 arguments: [keyID.description, Int64(version)]
@@ -282,18 +327,27 @@ public final class SQLiteMetadataStore: MetadataStore {
         }
     }
 
+    /// Group-committed: reservations that arrive while one transaction is being synced go together in the next,
+    /// so the first use of many keys after a start (each reserves a block) costs one sync per batch, not per key.
+    /// Each call still returns only once its own reservation is durable.
     public func reserveNonces(_ keyID: KeyID, version: UInt32, upTo reserved: UInt64) async throws {
-        try await write { db in
-            try db.execute(
-                sql: "UPDATE backing_keys SET nonces_reserved = MAX(nonces_reserved, ?) WHERE key_id = ? AND version = ?",
-                arguments: [Int64(clamping: reserved), keyID.description, Int64(version)])
+        try await reservations.submit(NonceReservation(keyID: keyID, version: version, reserved: reserved)) { batch in
+            let apply: @Sendable (Database) throws -> Void = { db in
+                for item in batch {
+                    try db.execute(
+                        sql: "UPDATE backing_keys SET nonces_reserved = MAX(nonces_reserved, ?) WHERE key_id = ? AND version = ?",
+                        arguments: [Int64(clamping: item.reserved), item.keyID.description, Int64(item.version)])
+                }
+            }
+            // Only the reserved counts of these backing keys change: forget just those rows.
+            try await self.writeOnWatch(invalidating: batch.map { ReadCache.BackingKeyID(keyID: $0.keyID, version: $0.version) }, apply)
         }
     }
 
     // MARK: Aliases
 
     public func alias(named name: String, account: String) async throws -> AliasRecord? {
-        try await read { db in
+        try await cached(\.aliasesByName, ReadCache.AliasName(account: account, name: name)) { db in
             try Row.fetchOne(db, sql: "SELECT * FROM aliases WHERE account_id = ? AND name = ?", arguments: [account, name]).map(Self.aliasRecord)
         }
     }
@@ -340,7 +394,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     public func aliases(of keyID: KeyID) async throws -> [AliasRecord] {
-        try await read { db in
+        try await cached(\.aliasesOfKey, keyID) { db in
             try Row.fetchAll(db, sql: "SELECT * FROM aliases WHERE key_id = ? ORDER BY name", arguments: [keyID.description]).map(Self.aliasRecord)
         }
     }
@@ -348,7 +402,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     // MARK: Tags
 
     public func tags(of keyID: KeyID) async throws -> [Tag] {
-        try await read { db in
+        try await cached(\.tags, keyID) { db in
             try Row.fetchAll(
                 db, sql: "SELECT tag_key, tag_value FROM tags WHERE key_id = ? ORDER BY tag_key", arguments: [keyID.description]
             ).map { Tag(key: $0["tag_key"], value: $0["tag_value"]) }
@@ -372,7 +426,9 @@ public final class SQLiteMetadataStore: MetadataStore {
     // MARK: Last usage
 
     public func recordLastUsage(_ usage: [KeyID: KeyLastUsage]) async throws {
-        try await write { db in
+        // Only `key_last_usage` changes, which the read cache does not hold: written on the watch connection, this
+        // periodic batch (up to one row per key in use) leaves the cache as it is.
+        try await writeOnWatch(invalidating: []) { db in
             for (keyID, entry) in usage {
                 // A key destroyed meanwhile has no row to update: skip it rather than fail the batch.
                 guard try Bool.fetchOne(db, sql: "SELECT 1 FROM keys WHERE key_id = ?", arguments: [keyID.description]) != nil else { continue }
@@ -420,7 +476,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     public func grants(of keyID: KeyID) async throws -> [GrantRecord] {
-        try await read { db in
+        try await cached(\.grants, keyID) { db in
             try Row.fetchAll(db, sql: "SELECT * FROM grants WHERE key_id = ? ORDER BY seq", arguments: [keyID.description]).map(Self.grantRecord)
         }
     }
@@ -463,7 +519,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     public func principal(_ arn: String) async throws -> Principal? {
-        try await read { db in try Row.fetchOne(db, sql: "SELECT * FROM principals WHERE arn = ?", arguments: [arn]).map(Self.principalRecord) }
+        try await cached(\.principals, arn) { db in try Row.fetchOne(db, sql: "SELECT * FROM principals WHERE arn = ?", arguments: [arn]).map(Self.principalRecord) }
     }
 
     public func principals() async throws -> [Principal] {
@@ -491,7 +547,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     public func accessKey(_ accessKeyID: String) async throws -> AccessKeyRecord? {
-        try await read { db in
+        try await cached(\.accessKeys, accessKeyID) { db in
             try Row.fetchOne(db, sql: "SELECT * FROM access_keys WHERE access_key_id = ?", arguments: [accessKeyID]).map(Self.accessKeyRecord)
         }
     }
@@ -531,7 +587,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     public func identityPolicies(of principalARN: String) async throws -> [IdentityPolicy] {
-        try await read { db in
+        try await cached(\.identityPolicies, principalARN) { db in
             try Row.fetchAll(db, sql: "SELECT * FROM identity_policies WHERE principal_arn = ? ORDER BY name", arguments: [principalARN]).map {
                 IdentityPolicy(principalARN: $0["principal_arn"], name: $0["name"], document: $0["document"])
             }
@@ -686,6 +742,18 @@ public final class SQLiteMetadataStore: MetadataStore {
         }
     }
 
+    /// A write on the watch connection: its own commits do not change its `data_version`, so the cache is not
+    /// emptied; only the backing-key rows named are forgotten. For writes that change nothing else the cache holds.
+    private func writeOnWatch(invalidating ids: [ReadCache.BackingKeyID], _ body: @escaping @Sendable (Database) throws -> Void) async throws {
+        guard let watch else { return try await write(body) }
+        defer { cache.invalidate(backingKeys: ids) }
+        do {
+            try await watch.write(body)
+        } catch {
+            throw KMSError(.internalFailure, "The metadata store could not be written.", cause: error)
+        }
+    }
+
     /// A write whose unique-constraint violation means "that name or id is taken".
     func insertUnique(_ body: @escaping @Sendable (Database) throws -> Void) async throws {
         do {
@@ -699,6 +767,8 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        // Whatever this write changes, no cached row survives it (the data_version check would catch it too).
+        defer { cache.invalidate() }
         do {
             return try await database.write(body)
         } catch let error as KMSError {

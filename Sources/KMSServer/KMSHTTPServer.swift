@@ -64,8 +64,8 @@ public struct KMSHTTPServer: Sendable {
     }
 
     func respond(to request: Request, context: KMSRequestContext) async -> Response {
-        let requestID = UUID().uuidString.lowercased()
-        let eventID = UUID().uuidString.lowercased()
+        let requestID = Self.randomUUID()
+        let eventID = Self.randomUUID()
         let received = Date()
         let target = request.headers[Self.targetHeader] ?? ""
         let operationName = target.hasPrefix(Self.targetPrefix) ? String(target.dropFirst(Self.targetPrefix.count)) : target
@@ -170,6 +170,26 @@ public struct KMSHTTPServer: Sendable {
         return SignedRequest(
             method: request.method.rawValue, path: request.uri.path, query: request.uri.query ?? "",
             host: request.head.authority, headers: headers, body: body)
+    }
+
+    /// A random (version 4) UUID in lowercase, from the system's random generator (getrandom), without
+    /// Foundation's UUID(), which opens /dev/urandom on every call on Linux.
+    static func randomUUID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        var bytes = (generator.next() as UInt64, generator.next() as UInt64)
+        return withUnsafeMutableBytes(of: &bytes) { raw in
+            raw[6] = (raw[6] & 0x0F) | 0x40
+            raw[8] = (raw[8] & 0x3F) | 0x80
+            let digits = Array("0123456789abcdef".utf8)
+            var out: [UInt8] = []
+            out.reserveCapacity(36)
+            for index in 0..<16 {
+                if index == 4 || index == 6 || index == 8 || index == 10 { out.append(UInt8(ascii: "-")) }
+                out.append(digits[Int(raw[index] >> 4)])
+                out.append(digits[Int(raw[index] & 0x0F)])
+            }
+            return String(decoding: out, as: UTF8.self)
+        }
     }
 
     /// AWS answers client errors with 400 and its own failures with 500 (which SDKs retry).

@@ -17,7 +17,7 @@ struct Trent: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trent",
         abstract: "A key management service that speaks the AWS KMS API and keeps its keys in a PKCS#11 token.",
-        subcommands: [Serve.self, TokenCommand.self, IdentityCommand.self, AuditCommand.self],
+        subcommands: [Serve.self, TokenCommand.self, IdentityCommand.self, AuditCommand.self, BenchCommand.self],
         defaultSubcommand: Serve.self)
 
     /// Runs `body`, printing a startup failure as one line on stderr and exiting 1, never a stack trace.

@@ -19,18 +19,20 @@ public enum JSONValue: Sendable, Equatable, Codable, ExpressibleByStringLiteral,
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
+        // JSON's kinds are disjoint for JSONDecoder (no coercion between them), so the order only decides how
+        // many attempts fail first: the common kinds (strings, then objects) are tried first.
         if container.decodeNil() {
             self = .null
-        } else if let value = try? container.decode(Bool.self) {
-            self = .bool(value)
-        } else if let value = try? container.decode(Double.self) {
-            self = .number(value)
         } else if let value = try? container.decode(String.self) {
             self = .string(value)
+        } else if let value = try? container.decode([String: JSONValue].self) {
+            self = .object(value)
         } else if let value = try? container.decode([JSONValue].self) {
             self = .array(value)
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
         } else {
-            self = .object(try container.decode([String: JSONValue].self))
+            self = .number(try container.decode(Double.self))
         }
     }
 
@@ -47,10 +49,77 @@ public enum JSONValue: Sendable, Equatable, Codable, ExpressibleByStringLiteral,
     }
 
     /// Compact JSON with keys sorted, so equal values always give equal bytes (what the audit hash chain hashes).
+    ///
+    /// Byte for byte what `JSONEncoder` with `[.sortedKeys, .withoutEscapingSlashes]` writes (keys sorted by their
+    /// UTF-8 bytes, integral numbers without `.0`, control characters escaped), written directly: the encoder's
+    /// generic machinery cost more than anything else per audit record. A non-finite number makes the whole value
+    /// `null`, as the encoder's failure did.
     public var canonicalBytes: [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(1024)
+        guard Self.write(self, into: &out) else { return Array("null".utf8) }
+        return out
+    }
+
+    /// The canonical form through `JSONEncoder` (tests compare the two).
+    public var canonicalBytesViaEncoder: [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return (try? Array(encoder.encode(self))) ?? Array("null".utf8)
+    }
+
+    private static func write(_ value: JSONValue, into out: inout [UInt8]) -> Bool {
+        switch value {
+        case .null: out += "null".utf8
+        case .bool(let flag): out += (flag ? "true" : "false").utf8
+        case .number(let number):
+            guard number.isFinite else { return false }
+            var text = number.description
+            if text.hasSuffix(".0") { text.removeLast(2) }
+            out += text.utf8
+        case .string(let text): writeString(text, into: &out)
+        case .array(let items):
+            out.append(UInt8(ascii: "["))
+            for (index, item) in items.enumerated() {
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                guard write(item, into: &out) else { return false }
+            }
+            out.append(UInt8(ascii: "]"))
+        case .object(let members):
+            out.append(UInt8(ascii: "{"))
+            let keys = members.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+            for (index, key) in keys.enumerated() {
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                writeString(key, into: &out)
+                out.append(UInt8(ascii: ":"))
+                guard write(members[key]!, into: &out) else { return false }
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+        return true
+    }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    private static func writeString(_ text: String, into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
+            case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
+            case 0x08: out += [UInt8(ascii: "\\"), UInt8(ascii: "b")]
+            case 0x0C: out += [UInt8(ascii: "\\"), UInt8(ascii: "f")]
+            case 0x0A: out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+            case 0x0D: out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
+            case 0x09: out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+            case 0x00..<0x20:
+                out += "\\u00".utf8
+                out.append(hexDigits[Int(byte >> 4)])
+                out.append(hexDigits[Int(byte & 0x0F)])
+            default: out.append(byte)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
     }
 
     public subscript(key: String) -> JSONValue? {

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// One authorization question: may the caller perform `action`, on `key` or on the account?
 struct AuthorizationRequest: Sendable {
@@ -77,7 +78,7 @@ struct Authorizer: Sendable {
             return identityAllows ? .allowed : .denied("because no identity-based policy allows the \(request.action) action")
         }
 
-        let document = keyPolicy ?? (try? PolicyDocument(parsing: key.policy))
+        let document = keyPolicy ?? ParsedPolicies.shared.document(key.policy)
         let keyDecision = document?.evaluate(policyRequest, as: .resource)
         if keyDecision?.explicitDeny == true {
             return .explicitlyDenied("with an explicit deny in a resource-based policy")
@@ -114,15 +115,16 @@ struct Authorizer: Sendable {
 
     private func identityPolicies(of caller: Caller) async throws -> [PolicyDocument] {
         guard caller.principalKind != .service else { return [] }
-        return try await store.identityPolicies(of: caller.principalARN).compactMap { try? PolicyDocument(parsing: $0.document) }
+        return try await store.identityPolicies(of: caller.principalARN).compactMap { ParsedPolicies.shared.document($0.document) }
     }
 
     /// The global and KMS condition keys of a request.
     private func conditionContext(for request: AuthorizationRequest, caller: Caller) async throws -> ConditionContext {
         var context = request.context
         context.set("aws:PrincipalArn", caller.principalARN)
-        context.set("aws:CurrentTime", ISO8601DateFormatter().string(from: clock.now()))
-        context.set("aws:EpochTime", String(Int(clock.now().timeIntervalSince1970)))
+        let now = clock.now()
+        context.set("aws:CurrentTime", ISO8601Seconds.string(now))
+        context.set("aws:EpochTime", String(Int(now.timeIntervalSince1970)))
         if !caller.accountID.isEmpty {
             context.set("kms:CallerAccount", caller.accountID)
             context.set("aws:PrincipalAccount", caller.accountID)
@@ -150,4 +152,27 @@ struct Authorizer: Sendable {
 
 extension KMSError.Code {
     public static let accessDenied = KMSError.Code(rawValue: "AccessDeniedException")
+}
+
+/// Parsed policy documents by their text. A policy's meaning depends only on its text, so a document parsed
+/// once serves every later request that names the same text (every key with the default policy of an account
+/// shares one entry); a changed policy is a different text and is parsed afresh. Bounded: emptied when full.
+final class ParsedPolicies: Sendable {
+    static let shared = ParsedPolicies(capacity: 4_096)
+
+    private let documents: Mutex<[String: PolicyDocument?]> = Mutex([:])
+    let capacity: Int
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    /// The parsed document, or nil when the text is not a valid policy (as `try? PolicyDocument(parsing:)`).
+    func document(_ text: String) -> PolicyDocument? {
+        if let known = documents.withLock({ $0[text] }) { return known }
+        let parsed = try? PolicyDocument(parsing: text)
+        documents.withLock { cache in
+            if cache.count >= capacity { cache.removeAll() }
+            cache[text] = parsed
+        }
+        return parsed
+    }
 }

@@ -115,7 +115,7 @@ extension KeyManagementService {
 
     /// The policy AWS gives a key created without one: the account root may do everything, which delegates
     /// access to the account's identity policies.
-    static func defaultKeyPolicy(account: String) -> String {
+    public static func defaultKeyPolicy(account: String) -> String {
         """
         {"Version":"2012-10-17","Id":"key-default-1","Statement":[{"Sid":"Enable IAM User Permissions",\
         "Effect":"Allow","Principal":{"AWS":"arn:aws:iam::\(account):root"},"Action":"kms:*","Resource":"*"}]}

@@ -122,9 +122,5 @@ struct CloudTrailRecord {
 
     static func lowerCamel(_ name: String) -> String { name.prefix(1).lowercased() + name.dropFirst() }
 
-    static func timestamp(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.string(from: date)
-    }
+    static func timestamp(_ date: Date) -> String { ISO8601Seconds.string(date) }
 }

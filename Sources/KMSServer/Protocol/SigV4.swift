@@ -219,9 +219,14 @@ public final class SigV4Verifier: Sendable {
                 throw KMSError(.incompleteSignature, "Authorization header must use the AWS4-HMAC-SHA256 algorithm.")
             }
             var fields: [String: String] = [:]
-            for part in header.dropFirst(prefix.count).split(separator: ",") {
-                let pair = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
-                if pair.count == 2 { fields[String(pair[0])] = String(pair[1]) }
+            for part in header.utf8.dropFirst(prefix.utf8.count).split(separator: UInt8(ascii: ",")) {
+                let trimmed = part.drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+                    .reversed().drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }.reversed()
+                // As `split(separator: "=", maxSplits: 1)` read it: both sides must be non-empty.
+                guard let equals = trimmed.firstIndex(of: UInt8(ascii: "=")), equals != trimmed.startIndex,
+                    trimmed.index(after: equals) != trimmed.endIndex
+                else { continue }
+                fields[String(decoding: trimmed[..<equals], as: UTF8.self)] = String(decoding: trimmed[trimmed.index(after: equals)...], as: UTF8.self)
             }
             guard let credential = fields["Credential"], let signedHeaders = fields["SignedHeaders"], let signature = fields["Signature"]
             else {
@@ -242,7 +247,35 @@ public final class SigV4Verifier: Sendable {
         }
     }
 
-    static func parseAmzDate(_ text: String) -> Date? { amzDateFormatter().date(from: text) }
+    /// Parses `yyyyMMdd'T'HHmmss'Z'` (UTC) strictly, without a formatter object per request.
+    static func parseAmzDate(_ text: String) -> Date? {
+        let bytes = Array(text.utf8)
+        guard bytes.count == 16, bytes[8] == UInt8(ascii: "T"), bytes[15] == UInt8(ascii: "Z") else { return nil }
+        func number(_ range: Range<Int>) -> Int32? {
+            var value: Int32 = 0
+            for index in range {
+                let byte = bytes[index]
+                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+                value = value * 10 + Int32(byte - UInt8(ascii: "0"))
+            }
+            return value
+        }
+        guard let year = number(0..<4), let month = number(4..<6), let day = number(6..<8), let hour = number(9..<11),
+            let minute = number(11..<13), let second = number(13..<15),
+            (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second < 61
+        else { return nil }
+        var parts = tm()
+        parts.tm_year = year - 1900
+        parts.tm_mon = month - 1
+        parts.tm_mday = day
+        parts.tm_hour = hour
+        parts.tm_min = minute
+        parts.tm_sec = second
+        let seconds = timegm(&parts)
+        // timegm normalises out-of-range days (Feb 30 -> Mar 2): refuse those as the formatter did.
+        guard parts.tm_mday == day, parts.tm_mon == month - 1 else { return nil }
+        return Date(timeIntervalSince1970: TimeInterval(seconds))
+    }
 
     static func formatAmzDate(_ date: Date) -> String { amzDateFormatter().string(from: date) }
 
@@ -256,7 +289,16 @@ public final class SigV4Verifier: Sendable {
     }
 
     static func normalizeHeaderValue(_ value: String) -> String {
-        value.trimmingCharacters(in: .whitespaces).split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
+        // Most values need nothing: no space at either end and no run of spaces (checked without allocating).
+        var previousWasSpace = true
+        var clean = true
+        for byte in value.utf8 {
+            let space = byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t")
+            if space && previousWasSpace { clean = false; break }
+            previousWasSpace = space
+        }
+        if clean && !previousWasSpace || value.isEmpty { return value }
+        return value.trimmingCharacters(in: .whitespaces).split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
     }
 
     /// The path as sent, with each segment URI-encoded once (AWS services other than S3 normalise it).
