@@ -195,10 +195,11 @@ extension PKCS11KeyProvider {
             && [.encryptInit, .decryptInit, .unwrapKey].contains(error.function)
     }
 
-    /// What tokens answer for a ciphertext whose padding does not check out.
+    /// What tokens answer for a ciphertext whose padding does not check out, or that is not below the modulus
+    /// (SoftHSM: `CKR_GENERAL_ERROR`, NSS: `CKR_ARGUMENTS_BAD`).
     static func isRejectedCiphertext(_ error: PKCS11Error) -> Bool {
         error.function == .decrypt
-            && [.encryptedDataInvalid, .encryptedDataLenRange, .dataInvalid, .dataLenRange, .generalError].contains(error.returnValue)
+            && [.encryptedDataInvalid, .encryptedDataLenRange, .dataInvalid, .dataLenRange, .generalError, .argumentsBad].contains(error.returnValue)
     }
 
     // MARK: Key agreement
