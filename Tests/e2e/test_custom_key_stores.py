@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -38,11 +37,6 @@ UNDECLARED = "cluster-trentundeclare"  # not in the configuration at all
 
 ANCHOR = "-----BEGIN CERTIFICATE-----\nTRENT+E2E+TRUST+ANCHOR+FOR+THE+ANCHORED+TOKEN\n-----END CERTIFICATE-----\n"
 OTHER_ANCHOR = "-----BEGIN CERTIFICATE-----\nSOME+OTHER+CLUSTER+CERTIFICATE\n-----END CERTIFICATE-----\n"
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("softhsm2-util") is None or shutil.which("pkcs11-tool") is None or not Path(SOFTHSM_MODULE).exists(),
-    reason="custom key store tokens are made with softhsm2-util and pkcs11-tool (Debian softhsm2 and opensc)",
-)
 
 for secret in (PIN_SECOND, PIN_THIRD):
     remember_plaintext(secret)

@@ -201,7 +201,7 @@ extension KeyManagementService {
         var record = try await customKeyStore(id, caller: caller)
         let previous = try await stores.connections.begin(
             id, allowedFrom: [.disconnected, .connected, .connecting], to: .connecting,
-            refusal: "Custom key store \(id) is %@; a FAILED store must be disconnected before it is connected again.")
+            refusal: { "Custom key store \(id) is \($0.rawValue); a FAILED store must be disconnected before it is connected again." })
         // Already connected or connecting: nothing to do, as in AWS.
         guard previous == .disconnected else { return }
         if stores.tokens.isDeclared(record.clusterID) {
@@ -222,7 +222,7 @@ extension KeyManagementService {
         var record = try await customKeyStore(id, caller: caller)
         _ = try await stores.connections.begin(
             id, allowedFrom: [.connected, .connecting, .failed], to: .disconnecting,
-            refusal: "Custom key store \(id) is %@ already.")
+            refusal: { "Custom key store \(id) is \($0.rawValue) already." })
         await stores.tokens.disconnect(storeID: id)
         await stores.connections.set(id, .disconnected)
         if record.connectRequested {
@@ -512,13 +512,14 @@ actor CustomKeyStoreConnections {
     }
 
     /// Moves to `next` if the store is in one of `allowed`, atomically; returns the state it was in.
-    /// `refusal` words the CustomKeyStoreInvalidStateException, `%@` standing for the state.
+    /// `refusal` words the CustomKeyStoreInvalidStateException for the state the store is in.
     func begin(
-        _ id: String, allowedFrom allowed: Set<CustomKeyStoreConnectionState>, to next: CustomKeyStoreConnectionState, refusal: String
+        _ id: String, allowedFrom allowed: Set<CustomKeyStoreConnectionState>, to next: CustomKeyStoreConnectionState,
+        refusal: @Sendable (CustomKeyStoreConnectionState) -> String
     ) throws(KMSError) -> CustomKeyStoreConnectionState {
         let (current, _) = state(of: id)
         guard allowed.contains(current) else {
-            throw KMSError(.customKeyStoreInvalidState, refusal.replacingOccurrences(of: "%@", with: current.rawValue))
+            throw KMSError(.customKeyStoreInvalidState, refusal(current))
         }
         if current != .connected { states[id] = (next, nil) }
         return current
