@@ -68,7 +68,8 @@ public actor AuditTrail: AuditSink {
     private var lastDigestHash: String
 
     private struct Pending {
-        var record: JSONValue
+        /// The record's canonical bytes, serialised by the caller so the actor only chains and writes.
+        var recordBytes: [UInt8]
         var continuation: CheckedContinuation<Void, any Error>
     }
     private var pending: [Pending] = []
@@ -148,10 +149,19 @@ public actor AuditTrail: AuditSink {
     ///
     /// - Throws: `KMSError(.internalFailure)` when the record could not be stored (every append of a failed
     ///   batch throws), the record is not representable in JSON, or the trail is closed.
-    public func append(_ record: JSONValue) async throws {
+    public nonisolated func append(_ record: JSONValue) async throws {
+        let recordBytes = record.canonicalBytes
+        // canonicalBytes falls back to `null` when encoding fails (a NaN or infinite number).
+        guard recordBytes != Array("null".utf8) || record == .null else {
+            throw KMSError(.internalFailure, "The audit record is not representable in JSON.")
+        }
+        try await enqueue(recordBytes)
+    }
+
+    private func enqueue(_ recordBytes: [UInt8]) async throws {
         guard state == .open else { throw KMSError(.internalFailure, "The audit trail is closed.") }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            pending.append(Pending(record: record, continuation: continuation))
+            pending.append(Pending(recordBytes: recordBytes, continuation: continuation))
             if drainTask == nil {
                 drainTask = Task { await self.drain() }
             }
@@ -161,30 +171,19 @@ public actor AuditTrail: AuditSink {
     /// Writes batches until nothing is waiting: everything that arrived during one write goes in the next.
     private func drain() async {
         while !pending.isEmpty {
-            let batch = pending
+            let written = pending
             pending.removeAll(keepingCapacity: true)
 
             var sequence = lastSequence
             var hash = lastHash
             var bytes: [UInt8] = []
-            var written: [Pending] = []
-            for entry in batch {
-                let recordBytes = entry.record.canonicalBytes
-                let nextHash = AuditFormat.chainHash(previousHash: hash, recordBytes: recordBytes)
-                let line = AuditFormat.recordLine(sequence: sequence + 1, previousHash: hash, hash: nextHash, record: entry.record)
-                    .canonicalBytes
-                // canonicalBytes falls back to `null` when encoding fails (a NaN or infinite number).
-                guard recordBytes != Array("null".utf8) || entry.record == .null, line != Array("null".utf8) else {
-                    entry.continuation.resume(throwing: KMSError(.internalFailure, "The audit record is not representable in JSON."))
-                    continue
-                }
+            bytes.reserveCapacity(written.reduce(0) { $0 + $1.recordBytes.count + 200 })
+            for entry in written {
+                let nextHash = AuditFormat.chainHash(previousHash: hash, recordBytes: entry.recordBytes)
                 sequence += 1
+                AuditFormat.appendRecordLine(sequence: sequence, previousHash: hash, hash: nextHash, recordBytes: entry.recordBytes, to: &bytes)
                 hash = nextHash
-                bytes += line
-                bytes.append(AuditFormat.newline)
-                written.append(entry)
             }
-            guard !written.isEmpty else { continue }
 
             let first = lastSequence + 1
             do {

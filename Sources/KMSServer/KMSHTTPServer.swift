@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 public import Hummingbird
 public import KMS
 public import Logging
@@ -59,7 +59,9 @@ public struct KMSHTTPServer: Sendable {
     private struct Exchange {
         var body: [UInt8] = []
         var caller: Caller?
-        var output: [UInt8]?
+        /// The body parsed once, for the operation and for the audit record.
+        var request: JSONValue?
+        var output: JSONValue?
         var error: KMSError?
     }
 
@@ -69,9 +71,13 @@ public struct KMSHTTPServer: Sendable {
         let received = Date()
         let target = request.headers[Self.targetHeader] ?? ""
         let operationName = target.hasPrefix(Self.targetPrefix) ? String(target.dropFirst(Self.targetPrefix.count)) : target
-        var logger = self.logger
-        logger[metadataKey: "kms.request.id"] = "\(requestID)"
-        logger[metadataKey: "kms.operation"] = "\(operationName)"
+        // Metadata is attached per message, not set on a Logger copy: a stream handler re-renders its
+        // metadata on every set, which cost more than the rest of the logging when nothing is logged.
+        func log(_ level: Logger.Level, _ message: Logger.Message, _ metadata: Logger.Metadata = [:]) {
+            logger.log(
+                level: level, message,
+                metadata: metadata.merging(["kms.request.id": "\(requestID)", "kms.operation": "\(operationName)"]) { own, _ in own })
+        }
 
         let resources = AuditResources()
         var exchange = Exchange()
@@ -91,31 +97,37 @@ public struct KMSHTTPServer: Sendable {
                 guard target.hasPrefix(Self.targetPrefix), let operation = operations[operationName] else {
                     throw KMSError(.unknownOperation, "Unknown operation \(target.isEmpty ? "(no X-Amz-Target header)" : target)")
                 }
-                exchange.output = try await operation.handle(exchange.body, caller)
+                let json = try AWSJSON.parseBody(exchange.body)
+                exchange.request = json
+                exchange.output = try await operation.handle(json, caller)
             } catch let error as KMSError {
                 exchange.error = error
             } catch {
-                logger.error("unexpected failure", metadata: ["error": "\(error)"])
+                log(.error, "unexpected failure", ["error": "\(error)"])
                 exchange.error = KMSError(.internalFailure, "An internal error occurred; the request can be retried.")
             }
           }
         }
         if let error = exchange.error {
-            logger.info("request failed", metadata: ["kms.error": "\(error.code)", "kms.error.message": "\(error.message)"])
-            if let cause = error.cause { logger.error("cause of the failure", metadata: ["kms.error.cause": "\(cause)"]) }
+            if logger.logLevel <= .info {
+                log(.info, "request failed", ["kms.error": "\(error.code)", "kms.error.message": "\(error.message)"])
+            }
+            if let cause = error.cause { log(.error, "cause of the failure", ["kms.error.cause": "\(cause)"]) }
         }
 
         if let audit {
             let record = CloudTrailRecord(
                 operation: operationName, requestID: requestID, eventID: eventID, eventTime: received, region: service.location.region,
                 caller: exchange.caller, claimedAccessKeyID: Self.claimedAccessKeyID(request), sourceIP: context.remoteAddress?.ipAddress,
-                userAgent: request.headers[.userAgent], requestBody: exchange.body, responseBody: exchange.output, error: exchange.error,
+                userAgent: request.headers[.userAgent],
+                // A request refused before its body was read (authentication) still shows what it asked for.
+                request: exchange.request ?? (try? JSONValue.parse(exchange.body)), response: exchange.output, error: exchange.error,
                 resources: resources.resources)
             do {
                 try await audit.append(record.json)
             } catch {
                 // Nothing is acknowledged that the trail did not record.
-                logger.error("the audit trail could not record a request; refusing it", metadata: ["error": "\(error)"])
+                log(.error, "the audit trail could not record a request; refusing it", ["error": "\(error)"])
                 return Self.errorResponse(
                     KMSError(.internalFailure, "The request could not be recorded in the audit trail; it can be retried."), requestID: requestID)
             }
@@ -123,7 +135,7 @@ public struct KMSHTTPServer: Sendable {
         if let error = exchange.error {
             return Self.errorResponse(error, status: status, requestID: requestID)
         }
-        return Self.response(.ok, body: exchange.output ?? [], requestID: requestID)
+        return Self.response(.ok, body: exchange.output?.canonicalBytes ?? [], requestID: requestID)
     }
 
     /// Verifies the signature, then, when an integrated service calls on behalf of a principal, that

@@ -46,6 +46,20 @@ def test_request_ids_are_unique(raw):
     assert None not in ids and len(ids) == 3
 
 
+def test_operations_without_output_answer_an_empty_body(raw, new_key):
+    key_id = new_key()
+    for operation in ("DisableKey", "EnableKey", "EnableKeyRotation"):
+        resp = raw(operation, {"KeyId": key_id})
+        assert resp.status == 200 and resp.text == "", (operation, resp)
+
+
+def test_responses_are_json_objects_with_exact_members(raw, new_key):
+    key_id = new_key()
+    body = assert_ok(raw("Encrypt", {"KeyId": key_id, "Plaintext": base64.b64encode(b"x").decode()}))
+    assert set(body) == {"CiphertextBlob", "KeyId", "EncryptionAlgorithm"}
+    assert body["KeyId"] == key_arn(key_id) and body["EncryptionAlgorithm"] == "SYMMETRIC_DEFAULT"
+
+
 def test_timestamps_are_epoch_numbers(raw):
     created = assert_ok(raw("CreateKey", {"Description": "raw"}))["KeyMetadata"]
     for md in (created, assert_ok(raw("DescribeKey", {"KeyId": created["KeyId"]}))["KeyMetadata"]):

@@ -28,6 +28,27 @@ public struct ConditionContext: Sendable, Equatable {
 
     /// Lowercases the key, except the encryption-context key after "kms:EncryptionContext:".
     static func normalized(_ key: String) -> String {
+        // ASCII keys, all of the built-in ones, are lowercased byte by byte (this runs a dozen times per request).
+        if key.utf8.allSatisfy({ $0 < 0x80 }) {
+            let count = key.utf8.count
+            let prefixCount = encryptionContextPrefix.utf8.count
+            return String(unsafeUninitializedCapacity: count) { buffer in
+                var index = 0
+                for byte in key.utf8 {
+                    buffer[index] = (0x41...0x5A).contains(byte) ? byte | 0x20 : byte
+                    index += 1
+                }
+                // The encryption-context key after the prefix keeps its case.
+                if count > prefixCount, buffer[0..<prefixCount].elementsEqual(encryptionContextPrefix.utf8) {
+                    var index = prefixCount
+                    for byte in key.utf8.dropFirst(prefixCount) {
+                        buffer[index] = byte
+                        index += 1
+                    }
+                }
+                return count
+            }
+        }
         let prefix = encryptionContextPrefix
         let head = key.prefix(prefix.count)
         if head.count == prefix.count, head.lowercased() == prefix {
@@ -477,16 +498,23 @@ struct ARNParts: Equatable {
 /// `*` matches any run of characters (including none), `?` exactly one; everything else only itself.
 /// The two-pointer algorithm with one backtrack point, so a pattern of many stars stays O(n·m), never exponential.
 func globMatches(pattern: some StringProtocol, _ text: some StringProtocol) -> Bool {
-    let pattern = Array(pattern)
-    let text = Array(text)
+    if pattern == "*" { return true }
+    // ASCII on both sides, the usual case (ARNs, key ids): one byte is one character.
+    if pattern.utf8.allSatisfy({ $0 < 0x80 }) && text.utf8.allSatisfy({ $0 < 0x80 }) {
+        return globMatches(Array(pattern.utf8), Array(text.utf8), star: UInt8(ascii: "*"), any: UInt8(ascii: "?"))
+    }
+    return globMatches(Array(pattern), Array(text), star: "*", any: "?")
+}
+
+private func globMatches<Element: Equatable>(_ pattern: [Element], _ text: [Element], star starElement: Element, any: Element) -> Bool {
     var p = 0
     var t = 0
     var star: (pattern: Int, text: Int)?
     while t < text.count {
-        if p < pattern.count, pattern[p] == "*" {
+        if p < pattern.count, pattern[p] == starElement {
             star = (p, t)
             p += 1
-        } else if p < pattern.count, pattern[p] == "?" || pattern[p] == text[t] {
+        } else if p < pattern.count, pattern[p] == any || pattern[p] == text[t] {
             p += 1
             t += 1
         } else if let backtrack = star {
@@ -498,7 +526,7 @@ func globMatches(pattern: some StringProtocol, _ text: some StringProtocol) -> B
             return false
         }
     }
-    while p < pattern.count, pattern[p] == "*" { p += 1 }
+    while p < pattern.count, pattern[p] == starElement { p += 1 }
     return p == pattern.count
 }
 

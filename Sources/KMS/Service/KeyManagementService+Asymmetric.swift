@@ -40,7 +40,7 @@ extension KeyManagementService {
         guard let publicKey = try await currentBackingKey(of: key).publicKey else {
             throw KMSError(.internalFailure, "The public key of \(arn(key)) is missing.")
         }
-        await recordUse(of: key, "GetPublicKey")
+        recordUse(of: key, "GetPublicKey")
         return PublicKeyResult(key: key, keyARN: arn(key), publicKey: publicKey)
     }
 
@@ -51,7 +51,7 @@ extension KeyManagementService {
             keyID, message: message, messageType: messageType, algorithm: algorithm, action: "kms:Sign", grant: .sign, caller: caller)
         try rejectDryRun(dryRun)
         let signature = try await provider.sign(message, type: type, under: try await currentBackingKey(of: key), spec: pair, algorithm: algorithm)
-        await recordUse(of: key, "Sign")
+        recordUse(of: key, "Sign")
         return SignatureResult(keyARN: arn(key), signature: signature, algorithm: algorithm)
     }
 
@@ -68,7 +68,7 @@ extension KeyManagementService {
         guard valid else {
             throw KMSError(.invalidSignature, "The signature is not valid for the given message, key and signing algorithm.")
         }
-        await recordUse(of: key, "Verify")
+        recordUse(of: key, "Verify")
         return SignatureResult(keyARN: arn(key), signature: signature, algorithm: algorithm)
     }
 
@@ -91,7 +91,7 @@ extension KeyManagementService {
         try requireEnabled(key)
         try rejectDryRun(dryRun)
         let secret = try await provider.deriveSharedSecret(peerPublicKey: publicKey, under: try await currentBackingKey(of: key), spec: pair)
-        await recordUse(of: key, "DeriveSharedSecret")
+        recordUse(of: key, "DeriveSharedSecret")
         return SharedSecretResult(keyARN: arn(key), sharedSecret: secret, keyOrigin: key.origin)
     }
 
@@ -116,7 +116,7 @@ extension KeyManagementService {
         try rejectDryRun(dryRun)
         let (privateKey, publicKey) = try await provider.generateDataKeyPair(spec)
         let blob = try await seal(privateKey, under: key, context: context, algorithm: Self.symmetricAlgorithm)
-        await recordUse(of: key, includePlaintext ? "GenerateDataKeyPair" : "GenerateDataKeyPairWithoutPlaintext")
+        recordUse(of: key, includePlaintext ? "GenerateDataKeyPair" : "GenerateDataKeyPairWithoutPlaintext")
         return DataKeyPairResult(
             privateKeyPlaintext: includePlaintext ? privateKey : nil, privateKeyCiphertextBlob: blob, publicKey: publicKey,
             keyARN: arn(key), keyPairSpec: spec)

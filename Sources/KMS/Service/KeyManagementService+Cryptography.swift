@@ -47,7 +47,7 @@ extension KeyManagementService {
         try requireEncryption(key, context: context)
         try rejectDryRun(dryRun)
         let blob = try await seal(plaintext, under: key, context: context, algorithm: algorithm)
-        await recordUse(of: key, "Encrypt")
+        recordUse(of: key, "Encrypt")
         return EncryptResult(ciphertextBlob: blob, keyARN: arn(key), encryptionAlgorithm: algorithm)
     }
 
@@ -58,7 +58,7 @@ extension KeyManagementService {
         let (key, plaintext, algorithm) = try await open(
             ciphertext, context: context, keyID: keyID, algorithm: algorithm, members: ("keyId", "encryptionAlgorithm"),
             action: ("kms:Decrypt", .decrypt), dryRun: dryRun, caller: caller)
-        await recordUse(of: key, "Decrypt")
+        recordUse(of: key, "Decrypt")
         return DecryptResult(plaintext: plaintext, keyARN: arn(key), encryptionAlgorithm: algorithm)
     }
 
@@ -84,8 +84,8 @@ extension KeyManagementService {
         try requireEncryption(destination, context: destinationContext)
         try rejectDryRun(dryRun)
         let blob = try await seal(plaintext, under: destination, context: destinationContext, algorithm: destinationAlgorithm)
-        await recordUse(of: source, "ReEncrypt")
-        await recordUse(of: destination, "ReEncrypt")
+        recordUse(of: source, "ReEncrypt")
+        recordUse(of: destination, "ReEncrypt")
         return ReEncryptResult(
             ciphertextBlob: blob, sourceKeyARN: arn(source), keyARN: arn(destination),
             sourceEncryptionAlgorithm: sourceAlgorithm, destinationEncryptionAlgorithm: destinationAlgorithm)
@@ -121,7 +121,7 @@ extension KeyManagementService {
         try rejectDryRun(dryRun)
         let dataKey = try await provider.generateRandom(count: length)
         let blob = try await seal(dataKey, under: key, context: context, algorithm: Self.symmetricAlgorithm)
-        await recordUse(of: key, includePlaintext ? "GenerateDataKey" : "GenerateDataKeyWithoutPlaintext")
+        recordUse(of: key, includePlaintext ? "GenerateDataKey" : "GenerateDataKeyWithoutPlaintext")
         return DataKeyResult(plaintext: includePlaintext ? dataKey : nil, ciphertextBlob: blob, keyARN: arn(key))
     }
 

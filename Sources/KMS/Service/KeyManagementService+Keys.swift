@@ -216,8 +216,8 @@ extension KeyManagementService {
             await releaseCustomKeyStoreObject(of: key)
             try await store.destroyKey(key.id)
             await provider.forget(key.id)
-            await ledger.forget(key.id)
-            await usage.forget(key.id)
+            ledger.forget(key.id)
+            usage.forget(key.id)
             logger.info("destroyed key at the end of its deletion window", metadata: ["kms.key.id": "\(key.id)"])
         }
         return due.map(\.id)

@@ -10,7 +10,7 @@ extension KeyManagementService {
         let (key, backingKey, algorithm) = try await macKey(keyID, message: message, algorithm: algorithm, action: "kms:GenerateMac", grant: .generateMac, caller: caller)
         try rejectDryRun(dryRun)
         let mac = try await provider.generateMac(message, under: backingKey, algorithm: algorithm)
-        await recordUse(of: key, "GenerateMac")
+        recordUse(of: key, "GenerateMac")
         return MacResult(mac: mac, keyARN: arn(key), algorithm: algorithm)
     }
 
@@ -22,7 +22,7 @@ extension KeyManagementService {
         guard try await provider.verifyMac(message, mac: mac, under: backingKey, algorithm: algorithm) else {
             throw KMSError(.invalidMac, "The MAC is not valid for the given message and key.")
         }
-        await recordUse(of: key, "VerifyMac")
+        recordUse(of: key, "VerifyMac")
         return MacResult(mac: mac, keyARN: arn(key), algorithm: algorithm)
     }
 

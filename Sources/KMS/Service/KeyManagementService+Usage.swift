@@ -17,13 +17,13 @@ extension KeyManagementService {
         }
         try await authorize("kms:GetKeyLastUsage", resolved, caller: caller)
         let key = resolved.record
-        let lastUsage: KeyLastUsage? = if let recent = await usage.latest(key.id) { recent } else { try await store.lastUsage(of: key.id) }
+        let lastUsage: KeyLastUsage? = if let recent = usage.latest(key.id) { recent } else { try await store.lastUsage(of: key.id) }
         return LastUsageReport(keyID: key.id, lastUsage: lastUsage, trackingStartDate: key.creationDate, keyCreationDate: key.creationDate)
     }
 
     /// Notes a successful cryptographic operation (kept in memory; written by ``flushKeyUsage()``).
-    func recordUse(of key: KeyRecord, _ operation: String) async {
-        await usage.record(key.id, operation: operation, at: clock.now())
+    func recordUse(of key: KeyRecord, _ operation: String) {
+        usage.record(key.id, operation: operation, at: clock.now())
     }
 
     /// Writes the recorded uses to the store (every maintenance pass, and at shutdown).

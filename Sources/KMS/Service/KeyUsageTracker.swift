@@ -1,4 +1,5 @@
 public import Foundation
+import Synchronization
 
 /// The last successful cryptographic operation with a key (GetKeyLastUsage).
 public struct KeyLastUsage: Sendable, Equatable {
@@ -31,24 +32,27 @@ public struct RequestTrace: Sendable {
 
 /// Keeps each key's last use in memory and writes it to the store in batches (at every maintenance pass and at
 /// shutdown), so the cryptographic hot path never waits for a disk write. A crash loses at most the uses since
-/// the last batch: this is usage telemetry, not key state.
-actor KeyUsageTracker {
-    private var pending: [KeyID: KeyLastUsage] = [:]
+/// the last batch: this is usage telemetry, not key state. Recording takes a lock, not an actor hop.
+final class KeyUsageTracker: Sendable {
+    private let pending = Mutex<[KeyID: KeyLastUsage]>([:])
 
     func record(_ keyID: KeyID, operation: String, at date: Date) {
         let trace = RequestTrace.current
-        pending[keyID] = KeyLastUsage(operation: operation, timestamp: date, requestID: trace?.requestID, eventID: trace?.eventID)
+        let usage = KeyLastUsage(operation: operation, timestamp: date, requestID: trace?.requestID, eventID: trace?.eventID)
+        pending.withLock { $0[keyID] = usage }
     }
 
-    func latest(_ keyID: KeyID) -> KeyLastUsage? { pending[keyID] }
+    func latest(_ keyID: KeyID) -> KeyLastUsage? { pending.withLock { $0[keyID] } }
 
     func flush(to store: any MetadataStore) async throws {
-        guard !pending.isEmpty else { return }
-        let batch = pending
+        let batch = pending.withLock { $0 }
+        guard !batch.isEmpty else { return }
         try await store.recordLastUsage(batch)
         // Keep anything recorded while the batch was being written.
-        for (keyID, usage) in batch where pending[keyID] == usage { pending[keyID] = nil }
+        pending.withLock { pending in
+            for (keyID, usage) in batch where pending[keyID] == usage { pending[keyID] = nil }
+        }
     }
 
-    func forget(_ keyID: KeyID) { pending[keyID] = nil }
+    func forget(_ keyID: KeyID) { pending.withLock { $0[keyID] = nil } }
 }

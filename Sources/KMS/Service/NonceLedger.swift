@@ -1,9 +1,15 @@
+import Synchronization
+
 /// Counts AES-GCM encryptions per backing-key version so that no backing key ever exceeds its nonce budget.
 ///
 /// With random 96-bit IVs, a key is safe for about 2^32 encryptions. The ledger hands out encryptions from
 /// blocks reserved durably in the store before use, so a crash loses at most the rest of a block and never
 /// reuses budget. When a version's budget is spent, the ledger creates the next backing-key version in the
 /// token and moves the key to it; ciphertexts name their version, so older ones still decrypt.
+///
+/// Claiming from a block already reserved, the common case, takes a lock and never enters the actor: an
+/// actor hop per encryption was a thread hand-off per request. Only refills, rotations and new versions
+/// (which wait for the store or the token) run on the actor, one at a time per key.
 actor NonceLedger {
     struct Limits: Sendable {
         var budget: UInt64
@@ -24,9 +30,14 @@ actor NonceLedger {
     private let store: any MetadataStore
     private let provider: any KeyProvider
     private let clock: any KMSClock
-    private var slots: [VersionID: Slot] = [:]
-    /// The newest version each key moved to while running (the caller's record may predate the move).
-    private var currentVersions: [KeyID: UInt32] = [:]
+
+    private struct Counts {
+        var slots: [VersionID: Slot] = [:]
+        /// The newest version each key moved to while running (the caller's record may predate the move).
+        var currentVersions: [KeyID: UInt32] = [:]
+    }
+    /// Changed under the lock only; a slot's `reserved` only after the store has made the reservation durable.
+    private let counts = Mutex(Counts())
     /// One refill at a time per key; other callers wait for it instead of reserving twice.
     private var refills: [KeyID: Task<Void, any Error>] = [:]
 
@@ -39,15 +50,35 @@ actor NonceLedger {
     }
 
     /// Takes one encryption from the key's current backing-key version and returns that version.
-    func claimEncryption(for key: KeyRecord) async throws -> UInt32 {
-        while true {
-            let version = max(currentVersions[key.id] ?? 0, key.currentVersion)
+    nonisolated func claimEncryption(for key: KeyRecord) async throws -> UInt32 {
+        switch claimReserved(for: key) {
+        case .claimed(let version): version
+        case .refillNeeded: try await claimRefilling(for: key)
+        }
+    }
+
+    private enum Claim {
+        case claimed(UInt32)
+        case refillNeeded
+    }
+
+    /// One encryption from the current version's reserved block, if any is left.
+    private nonisolated func claimReserved(for key: KeyRecord) -> Claim {
+        counts.withLock { counts in
+            let version = max(counts.currentVersions[key.id] ?? 0, key.currentVersion)
             let id = VersionID(keyID: key.id, version: version)
-            if var slot = slots[id], slot.used < slot.reserved {
-                slot.used += 1
-                slots[id] = slot
-                return version
-            }
+            guard var slot = counts.slots[id], slot.used < slot.reserved else { return .refillNeeded }
+            slot.used += 1
+            counts.slots[id] = slot
+            return .claimed(version)
+        }
+    }
+
+    private func claimRefilling(for key: KeyRecord) async throws -> UInt32 {
+        while true {
+            if case .claimed(let version) = claimReserved(for: key) { return version }
+            let version = max(counts.withLock { $0.currentVersions[key.id] } ?? 0, key.currentVersion)
+            let id = VersionID(keyID: key.id, version: version)
             if let refill = refills[key.id] {
                 try await refill.value
                 continue
@@ -64,7 +95,7 @@ actor NonceLedger {
     /// the key's material is Trent's to renew (imported material is not).
     private func refill(_ id: VersionID, renewable: Bool) async throws {
         var slot: Slot
-        if let known = slots[id] {
+        if let known = counts.withLock({ $0.slots[id] }) {
             slot = known
         } else {
             // First use since start: whatever was reserved before counts as used.
@@ -76,15 +107,18 @@ actor NonceLedger {
         if slot.reserved < limits.budget {
             let reserved = min(slot.reserved + limits.reservationBlock, limits.budget)
             try await store.reserveNonces(id.keyID, version: id.version, upTo: reserved)
-            slot.reserved = reserved
-            slots[id] = slot
+            counts.withLock { counts in
+                // Encryptions claimed meanwhile (from the block reserved before) still count.
+                let used = max(slot.used, counts.slots[id]?.used ?? 0)
+                counts.slots[id] = Slot(used: used, reserved: reserved)
+            }
             return
         }
         guard renewable else {
             throw KMSError(.invalidState, "The key material of \(id.keyID) is not Trent's to renew (imported, or in a custom key store) and has encrypted all it safely can (2^32 random IVs); use a new key.")
         }
         // Budget spent: a fresh backing key takes over for new encryptions.
-        slots[id] = nil
+        counts.withLock { _ = $0.slots.removeValue(forKey: id) }
         _ = try await createVersion(of: id.keyID, after: id.version, rotationType: nil)
     }
 
@@ -94,7 +128,8 @@ actor NonceLedger {
         while let refill = refills[keyID] { try await refill.value }
         let work = Task { () throws -> BackingKeyRecord in
             let stored = try await self.store.key(keyID)?.currentVersion ?? 0
-            return try await self.createVersion(of: keyID, after: max(stored, self.currentVersions[keyID] ?? 0), rotationType: type)
+            let running = self.counts.withLock { $0.currentVersions[keyID] } ?? 0
+            return try await self.createVersion(of: keyID, after: max(stored, running), rotationType: type)
         }
         refills[keyID] = Task { _ = try await work.value }
         defer { refills[keyID] = nil }
@@ -110,14 +145,18 @@ actor NonceLedger {
             keyID: keyID, version: next, wrappedKey: material.wrappedKey, binding: material.binding,
             wrappingKeyLabel: material.wrappingKeyLabel, creationDate: clock.now(), noncesReserved: firstBlock, rotationType: rotationType)
         try await store.addBackingKey(record)
-        slots[VersionID(keyID: keyID, version: next)] = Slot(used: 0, reserved: firstBlock)
-        currentVersions[keyID] = next
+        counts.withLock { counts in
+            counts.slots[VersionID(keyID: keyID, version: next)] = Slot(used: 0, reserved: firstBlock)
+            counts.currentVersions[keyID] = next
+        }
         return record
     }
 
     /// Forgets a destroyed key.
-    func forget(_ keyID: KeyID) {
-        slots = slots.filter { $0.key.keyID != keyID }
-        currentVersions[keyID] = nil
+    nonisolated func forget(_ keyID: KeyID) {
+        counts.withLock { counts in
+            counts.slots = counts.slots.filter { $0.key.keyID != keyID }
+            counts.currentVersions[keyID] = nil
+        }
     }
 }

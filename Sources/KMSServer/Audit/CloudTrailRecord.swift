@@ -18,8 +18,9 @@ struct CloudTrailRecord {
     var claimedAccessKeyID: String?
     var sourceIP: String?
     var userAgent: String?
-    var requestBody: [UInt8]
-    var responseBody: [UInt8]?
+    /// The parsed request body; nil when it is not JSON.
+    var request: JSONValue?
+    var response: JSONValue?
     var error: KMSError?
     var resources: [AuditResources.Resource]
 
@@ -54,8 +55,8 @@ struct CloudTrailRecord {
             "awsRegion": .string(region),
             "sourceIPAddress": caller?.viaService.map(JSONValue.string) ?? sourceIP.map(JSONValue.string) ?? .null,
             "userAgent": userAgent.map(JSONValue.string) ?? .null,
-            "requestParameters": Self.filtered(requestBody, allowing: Self.requestMembers),
-            "responseElements": error == nil ? (responseBody.map { Self.filtered($0, allowing: Self.responseMembers) } ?? .null) : .null,
+            "requestParameters": Self.filtered(request, allowing: Self.requestMembers),
+            "responseElements": error == nil ? Self.filtered(response, allowing: Self.responseMembers) : .null,
             "requestID": .string(requestID),
             "eventID": .string(eventID),
             "readOnly": .bool(Self.readOnlyPrefixes.contains { operation.hasPrefix($0) }),
@@ -95,10 +96,8 @@ struct CloudTrailRecord {
     }
 
     /// The allowed members of a JSON object body, renamed lowerCamelCase as CloudTrail writes them.
-    static func filtered(_ body: [UInt8], allowing allowed: Set<String>) -> JSONValue {
-        guard !body.isEmpty, let value = try? JSONDecoder().decode(JSONValue.self, from: Data(body)), case .object(let members) = value else {
-            return .null
-        }
+    static func filtered(_ body: JSONValue?, allowing allowed: Set<String>) -> JSONValue {
+        guard case .object(let members)? = body else { return .null }
         var kept: [String: JSONValue] = [:]
         for (name, member) in members where allowed.contains(name) {
             kept[lowerCamel(name)] = lowerCamelKeys(member, preservingKeysOf: name.hasSuffix("EncryptionContext") || name == "Constraints")

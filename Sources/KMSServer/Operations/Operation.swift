@@ -1,16 +1,19 @@
 import KMS
 
-/// One KMS operation on the wire: decodes its request, calls the service, encodes its response.
+/// One KMS operation on the wire: decodes its request from the parsed body, calls the service, encodes its
+/// response (nil: no output, an empty body).
 struct Operation: Sendable {
-    let handle: @Sendable (_ body: [UInt8], _ caller: Caller) async throws -> [UInt8]
+    let handle: @Sendable (_ request: JSONValue, _ caller: Caller) async throws -> JSONValue?
 
-    static func json<Request: Decodable, Response: Encodable>(
+    static func json<Request: Decodable & SendableMetatype, Response: Encodable & SendableMetatype>(
         _ request: Request.Type, _ body: @escaping @Sendable (Request, Caller) async throws -> Response
     ) -> Operation {
-        Operation { bytes, caller in
-            let request = try AWSJSON.decode(Request.self, from: bytes)
+        Operation { json, caller in
+            let request = try AWSJSON.decode(Request.self, from: json)
             let response = try await body(request, caller)
-            return response is NoOutput ? [] : try AWSJSON.encode(response)
+            // Spelled out: a bare `nil` here would be JSONValue's nil literal, `.null`, and answer "null".
+            if response is NoOutput { return JSONValue?.none }
+            return try JSONValueCoding.encode(response)
         }
     }
 }

@@ -1,5 +1,5 @@
-public import Foundation
-public import KMS
+import Foundation
+import KMS
 
 /// AWS JSON 1.1 wire rules: bodies are JSON objects, blobs are base64 strings, timestamps are epoch seconds.
 /// Malformed JSON and wrong JSON types are `SerializationException`; a missing required member is a
@@ -7,24 +7,30 @@ public import KMS
 enum AWSJSON {
     static let contentType = "application/x-amz-json-1.1"
 
-    static func decode<Request: Decodable>(_ type: Request.Type, from body: [UInt8]) throws -> Request {
-        let data = body.isEmpty ? Data("{}".utf8) : Data(body)
+    /// A request body, parsed once: empty means `{}`; anything but a JSON object is a `SerializationException`.
+    static func parseBody(_ body: [UInt8]) throws -> JSONValue {
+        guard !body.isEmpty else { return .object([:]) }
+        let json: JSONValue
         do {
-            guard try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) is [String: Any] else {
-                throw KMSError(.serialization, "The request body must be a JSON object.")
-            }
-        } catch let error as KMSError {
-            throw error
+            json = try JSONValue.parse(body)
         } catch {
-            throw KMSError(.serialization, "The request body is not valid JSON.")
+            throw KMSError(.serialization, "The request body is not valid JSON: \(error).")
         }
+        guard case .object = json else { throw KMSError(.serialization, "The request body must be a JSON object.") }
+        return json
+    }
+
+    /// The operation's input from a parsed body; wrong JSON types are a `SerializationException` naming the member.
+    static func decode<Request: Decodable>(_ type: Request.Type, from json: JSONValue) throws -> Request {
         do {
-            return try JSONDecoder().decode(Request.self, from: data)
-        } catch let error as KMSError {
-            throw error
+            return try JSONValueCoding.decode(Request.self, from: json)
         } catch let error as DecodingError {
             throw KMSError(.serialization, describe(error))
         }
+    }
+
+    static func decode<Request: Decodable>(_ type: Request.Type, from body: [UInt8]) throws -> Request {
+        try decode(type, from: parseBody(body))
     }
 
     private static func describe(_ error: DecodingError) -> String {
@@ -55,15 +61,9 @@ enum AWSJSON {
         }
     }
 
-    static func encode<Response: Encodable>(_ response: Response) throws -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .secondsSince1970
-        return Array(try encoder.encode(response))
-    }
-
     /// The body of an error response: `{"__type": ..., "message": ...}`.
     static func errorBody(_ error: KMSError) -> [UInt8] {
-        (try? encode(["__type": error.code.rawValue, "message": error.message])) ?? Array(#"{"__type":"KMSInternalException"}"#.utf8)
+        JSONValue.object(["__type": .string(error.code.rawValue), "message": .string(error.message)]).canonicalBytes
     }
 }
 

@@ -90,7 +90,9 @@ public final class SigV4Verifier: Sendable {
     public let service: String
     let credentials: any CredentialProvider
     let allowedSkew: TimeInterval = 300
-    private let signingKeys = Mutex<[String: SymmetricKey]>([:])
+    /// Signing keys by access key, day, Region and service, with the secret they were derived from (a changed
+    /// secret misses).
+    private let signingKeys = Mutex<[String: (secret: String, key: SymmetricKey)]>([:])
 
     public init(region: String, service: String = "kms", credentials: any CredentialProvider) {
         self.region = region
@@ -135,8 +137,8 @@ public final class SigV4Verifier: Sendable {
 
         let canonical = canonicalRequest(request, signedHeaders: parsed.signedHeaders)
         let scope = "\(parsed.date)/\(parsed.region)/\(parsed.service)/aws4_request"
-        let stringToSign = "AWS4-HMAC-SHA256\n\(amzDate)\n\(scope)\n\(Self.hex(SHA256.hash(data: Array(canonical.utf8))))"
-        let key = signingKey(secret: credential.secretAccessKey, date: parsed.date, region: parsed.region, service: parsed.service)
+        let stringToSign = "AWS4-HMAC-SHA256\n\(amzDate)\n\(scope)\n\(Self.hex(SHA256.hash(data: canonical)))"
+        let key = signingKey(accessKeyID: credential.accessKeyID, secret: credential.secretAccessKey, date: parsed.date, region: parsed.region, service: parsed.service)
         let expected = Self.hex(HMAC<SHA256>.authenticationCode(for: Array(stringToSign.utf8), using: key))
         guard Self.constantTimeEqual(expected, parsed.signature) else {
             throw KMSError(
@@ -159,7 +161,7 @@ public final class SigV4Verifier: Sendable {
         else {
             throw KMSError(.accessDenied, "The forwarded caller's authorization has expired or is not yet valid.")
         }
-        let key = signingKey(secret: credential.secretAccessKey, date: String(amzDate.prefix(8)), region: region, service: self.service)
+        let key = signingKey(accessKeyID: credential.accessKeyID, secret: credential.secretAccessKey, date: String(amzDate.prefix(8)), region: region, service: self.service)
         let message = Self.forwardingMessage(date: amzDate, region: region, service: service)
         let expected = Self.hex(HMAC<SHA256>.authenticationCode(for: Array(message.utf8), using: key))
         guard Self.constantTimeEqual(expected, signature.lowercased()) else {
@@ -174,31 +176,47 @@ public final class SigV4Verifier: Sendable {
         "TRENT-FORWARD-V1\n\(date)\n\(region)\n\(service)"
     }
 
-    func canonicalRequest(_ request: SignedRequest, signedHeaders: [String]) -> String {
-        let headerLines = signedHeaders.map { name -> String in
+    /// The canonical request's bytes, written into one buffer (this runs for every request).
+    func canonicalRequest(_ request: SignedRequest, signedHeaders: [String]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(512)
+        let newline = UInt8(ascii: "\n")
+        out += request.method.utf8
+        out.append(newline)
+        out += Self.canonicalPath(request.path).utf8
+        out.append(newline)
+        out += Self.canonicalQuery(request.query).utf8
+        out.append(newline)
+        for name in signedHeaders {
+            out += name.utf8
+            out.append(UInt8(ascii: ":"))
             let values = name == "host" ? [request.host ?? ""] : (request.headers[name] ?? [])
-            return "\(name):\(values.map(Self.normalizeHeaderValue).joined(separator: ","))"
+            for (index, value) in values.enumerated() {
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                out += Self.normalizeHeaderValue(value).utf8
+            }
+            out.append(newline)
         }
-        return [
-            request.method,
-            Self.canonicalPath(request.path),
-            Self.canonicalQuery(request.query),
-            headerLines.joined(separator: "\n") + "\n",
-            signedHeaders.joined(separator: ";"),
-            Self.hex(SHA256.hash(data: request.body)),
-        ].joined(separator: "\n")
+        out.append(newline)
+        for (index, name) in signedHeaders.enumerated() {
+            if index > 0 { out.append(UInt8(ascii: ";")) }
+            out += name.utf8
+        }
+        out.append(newline)
+        out += Self.hex(SHA256.hash(data: request.body)).utf8
+        return out
     }
 
-    private func signingKey(secret: String, date: String, region: String, service: String) -> SymmetricKey {
-        let cacheKey = "\(SHA256.hash(data: Array(secret.utf8)).hexDigest)/\(date)/\(region)/\(service)"
-        if let cached = signingKeys.withLock({ $0[cacheKey] }) { return cached }
+    private func signingKey(accessKeyID: String, secret: String, date: String, region: String, service: String) -> SymmetricKey {
+        let cacheKey = "\(accessKeyID)/\(date)/\(region)/\(service)"
+        if let cached = signingKeys.withLock({ $0[cacheKey] }), cached.secret == secret { return cached.key }
         var key = SymmetricKey(data: Array("AWS4\(secret)".utf8))
         for part in [date, region, service, "aws4_request"] {
             key = SymmetricKey(data: HMAC<SHA256>.authenticationCode(for: Array(part.utf8), using: key))
         }
         signingKeys.withLock { cache in
             if cache.count > 1024 { cache.removeAll() }
-            cache[cacheKey] = key
+            cache[cacheKey] = (secret, key)
         }
         return key
     }
@@ -218,18 +236,32 @@ public final class SigV4Verifier: Sendable {
             guard header.hasPrefix(prefix) else {
                 throw KMSError(.incompleteSignature, "Authorization header must use the AWS4-HMAC-SHA256 algorithm.")
             }
-            var fields: [String: String] = [:]
-            for part in header.utf8.dropFirst(prefix.utf8.count).split(separator: UInt8(ascii: ",")) {
-                let trimmed = part.drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
-                    .reversed().drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }.reversed()
-                // As `split(separator: "=", maxSplits: 1)` read it: both sides must be non-empty.
-                guard let equals = trimmed.firstIndex(of: UInt8(ascii: "=")), equals != trimmed.startIndex,
-                    trimmed.index(after: equals) != trimmed.endIndex
-                else { continue }
-                fields[String(decoding: trimmed[..<equals], as: UTF8.self)] = String(decoding: trimmed[trimmed.index(after: equals)...], as: UTF8.self)
+            // `name=value` fields separated by commas, each trimmed of spaces and tabs; a field without a name or a
+            // value is ignored, and a repeated name keeps its last value. Scanned over the bytes once.
+            let bytes = Array(header.utf8)
+            var credential: String?
+            var signedHeaders: String?
+            var signature: String?
+            func isBlank(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+            var start = prefix.utf8.count
+            while start < bytes.count {
+                let end = bytes[start...].firstIndex(of: UInt8(ascii: ",")) ?? bytes.count
+                defer { start = end + 1 }
+                var (low, high) = (start, end)
+                while low < high, isBlank(bytes[low]) { low += 1 }
+                while high > low, isBlank(bytes[high - 1]) { high -= 1 }
+                guard let equals = bytes[low..<high].firstIndex(of: UInt8(ascii: "=")), equals != low, equals + 1 != high else { continue }
+                let name = bytes[low..<equals]
+                let value = String(decoding: bytes[(equals + 1)..<high], as: UTF8.self)
+                if name.elementsEqual("Credential".utf8) {
+                    credential = value
+                } else if name.elementsEqual("SignedHeaders".utf8) {
+                    signedHeaders = value
+                } else if name.elementsEqual("Signature".utf8) {
+                    signature = value
+                }
             }
-            guard let credential = fields["Credential"], let signedHeaders = fields["SignedHeaders"], let signature = fields["Signature"]
-            else {
+            guard let credential, let signedHeaders, let signature else {
                 throw KMSError(
                     .incompleteSignature,
                     "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' parameters.")
@@ -242,7 +274,9 @@ public final class SigV4Verifier: Sendable {
             date = scope[1]
             region = scope[2]
             service = scope[3]
-            self.signedHeaders = signedHeaders.split(separator: ";").map { $0.lowercased() }
+            self.signedHeaders = signedHeaders.split(separator: ";").map { name in
+                name.utf8.contains { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") } ? name.lowercased() : String(name)
+            }
             self.signature = signature
         }
     }
@@ -304,6 +338,8 @@ public final class SigV4Verifier: Sendable {
     /// The path as sent, with each segment URI-encoded once (AWS services other than S3 normalise it).
     static func canonicalPath(_ path: String) -> String {
         guard !path.isEmpty else { return "/" }
+        // The usual path ("/") has nothing to decode or encode.
+        if path.utf8.allSatisfy({ $0 == UInt8(ascii: "/") || unreserved.contains($0) }) { return path }
         return path.split(separator: "/", omittingEmptySubsequences: false)
             .map { uriEncode(String($0).removingPercentEncoding ?? String($0)) }
             .joined(separator: "/")
@@ -360,10 +396,6 @@ public final class SigV4Verifier: Sendable {
         for i in x.indices { difference |= x[i] ^ y[i] }
         return difference == 0
     }
-}
-
-extension SHA256.Digest {
-    var hexDigest: String { SigV4Verifier.hex(self) }
 }
 
 extension KMSError.Code {

@@ -1,7 +1,7 @@
-public import Foundation
+import Foundation
 
-/// A JSON value: the shape of audit records, built field by field and hashed in a canonical form.
-public enum JSONValue: Sendable, Equatable, Codable, ExpressibleByStringLiteral, ExpressibleByDictionaryLiteral, ExpressibleByArrayLiteral,
+/// A JSON value: request and response bodies on the wire, and audit records, which are hashed in a canonical form.
+public enum JSONValue: Sendable, Equatable, Encodable, ExpressibleByStringLiteral, ExpressibleByDictionaryLiteral, ExpressibleByArrayLiteral,
     ExpressibleByBooleanLiteral, ExpressibleByNilLiteral
 {
     case null
@@ -16,25 +16,6 @@ public enum JSONValue: Sendable, Equatable, Codable, ExpressibleByStringLiteral,
     public init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
     public init(booleanLiteral value: Bool) { self = .bool(value) }
     public init(nilLiteral: ()) { self = .null }
-
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        // JSON's kinds are disjoint for JSONDecoder (no coercion between them), so the order only decides how
-        // many attempts fail first: the common kinds (strings, then objects) are tried first.
-        if container.decodeNil() {
-            self = .null
-        } else if let value = try? container.decode(String.self) {
-            self = .string(value)
-        } else if let value = try? container.decode([String: JSONValue].self) {
-            self = .object(value)
-        } else if let value = try? container.decode([JSONValue].self) {
-            self = .array(value)
-        } else if let value = try? container.decode(Bool.self) {
-            self = .bool(value)
-        } else {
-            self = .number(try container.decode(Double.self))
-        }
-    }
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
@@ -103,6 +84,12 @@ public enum JSONValue: Sendable, Equatable, Codable, ExpressibleByStringLiteral,
 
     private static func writeString(_ text: String, into out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
+        // Most strings need no escaping: copied in one go.
+        if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            out += text.utf8
+            out.append(UInt8(ascii: "\""))
+            return
+        }
         for byte in text.utf8 {
             switch byte {
             case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
@@ -125,6 +112,26 @@ public enum JSONValue: Sendable, Equatable, Codable, ExpressibleByStringLiteral,
     public subscript(key: String) -> JSONValue? {
         if case .object(let object) = self { return object[key] }
         return nil
+    }
+}
+
+extension JSONValue: JSONTree {
+    public static var jsonNull: JSONValue { .null }
+    public init(jsonBool: Bool) { self = .bool(jsonBool) }
+    public init(jsonString: String) { self = .string(jsonString) }
+    public init(jsonNumber text: String) throws(JSONSyntaxError) {
+        guard let number = Double(text), number.isFinite else { throw JSONSyntaxError(reason: "number out of range", offset: 0) }
+        self = .number(number)
+    }
+    public init(jsonArray: [JSONValue]) { self = .array(jsonArray) }
+    /// A repeated member name keeps its last value.
+    public init(jsonObject: [(key: String, value: JSONValue)]) {
+        self = .object(Dictionary(jsonObject, uniquingKeysWith: { _, last in last }))
+    }
+
+    /// Parses a JSON document (see ``JSONParser``).
+    public static func parse(_ bytes: [UInt8]) throws(JSONSyntaxError) -> JSONValue {
+        try JSONParser.parse(bytes, as: JSONValue.self)
     }
 }
 
