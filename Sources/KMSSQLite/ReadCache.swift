@@ -42,9 +42,14 @@ struct ReadCache {
 
     /// Bumped by every emptying; a read that started under an older generation is not kept.
     var generation: UInt64 = 0
-    /// Bumped when some backing-key rows are forgotten (nonce reservations): only backing-key reads that started
-    /// before are not kept, so the reservations of a burst of first uses do not keep every other row out.
+    /// Bumped when some backing-key rows are forgotten (nonce reservations).
     var backingGeneration: UInt64 = 0
+    /// The `backingGeneration` at which each row was last forgotten: a read of that row that started before is
+    /// not kept, while reads of other rows are, so the reservations of a burst of first uses (100,000 keys
+    /// warming up) do not keep every other key's row out of the cache.
+    var backingChanges: [BackingKeyID: UInt64] = [:]
+    /// Reads of backing keys that started before this were begun before `backingChanges` was last cleared.
+    var backingFloor: UInt64 = 0
     /// The last `PRAGMA data_version` seen.
     var dataVersion: Int64 = .min
 
@@ -58,6 +63,7 @@ struct ReadCache {
         principals.removeAll()
         accessKeys.removeAll()
         identityPolicies.removeAll()
+        backingChanges.removeAll()
         generation &+= 1
     }
 }
@@ -122,8 +128,15 @@ final class CachedReads: Sendable {
     /// rows that commit changed, and keeps no read that was in flight meanwhile.
     func invalidate(backingKeys ids: [ReadCache.BackingKeyID]) {
         state.withLock { cache in
-            for id in ids { cache.backingKeys[id] = nil }
             cache.backingGeneration &+= 1
+            if cache.backingChanges.count + ids.count > capacity {
+                cache.backingChanges.removeAll()
+                cache.backingFloor = cache.backingGeneration
+            }
+            for id in ids {
+                cache.backingKeys[id] = nil
+                cache.backingChanges[id] = cache.backingGeneration
+            }
         }
     }
 
@@ -136,10 +149,13 @@ final class CachedReads: Sendable {
     func keep<K: Hashable & Sendable, V: Sendable>(
         _ map: WritableKeyPath<ReadCache, [K: V]>, _ key: K, _ value: V, readUnder generation: UInt64, backingGeneration: UInt64
     ) {
-        let isBacking = (map as AnyKeyPath) == (\ReadCache.backingKeys as AnyKeyPath)
+        let backingKey = key as? ReadCache.BackingKeyID
         state.withLock { cache in
             guard cache.generation == generation else { return }
-            if isBacking && cache.backingGeneration != backingGeneration { return }
+            if let backingKey {
+                // Forgotten since this read began: the value read may predate the change.
+                if backingGeneration < cache.backingFloor || cache.backingChanges[backingKey].map({ $0 > backingGeneration }) == true { return }
+            }
             if cache[keyPath: map].count >= capacity { cache[keyPath: map].removeAll() }
             cache[keyPath: map][key] = value
         }

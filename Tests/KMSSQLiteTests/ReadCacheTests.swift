@@ -1,6 +1,7 @@
 import Foundation
 import KMS
-import KMSSQLite
+import GRDB
+@testable import KMSSQLite
 import Testing
 import TrentTestSupport
 
@@ -82,6 +83,25 @@ import TrentTestSupport
         try await admin.insertPrincipal(principal)
         try await Task.sleep(for: .milliseconds(2))
         #expect(try await server.principal(principal.arn) == principal)
+    }
+
+    /// A nonce reservation forgets its own backing-key row and keeps an in-flight read of that row out (it may
+    /// predate the reservation), while in-flight reads of other rows are kept.
+    @Test func aReservationKeepsOnlyItsOwnRowOut() throws {
+        let reads = CachedReads(watch: try DatabaseQueue(), capacity: 100)
+        let (reserved, other) = (ReadCache.BackingKeyID(keyID: KeyID(), version: 1), ReadCache.BackingKeyID(keyID: KeyID(), version: 1))
+        let generation = try #require(reads.check())
+        let backingGeneration = reads.backingGeneration
+        reads.invalidate(backingKeys: [reserved])  // commits while both reads are in flight
+        for id in [reserved, other] {
+            reads.keep(\.backingKeys, id, BackingKeyRecord?.none, readUnder: generation, backingGeneration: backingGeneration)
+        }
+        #expect(reads.lookup(\.backingKeys, reserved) == nil, "a read that began before the reservation is not kept")
+        #expect(reads.lookup(\.backingKeys, other) != nil, "other rows' reads are kept")
+
+        let later = reads.backingGeneration
+        reads.keep(\.backingKeys, reserved, BackingKeyRecord?.none, readUnder: generation, backingGeneration: later)
+        #expect(reads.lookup(\.backingKeys, reserved) != nil, "a read begun after the reservation is kept")
     }
 
     @Test func aDisabledCacheStillAnswers() async throws {
