@@ -83,7 +83,7 @@ struct CloudTrailRecord {
         switch caller.principalKind {
         case .user:
             identity["type"] = "IAMUser"
-            identity["userName"] = .string(String(caller.principalARN.split(separator: "/").last ?? ""))
+            identity["userName"] = .string(String(caller.principalARN.utf8.lastIndex(of: UInt8(ascii: "/")).map { caller.principalARN[caller.principalARN.index(after: $0)...] } ?? Substring(caller.principalARN)))
         case .role:
             identity["type"] = "AssumedRole"
         case .service:

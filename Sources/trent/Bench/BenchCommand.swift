@@ -38,6 +38,7 @@ struct BenchCommand: AsyncParsableCommand {
         @Option(help: "Seconds of the mixed run (every operation, weighted).") var mixDuration: Double?
         @Option(help: "Key counts for the Encrypt scale test, comma separated (empty: skip it).") var scaleKeys = "1,1000,100000"
         @Option(help: "Seconds of the HSM ceiling loops (each, per thread count).") var hsmSeconds: Double = 2
+        @Option(help: "hsm.threads of the server it starts (default: the server's default).") var hsmThreads: Int?
         @Option(help: "Where results.json and results.md go (a timestamped folder inside).") var output = "bench-results"
         @Option(help: "The server's data folder (default: a new temporary folder, removed afterwards).") var dataDir: String?
         @Option(help: "Operations to run, comma separated (default: all).") var operations: String?
@@ -226,6 +227,7 @@ final class Bench: @unchecked Sendable {
         environment["TRENT_LOG_LEVEL"] = "warning"
         environment["TRENT_HSM_EMBEDDED_TOKEN"] = ProcessInfo.processInfo.environment["TRENT_HSM_EMBEDDED_TOKEN"] ?? "softhsm2"
         environment["TRENT_HSM_HANDLE_CACHE"] = String(handleCache)
+        if let threads = options.hsmThreads { environment["TRENT_HSM_THREADS"] = String(threads) }
         return environment
     }
 
