@@ -149,16 +149,11 @@ public actor AuditTrail: AuditSink {
     ///
     /// - Throws: `KMSError(.internalFailure)` when the record could not be stored (every append of a failed
     ///   batch throws), the record is not representable in JSON, or the trail is closed.
-    public nonisolated func append(_ record: JSONValue) async throws {
-        let recordBytes = record.canonicalBytes
-        // canonicalBytes falls back to `null` when encoding fails (a NaN or infinite number).
-        guard recordBytes != Array("null".utf8) || record == .null else {
+    public func append(canonicalRecord recordBytes: [UInt8]) async throws {
+        // `canonicalBytes` gives `null` when a value is not representable (a NaN or infinite number).
+        guard recordBytes.first == UInt8(ascii: "{") else {
             throw KMSError(.internalFailure, "The audit record is not representable in JSON.")
         }
-        try await enqueue(recordBytes)
-    }
-
-    private func enqueue(_ recordBytes: [UInt8]) async throws {
         guard state == .open else { throw KMSError(.internalFailure, "The audit trail is closed.") }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             pending.append(Pending(recordBytes: recordBytes, continuation: continuation))

@@ -124,7 +124,7 @@ public struct KMSHTTPServer: Sendable {
                 request: exchange.request ?? (try? JSONValue.parse(exchange.body)), response: exchange.output, error: exchange.error,
                 resources: resources.resources)
             do {
-                try await audit.append(record.json)
+                try await audit.append(canonicalRecord: record.canonicalBytes)
             } catch {
                 // Nothing is acknowledged that the trail did not record.
                 log(.error, "the audit trail could not record a request; refusing it", ["error": "\(error)"])

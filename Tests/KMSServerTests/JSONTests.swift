@@ -124,3 +124,37 @@ import Testing
         #expect(encoded["DeletionDate"] == nil, "nil members are left out")
     }
 }
+
+@Suite struct CanonicalRecordTests {
+    @Test func theObjectWriterWritesWhatCanonicalBytesWould() {
+        var writer = CanonicalObjectWriter()
+        writer.member("a", string: "x\"y")
+        writer.member("b", nil as JSONValue?)
+        writer.member("c", ["z": .number(1), "y": [true, .null]])
+        #expect(writer.bytes == JSONValue.object(["a": "x\"y", "c": ["z": .number(1), "y": [true, .null]]]).canonicalBytes)
+        var broken = CanonicalObjectWriter()
+        broken.member("n", .number(.nan))
+        #expect(broken.bytes == Array("null".utf8))
+    }
+
+    /// Every member in sorted order and canonical form: the bytes read back and serialised again are identical.
+    @Test func aCloudTrailRecordIsCanonical() throws {
+        let caller = Caller(
+            accountID: "111122223333", principalARN: "arn:aws:iam::111122223333:user/alice", principalKind: .user,
+            accessKeyID: "AKIAEXAMPLE", sourceIP: "127.0.0.1", userAgent: "boto3", viaService: "rds.amazonaws.com")
+        let request = try JSONValue.parse(Array(#"{"KeyId": "alias/x", "EncryptionContext": {"Zeta": "1", "alpha": "2"}, "Plaintext": "c2VjcmV0"}"#.utf8))
+        for (error, caller) in [(nil, caller), (KMSError(.notFound, "Key 'x' does not exist"), caller), (nil, nil)] as [(KMSError?, Caller?)] {
+            let record = CloudTrailRecord(
+                operation: "Encrypt", requestID: "r", eventID: "e", eventTime: Date(timeIntervalSince1970: 1_800_000_000), region: "us-east-1",
+                caller: caller, claimedAccessKeyID: caller == nil ? "AKIACLAIMED" : nil, sourceIP: "127.0.0.1", userAgent: "boto3",
+                request: request, response: ["KeyId": "arn", "CiphertextBlob": "secret"], error: error, resources: [])
+            let bytes = record.canonicalBytes
+            let parsed = try JSONValue.parse(bytes)
+            #expect(parsed.canonicalBytes == bytes, "\(String(decoding: bytes, as: UTF8.self))")
+            #expect(parsed["requestParameters"] == ["keyId": "alias/x", "encryptionContext": ["Zeta": "1", "alpha": "2"]], "no plaintext")
+            #expect(parsed["responseElements"] == .null, "Encrypt's response is left out")
+            #expect(parsed["errorCode"] == error.map { .string($0.code.rawValue) })
+            #expect(parsed["userIdentity"]?["userName"] == (caller == nil ? nil : "alice"))
+        }
+    }
+}

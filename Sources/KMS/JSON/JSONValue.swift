@@ -49,7 +49,7 @@ public enum JSONValue: Sendable, Equatable, Encodable, ExpressibleByStringLitera
         return (try? Array(encoder.encode(self))) ?? Array("null".utf8)
     }
 
-    private static func write(_ value: JSONValue, into out: inout [UInt8]) -> Bool {
+    static func write(_ value: JSONValue, into out: inout [UInt8]) -> Bool {
         switch value {
         case .null: out += "null".utf8
         case .bool(let flag): out += (flag ? "true" : "false").utf8
@@ -82,7 +82,7 @@ public enum JSONValue: Sendable, Equatable, Encodable, ExpressibleByStringLitera
 
     private static let hexDigits = Array("0123456789abcdef".utf8)
 
-    private static func writeString(_ text: String, into out: inout [UInt8]) {
+    static func writeString(_ text: String, into out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
         // Most strings need no escaping: copied in one go.
         if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
@@ -138,5 +138,12 @@ extension JSONValue: JSONTree {
 /// Where audit records go: one CloudTrail-format record per request. `append` returns once the record is
 /// durable, so a request is acknowledged only after its record is safely stored.
 public protocol AuditSink: Sendable {
-    func append(_ record: JSONValue) async throws
+    /// - Parameter canonicalRecord: a JSON object in ``JSONValue/canonicalBytes`` form (what the trail hashes).
+    func append(canonicalRecord: [UInt8]) async throws
+}
+
+extension AuditSink {
+    public func append(_ record: JSONValue) async throws {
+        try await append(canonicalRecord: record.canonicalBytes)
+    }
 }

@@ -45,34 +45,36 @@ struct CloudTrailRecord {
 
     static let readOnlyPrefixes = ["Describe", "List", "Get"]
 
-    var json: JSONValue {
-        var record: [String: JSONValue] = [
-            "eventVersion": "1.08",
-            "userIdentity": userIdentity,
-            "eventTime": .string(Self.timestamp(eventTime)),
-            "eventSource": "kms.amazonaws.com",
-            "eventName": .string(operation),
-            "awsRegion": .string(region),
-            "sourceIPAddress": caller?.viaService.map(JSONValue.string) ?? sourceIP.map(JSONValue.string) ?? .null,
-            "userAgent": userAgent.map(JSONValue.string) ?? .null,
-            "requestParameters": Self.filtered(request, allowing: Self.requestMembers),
-            "responseElements": error == nil ? Self.filtered(response, allowing: Self.responseMembers) : .null,
-            "requestID": .string(requestID),
-            "eventID": .string(eventID),
-            "readOnly": .bool(Self.readOnlyPrefixes.contains { operation.hasPrefix($0) }),
-            "resources": .array(resources.map { ["accountId": .string($0.accountID), "type": "AWS::KMS::Key", "ARN": .string($0.arn)] }),
-            "eventType": "AwsApiCall",
-            "managementEvent": true,
-            "eventCategory": "Management",
-        ]
-        if let account = resources.first?.accountID ?? caller?.accountID, !account.isEmpty {
-            record["recipientAccountId"] = .string(account)
-        }
+    /// The record's canonical bytes, what the audit trail stores and hashes, written member by member in sorted
+    /// order rather than built as a dictionary and sorted (this runs for every request).
+    var canonicalBytes: [UInt8] {
+        var record = CanonicalObjectWriter()
+        record.member("awsRegion", string: region)
         if let error {
-            record["errorCode"] = .string(error.code.rawValue)
-            record["errorMessage"] = .string(error.message)
+            record.member("errorCode", string: error.code.rawValue)
+            record.member("errorMessage", string: error.message)
         }
-        return .object(record)
+        record.member("eventCategory", string: "Management")
+        record.member("eventID", string: eventID)
+        record.member("eventName", string: operation)
+        record.member("eventSource", string: "kms.amazonaws.com")
+        record.member("eventTime", string: Self.timestamp(eventTime))
+        record.member("eventType", string: "AwsApiCall")
+        record.member("eventVersion", string: "1.08")
+        record.member("managementEvent", .bool(true))
+        record.member("readOnly", .bool(Self.readOnlyPrefixes.contains { operation.hasPrefix($0) }))
+        if let account = resources.first?.accountID ?? caller?.accountID, !account.isEmpty {
+            record.member("recipientAccountId", string: account)
+        }
+        record.member("requestID", string: requestID)
+        record.member("requestParameters", Self.filtered(request, allowing: Self.requestMembers))
+        record.member(
+            "resources", .array(resources.map { ["ARN": .string($0.arn), "accountId": .string($0.accountID), "type": "AWS::KMS::Key"] }))
+        record.member("responseElements", error == nil ? Self.filtered(response, allowing: Self.responseMembers) : .null)
+        record.member("sourceIPAddress", caller?.viaService.map(JSONValue.string) ?? sourceIP.map(JSONValue.string) ?? .null)
+        record.member("userAgent", userAgent.map(JSONValue.string) ?? .null)
+        record.member("userIdentity", userIdentity)
+        return record.bytes
     }
 
     private var userIdentity: JSONValue {
