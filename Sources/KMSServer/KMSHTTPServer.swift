@@ -118,8 +118,8 @@ public struct KMSHTTPServer: Sendable {
         if let audit {
             let record = CloudTrailRecord(
                 operation: operationName, requestID: requestID, eventID: eventID, eventTime: received, region: service.location.region,
-                caller: exchange.caller, claimedAccessKeyID: exchange.caller == nil ? Self.claimedAccessKeyID(request) : nil, sourceIP: context.remoteAddress?.ipAddress,
-                userAgent: request.headers[.userAgent],
+                caller: exchange.caller, claimedAccessKeyID: exchange.caller == nil ? Self.claimedAccessKeyID(request) : nil,
+                sourceIP: context.remoteAddress?.ipAddress, userAgent: request.headers[.userAgent],
                 // A request refused before its body was read (authentication) still shows what it asked for.
                 request: exchange.request ?? (try? JSONValue.parse(exchange.body)), response: exchange.output, error: exchange.error,
                 resources: resources.resources)

@@ -359,6 +359,7 @@ extension StatementScope {
 /// JSON as the policy grammar needs it: object members keep their order (so errors name the first offending
 /// element), duplicate member names are refused (JSONSerialization would silently keep one of them, so a
 /// reviewer and the evaluator could read different policies), and numbers keep their text (`10` stays "10").
+/// Read by ``JSONParser``, the same reader as request bodies, with a nesting limit of 32.
 enum PolicyJSON: Sendable {
     case string(String)
     case number(String)

@@ -85,7 +85,8 @@ struct CloudTrailRecord {
         switch caller.principalKind {
         case .user:
             identity["type"] = "IAMUser"
-            identity["userName"] = .string(String(caller.principalARN.utf8.lastIndex(of: UInt8(ascii: "/")).map { caller.principalARN[caller.principalARN.index(after: $0)...] } ?? Substring(caller.principalARN)))
+            let arn = caller.principalARN
+            identity["userName"] = .string(arn.lastIndex(of: "/").map { String(arn[arn.index(after: $0)...]) } ?? arn)
         case .role:
             identity["type"] = "AssumedRole"
         case .service:
