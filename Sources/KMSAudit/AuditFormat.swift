@@ -40,20 +40,16 @@ enum AuditFormat {
         return String(decoding: characters, as: UTF8.self)
     }
 
-    /// Appends the line of one record and its newline: the canonical bytes of
-    /// `{"hash": hash, "previousHash": previousHash, "record": record, "sequence": sequence}`, written by
-    /// concatenation (the keys in sorted order; hashes are hex, so nothing needs escaping) rather than by
-    /// serialising the record a second time.
-    static func appendRecordLine(sequence: Int, previousHash: String, hash: String, recordBytes: [UInt8], to line: inout [UInt8]) {
-        line += #"{"hash":""#.utf8
-        line += hash.utf8
-        line += #"","previousHash":""#.utf8
-        line += previousHash.utf8
-        line += #"","record":"#.utf8
-        line += recordBytes
-        line += #","sequence":"#.utf8
-        line += String(sequence).utf8
-        line += "}\n".utf8
+    /// The line of one record, with its newline: the canonical bytes of
+    /// `{"hash": hash, "previousHash": previousHash, "record": record, "sequence": sequence}`, the record copied
+    /// in as already serialised rather than serialised a second time.
+    static func recordLine(sequence: Int, previousHash: String, hash: String, recordBytes: [UInt8]) -> [UInt8] {
+        var line = CanonicalObjectWriter(capacity: recordBytes.count + 200)
+        line.member("hash", string: hash)
+        line.member("previousHash", string: previousHash)
+        line.member("record", canonicalBytes: recordBytes)
+        line.member("sequence", .number(Double(sequence)))
+        return line.bytes + [newline]
     }
 
     /// Parses one line; nil when it is not a JSON object.

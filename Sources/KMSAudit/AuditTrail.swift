@@ -176,7 +176,7 @@ public actor AuditTrail: AuditSink {
             for entry in written {
                 let nextHash = AuditFormat.chainHash(previousHash: hash, recordBytes: entry.recordBytes)
                 sequence += 1
-                AuditFormat.appendRecordLine(sequence: sequence, previousHash: hash, hash: nextHash, recordBytes: entry.recordBytes, to: &bytes)
+                bytes += AuditFormat.recordLine(sequence: sequence, previousHash: hash, hash: nextHash, recordBytes: entry.recordBytes)
                 hash = nextHash
             }
 
