@@ -24,21 +24,10 @@ enum AuditFormat {
         var hasher = SHA256()
         hasher.update(data: Array(previousHash.utf8))
         hasher.update(data: recordBytes)
-        return hex(hasher.finalize())
+        return hasher.finalize().hexString
     }
 
-    static func sha256Hex(_ bytes: [UInt8]) -> String { hex(SHA256.hash(data: bytes)) }
-
-    static func hex(_ bytes: some Sequence<UInt8>) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var characters: [UInt8] = []
-        characters.reserveCapacity(64)
-        for byte in bytes {
-            characters.append(digits[Int(byte >> 4)])
-            characters.append(digits[Int(byte & 0x0F)])
-        }
-        return String(decoding: characters, as: UTF8.self)
-    }
+    static func sha256Hex(_ bytes: [UInt8]) -> String { SHA256.hash(data: bytes).hexString }
 
     /// The line of one record, with its newline: the canonical bytes of
     /// `{"hash": hash, "previousHash": previousHash, "record": record, "sequence": sequence}`, the record copied

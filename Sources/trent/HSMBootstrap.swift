@@ -1,4 +1,5 @@
 import Foundation
+import KMS
 import KMSHSM
 import PKCS11
 
@@ -91,7 +92,7 @@ enum SecretFile {
             return existing.trimmingCharacters(in: .whitespacesAndNewlines)
         }
         var generator = SystemRandomNumberGenerator()
-        let secret = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        let secret = (0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }.hexString
         try write(secret, to: url)
         return secret
     }

@@ -216,10 +216,6 @@ extension KeyManagementService {
     }
 }
 
-extension [UInt8] {
-    var hexString: String { map { String(format: "%02x", $0) }.joined() }
-}
-
 extension KeyManagementService {
     /// The account that owns a key (for the ARNs of grant listings).
     public func keyAccount(of keyID: KeyID) async throws -> String {

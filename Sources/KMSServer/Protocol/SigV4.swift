@@ -137,9 +137,9 @@ public final class SigV4Verifier: Sendable {
 
         let canonical = canonicalRequest(request, signedHeaders: parsed.signedHeaders)
         let scope = "\(parsed.date)/\(parsed.region)/\(parsed.service)/aws4_request"
-        let stringToSign = "AWS4-HMAC-SHA256\n\(amzDate)\n\(scope)\n\(Self.hex(SHA256.hash(data: canonical)))"
+        let stringToSign = "AWS4-HMAC-SHA256\n\(amzDate)\n\(scope)\n\(SHA256.hash(data: canonical).hexString)"
         let key = signingKey(accessKeyID: credential.accessKeyID, secret: credential.secretAccessKey, date: parsed.date, region: parsed.region, service: parsed.service)
-        let expected = Self.hex(HMAC<SHA256>.authenticationCode(for: Array(stringToSign.utf8), using: key))
+        let expected = HMAC<SHA256>.authenticationCode(for: Array(stringToSign.utf8), using: key).hexString
         guard Self.constantTimeEqual(expected, parsed.signature) else {
             throw KMSError(
                 .invalidSignature,
@@ -163,7 +163,7 @@ public final class SigV4Verifier: Sendable {
         }
         let key = signingKey(accessKeyID: credential.accessKeyID, secret: credential.secretAccessKey, date: String(amzDate.prefix(8)), region: region, service: self.service)
         let message = Self.forwardingMessage(date: amzDate, region: region, service: service)
-        let expected = Self.hex(HMAC<SHA256>.authenticationCode(for: Array(message.utf8), using: key))
+        let expected = HMAC<SHA256>.authenticationCode(for: Array(message.utf8), using: key).hexString
         guard Self.constantTimeEqual(expected, signature.lowercased()) else {
             throw KMSError(.accessDenied, "The forwarded caller's signature does not match: \(service) cannot act on its behalf.")
         }
@@ -203,7 +203,7 @@ public final class SigV4Verifier: Sendable {
             out += name.utf8
         }
         out.append(newline)
-        out += Self.hex(SHA256.hash(data: request.body)).utf8
+        out += SHA256.hash(data: request.body).hexString.utf8
         return out
     }
 
@@ -376,18 +376,6 @@ public final class SigV4Verifier: Sendable {
     }
 
     private static let upperHexDigits = Array("0123456789ABCDEF".utf8)
-
-    private static let hexDigits = Array("0123456789abcdef".utf8)
-
-    static func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
-        var characters: [UInt8] = []
-        characters.reserveCapacity(64)
-        for byte in digest {
-            characters.append(hexDigits[Int(byte >> 4)])
-            characters.append(hexDigits[Int(byte & 0x0F)])
-        }
-        return String(decoding: characters, as: UTF8.self)
-    }
 
     static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
         let x = Array(a.utf8), y = Array(b.utf8)

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import KMS
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -37,12 +38,12 @@ final class RequestSigner: Sendable {
         let day = String(amzDate.prefix(8))
         let target = "TrentService.\(operation)"
         let contentType = "application/x-amz-json-1.1"
-        let payloadHash = Self.hex(SHA256.hash(data: body))
+        let payloadHash = SHA256.hash(data: body).hexString
         let signedHeaders = "content-type;host;x-amz-date;x-amz-target"
         let canonical = "POST\n/\n\ncontent-type:\(contentType)\nhost:\(host)\nx-amz-date:\(amzDate)\nx-amz-target:\(target)\n\n\(signedHeaders)\n\(payloadHash)"
         let scope = "\(day)/\(region)/kms/aws4_request"
-        let stringToSign = "AWS4-HMAC-SHA256\n\(amzDate)\n\(scope)\n\(Self.hex(SHA256.hash(data: Array(canonical.utf8))))"
-        let signature = Self.hex(HMAC<SHA256>.authenticationCode(for: Array(stringToSign.utf8), using: signingKey(day: day)))
+        let stringToSign = "AWS4-HMAC-SHA256\n\(amzDate)\n\(scope)\n\(SHA256.hash(data: Array(canonical.utf8)).hexString)"
+        let signature = HMAC<SHA256>.authenticationCode(for: Array(stringToSign.utf8), using: signingKey(day: day)).hexString
         var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/")
         head.headers.add(name: "Host", value: host)
         head.headers.add(name: "Content-Type", value: contentType)
@@ -61,17 +62,6 @@ final class RequestSigner: Sendable {
         gmtime_r(&seconds, &parts)
         func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
         return "\(parts.tm_year + 1900)\(two(parts.tm_mon + 1))\(two(parts.tm_mday))T\(two(parts.tm_hour))\(two(parts.tm_min))\(two(parts.tm_sec))Z"
-    }
-
-    private static let digits = Array("0123456789abcdef".utf8)
-    static func hex<D: Sequence>(_ bytes: D) -> String where D.Element == UInt8 {
-        var out: [UInt8] = []
-        out.reserveCapacity(64)
-        for byte in bytes {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0x0F)])
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 }
 
