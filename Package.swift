@@ -37,10 +37,12 @@ let package = Package(
             swiftSettings: swiftSettings,
             linkerSettings: [.linkedLibrary("dl")]
         ),
+        // Wire formats of JSON: the strict reader, the value, the canonical writer. No KMS rules.
+        .target(name: "JSON", swiftSettings: swiftSettings),
         // The KMS domain: model, rules, ports. No C, no SQL, no HTTP, no NIO.
         .target(
             name: "KMS",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: ["JSON", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -62,20 +64,31 @@ let package = Package(
         .target(
             name: "KMSAudit",
             dependencies: [
-                "KMS",
+                "KMS", "JSON",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
+        // AWS JSON 1.1 and SigV4 without a transport: operations' wire shapes, authentication, the request
+        // pipeline and its CloudTrail records. No HTTP library, so parsers and the pipeline can be fuzzed alone.
+        .target(
+            name: "KMSProtocol",
+            dependencies: [
+                "KMS", "JSON",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The HTTP listener (Hummingbird) in front of KMSProtocol's handler.
         .target(
             name: "KMSServer",
             dependencies: [
-                "KMS",
+                "KMS", "KMSProtocol",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -83,7 +96,7 @@ let package = Package(
         .executableTarget(
             name: "trent",
             dependencies: [
-                "KMS", "KMSAudit", "KMSHSM", "KMSSQLite", "KMSServer", "PKCS11",
+                "JSON", "KMS", "KMSAudit", "KMSHSM", "KMSProtocol", "KMSSQLite", "KMSServer", "PKCS11",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -137,15 +150,15 @@ let package = Package(
         ),
         .testTarget(
             name: "KMSAuditTests",
-            dependencies: ["KMSAudit", "KMS", "TrentTestSupport", "KMSHSM", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["KMSAudit", "KMS", "JSON", "TrentTestSupport", "KMSHSM", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "TrentTests", dependencies: ["trent"], swiftSettings: swiftSettings),
-        .testTarget(name: "KMSAuthorizationTests", dependencies: ["KMS"], swiftSettings: swiftSettings),
+        .testTarget(name: "KMSAuthorizationTests", dependencies: ["KMS", "JSON"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "KMSServerTests",
+            name: "KMSProtocolTests",
             dependencies: [
-                "KMSServer", "KMS",
+                "KMSProtocol", "KMS", "JSON",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings

@@ -1,6 +1,7 @@
 public import Foundation
 public import KMS
 public import Logging
+import JSON
 
 /// The tamper-evident audit trail: a SHA-256 hash chain of records with signed digests.
 ///

@@ -1,5 +1,6 @@
 public import Foundation
 import KMS
+import JSON
 
 /// What ``AuditVerifier`` found.
 public struct AuditVerificationReport: Sendable {

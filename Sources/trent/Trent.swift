@@ -4,6 +4,7 @@ import Hummingbird
 import KMS
 import KMSAudit
 import KMSHSM
+import KMSProtocol
 import KMSServer
 import KMSSQLite
 import Logging
@@ -160,7 +161,7 @@ struct TrentServer {
         let trail = try AuditTrail(
             directory: configuration.auditDirectoryURL, signer: TokenDigestSigner(provider: runtime.provider),
             recordsPerDigest: configuration.audit.recordsPerDigest, logger: logger)
-        let http = KMSHTTPServer(service: runtime.service, verifier: verifier, audit: trail, logger: logger)
+        let http = KMSHTTPServer(handler: KMSRequestHandler(service: runtime.service, verifier: verifier, audit: trail, logger: logger))
         let endpoint = "http://\(configuration.server.host):\(configuration.server.port)"
         let app = Application(
             router: http.router(),

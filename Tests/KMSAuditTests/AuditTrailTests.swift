@@ -6,6 +6,7 @@ import Logging
 import Synchronization
 import Testing
 import TrentTestSupport
+import JSON
 
 /// The audit trail on SoftHSM: the chain and digests it writes, group commit, restarts, and tampering the
 /// verifier must catch, done by editing the files the trail wrote.

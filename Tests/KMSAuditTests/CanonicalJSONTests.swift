@@ -1,6 +1,7 @@
 import Foundation
 import KMS
 import Testing
+import JSON
 
 /// The hand-written canonical serialisation is byte for byte what JSONEncoder wrote before it, so trails written
 /// by earlier versions still verify.

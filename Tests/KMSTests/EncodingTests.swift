@@ -4,20 +4,20 @@ import Testing
 
 /// The ciphertext format and the canonical encryption context of design §3.
 @Suite struct EncodingTests {
-    @Test func canonicalContextIsLengthPrefixedAndSorted() {
-        #expect(EncryptionContext().canonicalBytes == [])
+    @Test func canonicalContextIsLengthPrefixedAndSorted() throws {
+        #expect(try EncryptionContext().canonicalBytes() == [])
         let context = EncryptionContext(["b": "2", "a": "1"])
-        #expect(context.canonicalBytes == [0, 2, 0, 1, 0x61, 0, 1, 0x31, 0, 1, 0x62, 0, 1, 0x32])
+        #expect(try context.canonicalBytes() == [0, 2, 0, 1, 0x61, 0, 1, 0x31, 0, 1, 0x62, 0, 1, 0x32])
     }
 
-    @Test func concatenationAmbiguityIsImpossible() {
-        #expect(EncryptionContext(["ab": "c"]).canonicalBytes != EncryptionContext(["a": "bc"]).canonicalBytes)
-        #expect(EncryptionContext(["a": "b", "c": "d"]).canonicalBytes != EncryptionContext(["a": "bc", "": "d"]).canonicalBytes)
+    @Test func concatenationAmbiguityIsImpossible() throws {
+        #expect(try EncryptionContext(["ab": "c"]).canonicalBytes() != EncryptionContext(["a": "bc"]).canonicalBytes())
+        #expect(try EncryptionContext(["a": "b", "c": "d"]).canonicalBytes() != EncryptionContext(["a": "bc", "": "d"]).canonicalBytes())
     }
 
-    @Test func contextKeysSortByUTF8Bytes() {
+    @Test func contextKeysSortByUTF8Bytes() throws {
         // "Z" (0x5A) sorts before "a" (0x61), and "é" (0xC3 0xA9) after both.
-        let bytes = EncryptionContext(["é": "", "a": "", "Z": ""]).canonicalBytes
+        let bytes = try EncryptionContext(["é": "", "a": "", "Z": ""]).canonicalBytes()
         #expect(bytes == [0, 3, 0, 1, 0x5A, 0, 0, 0, 1, 0x61, 0, 0, 0, 2, 0xC3, 0xA9, 0, 0])
     }
 
@@ -30,8 +30,15 @@ import Testing
         #expect(Array(bytes[17..<21]) == [1, 2, 3, 4])
         #expect(bytes.count == 1 + 16 + 4 + 12 + 20)
         #expect(try CiphertextBlob(parsing: bytes) == blob)
-        #expect(CiphertextBlob.additionalData(keyID: id, backingKeyVersion: 0x0102_0304, context: EncryptionContext(["k": "v"]))
-            == Array(bytes[0..<21]) + EncryptionContext(["k": "v"]).canonicalBytes)
+        #expect(try CiphertextBlob.additionalData(keyID: id, backingKeyVersion: 0x0102_0304, context: EncryptionContext(["k": "v"]))
+            == Array(bytes[0..<21]) + EncryptionContext(["k": "v"]).canonicalBytes())
+    }
+
+    /// A context whose lengths do not fit the encoding's u16 is refused, never trapped on (a Decrypt could name one).
+    @Test func contextsBeyondTheEncodingAreRefused() {
+        let longKey = String(repeating: "k", count: 65_536)
+        #expect { _ = try EncryptionContext([longKey: "v"]).canonicalBytes() } throws: { ($0 as? KMSError)?.code == .validation }
+        #expect { _ = try EncryptionContext(["k": longKey]).canonicalBytes() } throws: { ($0 as? KMSError)?.code == .validation }
     }
 
     @Test(arguments: [[UInt8](), [1], Array(repeating: 1, count: 48), [2] + Array(repeating: 0, count: 60)])

@@ -1,3 +1,4 @@
+import JSON
 /// A parsed IAM-style policy (key policy or identity policy).
 ///
 /// Parsing is strict: anything AWS would answer with `MalformedPolicyDocumentException` is refused here, so a

@@ -43,8 +43,8 @@ public struct CiphertextBlob: Sendable, Equatable {
     }
 
     /// AES-GCM additional data: the header, then the canonical encryption context.
-    public static func additionalData(keyID: KeyID, backingKeyVersion: UInt32, context: EncryptionContext) -> [UInt8] {
-        header(keyID: keyID, backingKeyVersion: backingKeyVersion) + context.canonicalBytes
+    public static func additionalData(keyID: KeyID, backingKeyVersion: UInt32, context: EncryptionContext) throws(KMSError) -> [UInt8] {
+        header(keyID: keyID, backingKeyVersion: backingKeyVersion) + (try context.canonicalBytes())
     }
 
     public var bytes: [UInt8] {

@@ -55,6 +55,7 @@ extension KeyManagementService {
         ciphertext: [UInt8], context: EncryptionContext, keyID: String?, algorithm: String?, dryRun: Bool?, caller: Caller
     ) async throws -> DecryptResult {
         try validateLength(ciphertext.count, "ciphertextBlob", min: 1, max: 6144)
+        try context.validate(member: "encryptionContext")
         let (key, plaintext, algorithm) = try await open(
             ciphertext, context: context, keyID: keyID, algorithm: algorithm, members: ("keyId", "encryptionAlgorithm"),
             action: ("kms:Decrypt", .decrypt), dryRun: dryRun, caller: caller)
@@ -68,6 +69,7 @@ extension KeyManagementService {
         dryRun: Bool?, caller: Caller
     ) async throws -> ReEncryptResult {
         try validateLength(ciphertext.count, "ciphertextBlob", min: 1, max: 6144)
+        try sourceContext.validate(member: "sourceEncryptionContext")
         try destinationContext.validate(member: "destinationEncryptionContext")
         let resolvedDestination = try await resolveKey(destinationKeyID, member: "destinationKeyId", allowAlias: true, caller: caller)
         let destination = resolvedDestination.record
@@ -184,7 +186,7 @@ extension KeyManagementService {
         guard let backingKey = try await store.backingKey(key.id, version: version) else {
             throw KMSError(.internalFailure, "Backing key version \(version) of \(arn(key)) is missing.")
         }
-        let aad = CiphertextBlob.additionalData(keyID: key.id, backingKeyVersion: version, context: context)
+        let aad = try CiphertextBlob.additionalData(keyID: key.id, backingKeyVersion: version, context: context)
         let sealed =
             if let customKeyStoreLink {
                 try await encrypt(plaintext, in: customKeyStoreLink, additionalData: aad)
@@ -235,7 +237,7 @@ extension KeyManagementService {
         guard let backingKey = try await store.backingKey(key.id, version: blob.backingKeyVersion) else {
             throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
         }
-        let aad = CiphertextBlob.additionalData(keyID: key.id, backingKeyVersion: blob.backingKeyVersion, context: context)
+        let aad = try CiphertextBlob.additionalData(keyID: key.id, backingKeyVersion: blob.backingKeyVersion, context: context)
         let sealed = SealedData(iv: blob.iv, ciphertextAndTag: blob.sealed)
         let plaintext =
             if let customKeyStoreLink {

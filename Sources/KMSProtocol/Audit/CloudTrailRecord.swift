@@ -1,5 +1,6 @@
 import Foundation
 import KMS
+import JSON
 
 /// Builds the CloudTrail record of one request (eventVersion 1.08, as KMS writes them).
 ///
@@ -18,7 +19,8 @@ struct CloudTrailRecord {
     var claimedAccessKeyID: String?
     var sourceIP: String?
     var userAgent: String?
-    /// The parsed request body; nil when it is not JSON.
+    /// The parsed request body; nil when it is not JSON, and for a request that failed authentication (whose
+    /// record holds only the operation, source, user agent and error).
     var request: JSONValue?
     var response: JSONValue?
     var error: KMSError?
@@ -52,11 +54,11 @@ struct CloudTrailRecord {
         record.member("awsRegion", string: region)
         if let error {
             record.member("errorCode", string: error.code.rawValue)
-            record.member("errorMessage", string: error.message)
+            record.member("errorMessage", string: Self.bounded(error.message, limit: 4 * Self.boundedMemberBytes))
         }
         record.member("eventCategory", string: "Management")
         record.member("eventID", string: eventID)
-        record.member("eventName", string: operation)
+        record.member("eventName", string: Self.bounded(operation))
         record.member("eventSource", string: "kms.amazonaws.com")
         record.member("eventTime", string: Self.timestamp(eventTime))
         record.member("eventType", string: "AwsApiCall")
@@ -72,14 +74,14 @@ struct CloudTrailRecord {
             "resources", .array(resources.map { ["ARN": .string($0.arn), "accountId": .string($0.accountID), "type": "AWS::KMS::Key"] }))
         record.member("responseElements", error == nil ? Self.filtered(response, allowing: Self.responseMembers) : .null)
         record.member("sourceIPAddress", caller?.viaService.map(JSONValue.string) ?? sourceIP.map(JSONValue.string) ?? .null)
-        record.member("userAgent", userAgent.map(JSONValue.string) ?? .null)
+        record.member("userAgent", userAgent.map { .string(Self.bounded($0)) } ?? .null)
         record.member("userIdentity", userIdentity)
         return record.bytes
     }
 
     private var userIdentity: JSONValue {
         guard let caller else {
-            return ["type": "Unknown", "accessKeyId": claimedAccessKeyID.map(JSONValue.string) ?? .null]
+            return ["type": "Unknown", "accessKeyId": claimedAccessKeyID.map { .string(Self.bounded($0)) } ?? .null]
         }
         var identity: [String: JSONValue] = ["arn": .string(caller.principalARN), "accessKeyId": .string(caller.accessKeyID)]
         switch caller.principalKind {
@@ -109,12 +111,21 @@ struct CloudTrailRecord {
     }
 
     /// Renames nested members too, except inside encryption contexts, whose keys are the caller's data.
+    ///
+    /// The names are the caller's: two of them may differ only in the case of their first letter (`TagKey` and
+    /// `tagKey`) and so rename to one. Then the member whose own name sorts first by its UTF-8 bytes is kept, so
+    /// the record is the same whatever order the members were read in.
     private static func lowerCamelKeys(_ value: JSONValue, preservingKeysOf preserve: Bool) -> JSONValue {
         switch value {
         case .object(let members):
-            return .object(Dictionary(uniqueKeysWithValues: members.map { name, member in
-                (preserve ? name : lowerCamel(name), lowerCamelKeys(member, preservingKeysOf: preserve || name.hasPrefix("EncryptionContext")))
-            }))
+            var renamed: [String: JSONValue] = [:]
+            renamed.reserveCapacity(members.count)
+            for name in members.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
+                let newName = preserve ? name : lowerCamel(name)
+                guard renamed[newName] == nil, let member = members[name] else { continue }
+                renamed[newName] = lowerCamelKeys(member, preservingKeysOf: preserve || name.hasPrefix("EncryptionContext"))
+            }
+            return .object(renamed)
         case .array(let items):
             return .array(items.map { lowerCamelKeys($0, preservingKeysOf: preserve) })
         default:
@@ -122,7 +133,30 @@ struct CloudTrailRecord {
         }
     }
 
-    static func lowerCamel(_ name: String) -> String { name.prefix(1).lowercased() + name.dropFirst() }
+    /// Lowers an ASCII first letter, as CloudTrail spells the model's member names; any other name is kept as sent.
+    static func lowerCamel(_ name: String) -> String {
+        guard let first = name.utf8.first, first >= UInt8(ascii: "A"), first <= UInt8(ascii: "Z") else { return name }
+        var bytes = Array(name.utf8)
+        bytes[0] = first + 32
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Strings the client chose (the operation name, user agent, claimed access key, messages that echo input) are
+    /// recorded up to this many UTF-8 bytes, so no request can make its record large.
+    static let boundedMemberBytes = 256
+
+    /// `text` cut to at most `limit` UTF-8 bytes on a scalar boundary, with "..." when it was cut.
+    static func bounded(_ text: String, limit: Int = boundedMemberBytes) -> String {
+        guard text.utf8.count > limit else { return text }
+        var scalars = String.UnicodeScalarView()
+        var size = 0
+        for scalar in text.unicodeScalars {
+            size += UTF8.width(scalar)
+            if size > limit - 3 { break }
+            scalars.append(scalar)
+        }
+        return String(scalars) + "..."
+    }
 
     static func timestamp(_ date: Date) -> String { ISO8601Seconds.string(date) }
 }

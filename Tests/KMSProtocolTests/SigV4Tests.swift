@@ -1,6 +1,6 @@
 import Foundation
 import KMS
-@testable import KMSServer
+@testable import KMSProtocol
 import Testing
 
 /// SigV4 verification against the AWS Signature Version 4 test suite's `get-vanilla` case, and the AWS

@@ -1,5 +1,6 @@
 import Foundation
 import KMS
+import JSON
 
 /// AWS JSON 1.1 wire rules: bodies are JSON objects, blobs are base64 strings, timestamps are epoch seconds.
 /// Malformed JSON and wrong JSON types are `SerializationException`; a missing required member is a

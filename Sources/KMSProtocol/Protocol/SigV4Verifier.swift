@@ -3,64 +3,6 @@ public import Foundation
 public import KMS
 import Synchronization
 
-/// Looks up the secret and identity behind an access key id.
-public protocol CredentialProvider: Sendable {
-    func credential(for accessKeyID: String) async throws -> Credential?
-}
-
-/// A secret access key and whose it is. The description never shows the secret.
-public struct Credential: Sendable, CustomStringConvertible {
-    public var accessKeyID: String
-    public var secretAccessKey: String
-    /// Empty for an integrated service, which belongs to no account.
-    public var accountID: String
-    public var principalARN: String
-    public var principalKind: Principal.Kind
-
-    public init(accessKeyID: String, secretAccessKey: String, accountID: String, principalARN: String, principalKind: Principal.Kind = .user) {
-        self.accessKeyID = accessKeyID
-        self.secretAccessKey = secretAccessKey
-        self.accountID = accountID
-        self.principalARN = principalARN
-        self.principalKind = principalKind
-    }
-
-    public var description: String { "Credential(\(accessKeyID), \(principalARN))" }
-}
-
-/// Credentials from the identity directory in the metadata store. Unsealed secrets are cached in memory (the
-/// HMAC needs them), keyed by the sealed value, so a changed or rotated secret is never served stale; the key's
-/// status and principal are read on every request, so deactivation takes effect at once.
-public final class DirectoryCredentialProvider: CredentialProvider {
-    private let directory: IdentityDirectory
-    private let secrets = Mutex<[String: (sealed: SealedData, secret: String)]>([:])
-
-    public init(directory: IdentityDirectory) { self.directory = directory }
-
-    public func credential(for accessKeyID: String) async throws -> Credential? {
-        let cached = secrets.withLock { $0[accessKeyID] }
-        guard let (found, sealed) = try await directory.credential(for: accessKeyID, cachedSecret: { sealed in
-            cached?.sealed == sealed ? cached?.secret : nil
-        }) else { return nil }
-        secrets.withLock { cache in
-            if cache.count > 10_000 { cache.removeAll() }
-            cache[accessKeyID] = (sealed, found.secretAccessKey)
-        }
-        return Credential(
-            accessKeyID: accessKeyID, secretAccessKey: found.secretAccessKey, accountID: found.principal.accountID ?? "",
-            principalARN: found.principal.arn, principalKind: found.principal.kind)
-    }
-}
-
-/// A fixed set of credentials (for tests of the verifier).
-public struct StaticCredentialProvider: CredentialProvider {
-    private let credentials: [String: Credential]
-    public init(_ credentials: [Credential]) {
-        self.credentials = Dictionary(credentials.map { ($0.accessKeyID, $0) }, uniquingKeysWith: { first, _ in first })
-    }
-    public func credential(for accessKeyID: String) async throws -> Credential? { credentials[accessKeyID] }
-}
-
 /// The parts of an HTTP request that Signature Version 4 covers.
 public struct SignedRequest: Sendable {
     public var method: String
@@ -148,34 +90,6 @@ public final class SigV4Verifier: Sendable {
         return (credential, Set(parsed.signedHeaders))
     }
 
-    /// Verifies a forwarded-caller signature: the caller's proof that `service` may act on its behalf, made
-    /// with the caller's own secret over `TRENT-FORWARD-V1\n<date>\n<region>\n<service>` with the SigV4 signing
-    /// key of that day, valid for 15 minutes. A service cannot forge it, and it names the service it is for.
-    public func verifyForwardedCaller(
-        accessKeyID: String, date amzDate: String, signature: String, service: String, now: Date = Date()
-    ) async throws -> Credential {
-        guard let credential = try await credentials.credential(for: accessKeyID) else {
-            throw KMSError(.accessDenied, "The forwarded caller's access key is not valid.")
-        }
-        guard let date = Self.parseAmzDate(amzDate), date.timeIntervalSince(now) < allowedSkew, now.timeIntervalSince(date) < Self.forwardingLifetime
-        else {
-            throw KMSError(.accessDenied, "The forwarded caller's authorization has expired or is not yet valid.")
-        }
-        let key = signingKey(accessKeyID: credential.accessKeyID, secret: credential.secretAccessKey, date: String(amzDate.prefix(8)), region: region, service: self.service)
-        let message = Self.forwardingMessage(date: amzDate, region: region, service: service)
-        let expected = HMAC<SHA256>.authenticationCode(for: Array(message.utf8), using: key).hexString
-        guard Self.constantTimeEqual(expected, signature.lowercased()) else {
-            throw KMSError(.accessDenied, "The forwarded caller's signature does not match: \(service) cannot act on its behalf.")
-        }
-        return credential
-    }
-
-    static let forwardingLifetime: TimeInterval = 15 * 60
-
-    public static func forwardingMessage(date: String, region: String, service: String) -> String {
-        "TRENT-FORWARD-V1\n\(date)\n\(region)\n\(service)"
-    }
-
     /// The canonical request's bytes, written into one buffer (this runs for every request).
     func canonicalRequest(_ request: SignedRequest, signedHeaders: [String]) -> [UInt8] {
         var out: [UInt8] = []
@@ -207,7 +121,8 @@ public final class SigV4Verifier: Sendable {
         return out
     }
 
-    private func signingKey(accessKeyID: String, secret: String, date: String, region: String, service: String) -> SymmetricKey {
+    /// The SigV4 signing key of a day, Region and service (the forwarded-caller scheme uses it too).
+    func signingKey(accessKeyID: String, secret: String, date: String, region: String, service: String) -> SymmetricKey {
         let cacheKey = "\(accessKeyID)/\(date)/\(region)/\(service)"
         if let cached = signingKeys.withLock({ $0[cacheKey] }), cached.secret == secret { return cached.key }
         var key = SymmetricKey(data: Array("AWS4\(secret)".utf8))
@@ -384,13 +299,4 @@ public final class SigV4Verifier: Sendable {
         for i in x.indices { difference |= x[i] ^ y[i] }
         return difference == 0
     }
-}
-
-extension KMSError.Code {
-    public static let missingAuthenticationToken = KMSError.Code(rawValue: "MissingAuthenticationTokenException")
-    public static let unrecognizedClient = KMSError.Code(rawValue: "UnrecognizedClientException")
-    public static let invalidSignature = KMSError.Code(rawValue: "InvalidSignatureException")
-    public static let incompleteSignature = KMSError.Code(rawValue: "IncompleteSignatureException")
-    public static let serialization = KMSError.Code(rawValue: "SerializationException")
-    public static let unknownOperation = KMSError.Code(rawValue: "UnknownOperationException")
 }

@@ -1,4 +1,5 @@
 import KMS
+import JSON
 
 /// One KMS operation on the wire: decodes its request from the parsed body, calls the service, encodes its
 /// response (nil: no output, an empty body).

@@ -1,5 +1,6 @@
 import Foundation
 import KMS
+import JSON
 
 /// `Codable` over ``JSONValue``: a request body is parsed once (``JSONParser``), decoded from that tree into
 /// the operation's input, and the same tree gives the audit record its request parameters; a response is

@@ -1,7 +1,8 @@
 import Foundation
 import KMS
-@testable import KMSServer
+@testable import KMSProtocol
 import Testing
+import JSON
 
 /// The one JSON reader (``JSONParser``) and `Codable` over ``JSONValue``, checked against Foundation's
 /// `JSONDecoder`/`JSONEncoder`, which they replaced on the request path.

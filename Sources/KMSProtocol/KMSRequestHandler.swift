@@ -1,0 +1,229 @@
+public import Foundation
+public import JSON
+public import KMS
+public import Logging
+
+/// One request as it arrived, whatever the HTTP library: what SigV4 covers, the peer, and the body.
+public struct KMSRequest: Sendable {
+    public var method: String
+    public var path: String
+    public var query: String
+    /// The `Host` header (HTTP/1.1) or `:authority` (HTTP/2).
+    public var authority: String?
+    /// Header values by lowercase name, in the order received.
+    public var headers: [String: [String]]
+    public var body: [UInt8]
+    public var sourceIP: String?
+
+    public init(
+        method: String, path: String, query: String, authority: String?, headers: [String: [String]], body: [UInt8], sourceIP: String?
+    ) {
+        self.method = method
+        self.path = path
+        self.query = query
+        self.authority = authority
+        self.headers = headers
+        self.body = body
+        self.sourceIP = sourceIP
+    }
+
+    /// The first value of a header, by lowercase name.
+    public func header(_ name: String) -> String? { headers[name]?.first }
+
+    var signed: SignedRequest {
+        SignedRequest(method: method, path: path, query: query, host: authority, headers: headers, body: body)
+    }
+}
+
+/// The answer to one request: an HTTP status, an AWS JSON 1.1 body and the request id.
+public struct KMSResponse: Sendable {
+    public var status: Int
+    public var body: [UInt8]
+    public var requestID: String
+    public static let contentType = AWSJSON.contentType
+}
+
+/// The KMS endpoint's logic, independent of the transport: `POST /` with `X-Amz-Target: TrentService.<Operation>`,
+/// AWS JSON 1.1, SigV4.
+///
+/// Order of checks, as AWS applies them: body size, authentication, operation name, request shape, then the
+/// operation itself. Every response carries a request id; every failure is an AWS error body, never a stack trace.
+/// Every request, refused or not, gets one audit record, and is answered only once that record is durable.
+public struct KMSRequestHandler: Sendable {
+    static let targetPrefix = "TrentService."
+
+    public static let forwardedAccessKeyHeader = "x-trent-forwarded-access-key"
+    public static let forwardedDateHeader = "x-trent-forwarded-date"
+    public static let forwardedSignatureHeader = "x-trent-forwarded-signature"
+
+    let service: KeyManagementService
+    let verifier: SigV4Verifier
+    let operations: [String: Operation]
+    let audit: (any AuditSink)?
+    let logger: Logger
+
+    /// - Parameter audit: receives one CloudTrail record per request, allowed or denied, successful or not;
+    ///   the response waits until the record is durable.
+    public init(service: KeyManagementService, verifier: SigV4Verifier, audit: (any AuditSink)?, logger: Logger) {
+        self.service = service
+        self.verifier = verifier
+        self.operations = service.operations()
+        self.audit = audit
+        self.logger = logger
+    }
+
+    /// What one request did, for the response and the audit record.
+    private struct Exchange {
+        var caller: Caller?
+        /// The body parsed once, for the operation and for the audit record.
+        var request: JSONValue?
+        var output: JSONValue?
+        var error: KMSError?
+        var status: Int?
+    }
+
+    /// Answers a request whose body was read in full.
+    public func handle(_ request: KMSRequest) async -> KMSResponse {
+        await respond(to: request, refusal: nil)
+    }
+
+    /// Answers (and audits) a request refused before its body could be read: too large, or badly framed.
+    /// - Parameter status: the HTTP status for the refusal (413 for a body over the limit, 400 otherwise).
+    public func refuse(_ request: KMSRequest, with error: KMSError, status: Int) async -> KMSResponse {
+        await respond(to: request, refusal: (error, status))
+    }
+
+    private func respond(to request: KMSRequest, refusal: (error: KMSError, status: Int)?) async -> KMSResponse {
+        let requestID = Self.randomUUID()
+        let eventID = Self.randomUUID()
+        let received = Date()
+        let target = request.header("x-amz-target") ?? ""
+        let operationName = target.hasPrefix(Self.targetPrefix) ? String(target.dropFirst(Self.targetPrefix.count)) : target
+        // Metadata is attached per message, not set on a Logger copy: a stream handler re-renders its
+        // metadata on every set, which cost more than the rest of the logging when nothing is logged.
+        func log(_ level: Logger.Level, _ message: Logger.Message, _ metadata: Logger.Metadata = [:]) {
+            logger.log(
+                level: level, message,
+                metadata: metadata.merging(["kms.request.id": "\(requestID)", "kms.operation": "\(CloudTrailRecord.bounded(operationName))"]) {
+                    own, _ in own
+                })
+        }
+
+        let resources = AuditResources()
+        var exchange = Exchange()
+        await AuditResources.$current.withValue(resources) {
+            await RequestTrace.$current.withValue(RequestTrace(requestID: requestID, eventID: eventID)) {
+                do {
+                    if let refusal {
+                        exchange.status = refusal.status
+                        throw refusal.error
+                    }
+                    let caller = try await authenticate(request)
+                    exchange.caller = caller
+                    guard target.hasPrefix(Self.targetPrefix), let operation = operations[operationName] else {
+                        throw KMSError(.unknownOperation, "Unknown operation \(target.isEmpty ? "(no X-Amz-Target header)" : CloudTrailRecord.bounded(target))")
+                    }
+                    let json = try AWSJSON.parseBody(request.body)
+                    exchange.request = json
+                    exchange.output = try await operation.handle(json, caller)
+                } catch let error as KMSError {
+                    exchange.error = error
+                } catch {
+                    log(.error, "unexpected failure", ["error": "\(error)"])
+                    exchange.error = KMSError(.internalFailure, "An internal error occurred; the request can be retried.")
+                }
+            }
+        }
+        if let error = exchange.error {
+            if logger.logLevel <= .info {
+                log(.info, "request failed", ["kms.error": "\(error.code)", "kms.error.message": "\(error.message)"])
+            }
+            if let cause = error.cause { log(.error, "cause of the failure", ["kms.error.cause": "\(cause)"]) }
+        }
+
+        if let audit {
+            let record = CloudTrailRecord(
+                operation: operationName, requestID: requestID, eventID: eventID, eventTime: received, region: service.location.region,
+                caller: exchange.caller, claimedAccessKeyID: exchange.caller == nil ? Self.claimedAccessKeyID(request) : nil,
+                sourceIP: request.sourceIP, userAgent: request.header("user-agent"),
+                // Only an authenticated caller's parameters are recorded: an anonymous client must not be able to
+                // fill the trail (and the disk) with a megabyte per request.
+                request: exchange.caller == nil ? nil : exchange.request, response: exchange.output, error: exchange.error,
+                resources: resources.resources)
+            do {
+                try await audit.append(canonicalRecord: record.canonicalBytes)
+            } catch {
+                // Nothing is acknowledged that the trail did not record.
+                log(.error, "the audit trail could not record a request; refusing it", ["error": "\(error)"])
+                return Self.errorResponse(
+                    KMSError(.internalFailure, "The request could not be recorded in the audit trail; it can be retried."), requestID: requestID)
+            }
+        }
+        if let error = exchange.error {
+            return Self.errorResponse(error, status: exchange.status, requestID: requestID)
+        }
+        return KMSResponse(status: 200, body: exchange.output?.canonicalBytes ?? [], requestID: requestID)
+    }
+
+    /// Verifies the signature, then, when an integrated service calls on behalf of a principal, that
+    /// principal's forwarded signature: the request then runs as that principal, with `kms:ViaService` set.
+    private func authenticate(_ request: KMSRequest) async throws -> Caller {
+        let (credential, signedHeaders) = try await verifier.verifyReturningSignedHeaders(request.signed)
+        let userAgent = request.header("user-agent")
+        guard let forwardedKey = request.header(Self.forwardedAccessKeyHeader) else {
+            return Caller(
+                accountID: credential.accountID, principalARN: credential.principalARN, principalKind: credential.principalKind,
+                accessKeyID: credential.accessKeyID, sourceIP: request.sourceIP, userAgent: userAgent)
+        }
+        guard credential.principalKind == .service else {
+            throw KMSError(.accessDenied, "User: \(credential.principalARN) is not an integrated service and cannot call on behalf of another principal.")
+        }
+        let forwarded = [Self.forwardedAccessKeyHeader, Self.forwardedDateHeader, Self.forwardedSignatureHeader]
+        guard forwarded.allSatisfy({ signedHeaders.contains($0) }),
+            let date = request.header(Self.forwardedDateHeader), let signature = request.header(Self.forwardedSignatureHeader)
+        else {
+            throw KMSError(.incompleteSignature, "A request on behalf of a principal must carry and sign the X-Trent-Forwarded-* headers.")
+        }
+        let user = try await verifier.verifyForwardedCaller(
+            accessKeyID: forwardedKey, date: date, signature: signature, service: credential.principalARN)
+        guard user.principalKind != .service else {
+            throw KMSError(.accessDenied, "A service cannot call on behalf of another service.")
+        }
+        return Caller(
+            accountID: user.accountID, principalARN: user.principalARN, principalKind: user.principalKind, accessKeyID: user.accessKeyID,
+            sourceIP: request.sourceIP, userAgent: userAgent, viaService: credential.principalARN)
+    }
+
+    /// The access key id named in the Authorization header, for the audit record of a request that failed
+    /// authentication (bounded: it is whatever the client sent).
+    private static func claimedAccessKeyID(_ request: KMSRequest) -> String? {
+        guard let header = request.header("authorization"), let range = header.range(of: "Credential=") else { return nil }
+        return header[range.upperBound...].split(separator: "/").first.map { CloudTrailRecord.bounded(String($0)) }
+    }
+
+    /// A random (version 4) UUID in lowercase, from the system's random generator (getrandom), without
+    /// Foundation's UUID(), which opens /dev/urandom on every call on Linux.
+    static func randomUUID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        var bytes = (generator.next() as UInt64, generator.next() as UInt64)
+        return withUnsafeMutableBytes(of: &bytes) { raw in
+            raw[6] = (raw[6] & 0x0F) | 0x40
+            raw[8] = (raw[8] & 0x3F) | 0x80
+            let digits = Array("0123456789abcdef".utf8)
+            var out: [UInt8] = []
+            out.reserveCapacity(36)
+            for index in 0..<16 {
+                if index == 4 || index == 6 || index == 8 || index == 10 { out.append(UInt8(ascii: "-")) }
+                out.append(digits[Int(raw[index] >> 4)])
+                out.append(digits[Int(raw[index] & 0x0F)])
+            }
+            return String(decoding: out, as: UTF8.self)
+        }
+    }
+
+    /// AWS answers client errors with 400 and its own failures with 500 (which SDKs retry).
+    public static func errorResponse(_ error: KMSError, status: Int? = nil, requestID: String) -> KMSResponse {
+        let status = status ?? (error.code == .internalFailure ? 500 : 400)
+        return KMSResponse(status: status, body: AWSJSON.errorBody(error), requestID: requestID)
+    }
+}
