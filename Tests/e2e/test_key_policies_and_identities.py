@@ -367,6 +367,8 @@ def test_forwarding_with_a_wrong_signature_is_denied(fwd):
                                              good.signature),
         "expired": user.authorize_service(RDS, at=utcnow() - dt.timedelta(minutes=16)),
         "future": user.authorize_service(RDS, at=utcnow() + dt.timedelta(minutes=30)),
+        # Within the SigV4 clock skew, but a proof dated ahead would outlive its 15 minutes.
+        "2 minutes ahead": user.authorize_service(RDS, at=utcnow() + dt.timedelta(minutes=2)),
         "unknown access key": ForwardedAuthorization("AKIANOSUCHKEY0000000", good.date, good.signature),
     }
     for what, auth in cases.items():

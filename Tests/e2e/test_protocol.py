@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
+import hmac
 import json
 import uuid
 
 import pytest
 import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
-from trent_e2e import key_arn, utcnow
+from trent_e2e import REGION, key_arn, sigv4_signing_key, utcnow
 
 ONE_MIB = 1024 * 1024
 
@@ -202,3 +207,77 @@ def test_server_keeps_serving_after_bad_requests(raw, kms):
     blob = kms.encrypt(KeyId=md["KeyId"], Plaintext=b"still alive")["CiphertextBlob"]
     assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"still alive"
     assert kms.describe_key(KeyId=md["Arn"])["KeyMetadata"]["AWSAccountId"] == md["AWSAccountId"]
+
+
+# --------------------------------------------------------------------------- what the signature must cover
+
+class _NarrowSigV4Auth(SigV4Auth):
+    """Signs over `host` and `x-amz-date` only, as a hand-made client might."""
+
+    def headers_to_sign(self, request):
+        headers = super().headers_to_sign(request)
+        for name in list(headers.keys()):
+            if name.lower() not in ("host", "x-amz-date"):
+                del headers[name]
+        return headers
+
+
+def _narrowly_signed(server, target: str, body: dict) -> dict[str, str]:
+    request = AWSRequest(method="POST", url=server.endpoint + "/", data=json.dumps(body).encode(),
+                         headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"TrentService.{target}"})
+    _NarrowSigV4Auth(Credentials(server.access_key_id, server.secret_access_key), "kms", REGION).add_auth(request)
+    assert "SignedHeaders=host;x-amz-date," in request.headers["Authorization"], request.headers["Authorization"]
+    return dict(request.headers.items())
+
+
+def test_the_operation_must_be_signed(server, kms, new_key):
+    """A DescribeKey signed over host;x-amz-date must not be replayable as DisableKey with the same body."""
+    key = new_key()
+    body = {"KeyId": key}
+    headers = _narrowly_signed(server, "DescribeKey", body)
+    replayed = dict(headers, **{"X-Amz-Target": "TrentService.DisableKey"})
+    resp = requests.post(server.endpoint + "/", data=json.dumps(body).encode(), headers=replayed, timeout=30)
+    assert resp.status_code == 400 and resp.json()["__type"] == "IncompleteSignatureException", resp.text
+    assert resp.json()["message"] == "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization."
+    # Not even the operation it was signed for goes through unsigned.
+    resp = requests.post(server.endpoint + "/", data=json.dumps(body).encode(), headers=headers, timeout=30)
+    assert resp.status_code == 400 and resp.json()["__type"] == "IncompleteSignatureException", resp.text
+    assert kms.describe_key(KeyId=key)["KeyMetadata"]["KeyState"] == "Enabled"
+
+
+def test_the_content_type_must_be_signed(server):
+    headers = _narrowly_signed(server, "ListKeys", {})
+    signed = headers["Authorization"].replace("SignedHeaders=host;x-amz-date,", "SignedHeaders=host;x-amz-date;x-amz-target,")
+    resp = requests.post(server.endpoint + "/", data=b"{}", headers=dict(headers, Authorization=signed), timeout=30)
+    assert resp.status_code == 400 and resp.json()["__type"] == "IncompleteSignatureException", resp.text
+    assert resp.json()["message"] == "'Content-Type' must be a 'SignedHeader' in the AWS Authorization."
+
+
+def _signed_with_scope_date(server, scope_date: str) -> dict[str, str]:
+    """ListKeys signed correctly except that the credential scope names `scope_date` (its key derived from it)."""
+    request = AWSRequest(method="POST", url=server.endpoint + "/", data=b"{}",
+                         headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "TrentService.ListKeys"})
+    auth = SigV4Auth(Credentials(server.access_key_id, server.secret_access_key), "kms", REGION)
+    amz_date = utcnow().strftime("%Y%m%dT%H%M%SZ")
+    request.context["timestamp"] = amz_date
+    auth._modify_request_before_signing(request)
+    canonical = auth.canonical_request(request)
+    scope = f"{scope_date}/{REGION}/kms/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    signature = hmac.new(sigv4_signing_key(server.secret_access_key, scope_date), to_sign.encode(), hashlib.sha256).hexdigest()
+    headers = dict(request.headers.items())
+    headers["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={server.access_key_id}/{scope}, "
+                                f"SignedHeaders={auth.signed_headers(auth.headers_to_sign(request))}, Signature={signature}")
+    return headers
+
+
+@pytest.mark.parametrize("scope_date", ["", "2026", "{today}0", "{yesterday}"])
+def test_the_scope_date_is_exactly_the_request_day(server, scope_date):
+    today = utcnow()
+    scope_date = scope_date.format(today=today.strftime("%Y%m%d"), yesterday=(today - dt.timedelta(days=1)).strftime("%Y%m%d"))
+    resp = requests.post(server.endpoint + "/", data=b"{}", headers=_signed_with_scope_date(server, scope_date), timeout=30)
+    assert resp.status_code == 400 and resp.json()["__type"] == "InvalidSignatureException", resp.text
+    # The same construction with the right day is accepted, so the refusal is the date's.
+    resp = requests.post(server.endpoint + "/", data=b"{}", headers=_signed_with_scope_date(server, today.strftime("%Y%m%d")),
+                         timeout=30)
+    assert resp.status_code == 200, resp.text

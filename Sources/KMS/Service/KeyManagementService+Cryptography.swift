@@ -40,9 +40,10 @@ extension KeyManagementService {
         try context.validate(member: "encryptionContext")
         let resolved = try await resolveKey(keyID, allowAlias: true, caller: caller)
         let key = resolved.record
-        let algorithm = try checkAlgorithm(algorithm, member: "encryptionAlgorithm", for: key)
+        let algorithm = try validateAlgorithm(algorithm, member: "encryptionAlgorithm")
         try await authorize(
             "kms:Encrypt", resolved, grant: .encrypt, encryptionContext: context, context: .algorithm(algorithm), caller: caller)
+        try requireAlgorithm(algorithm, supportedBy: key)
         try requireEnabled(key)
         try requireEncryption(key, context: context)
         try rejectDryRun(dryRun)
@@ -73,8 +74,7 @@ extension KeyManagementService {
         try destinationContext.validate(member: "destinationEncryptionContext")
         let resolvedDestination = try await resolveKey(destinationKeyID, member: "destinationKeyId", allowAlias: true, caller: caller)
         let destination = resolvedDestination.record
-        let destinationAlgorithm = try checkAlgorithm(
-            destinationAlgorithm, member: "destinationEncryptionAlgorithm", for: destination)
+        let destinationAlgorithm = try validateAlgorithm(destinationAlgorithm, member: "destinationEncryptionAlgorithm")
         let (source, plaintext, sourceAlgorithm) = try await open(
             ciphertext, context: sourceContext, keyID: sourceKeyID, algorithm: sourceAlgorithm,
             members: ("sourceKeyId", "sourceEncryptionAlgorithm"), action: ("kms:ReEncryptFrom", .reEncryptFrom), dryRun: nil,
@@ -82,6 +82,7 @@ extension KeyManagementService {
         try await authorize(
             "kms:ReEncryptTo", resolvedDestination, grant: .reEncryptTo, encryptionContext: destinationContext,
             context: .algorithm(destinationAlgorithm), caller: caller)
+        try requireAlgorithm(destinationAlgorithm, supportedBy: destination)
         try requireEnabled(destination)
         try requireEncryption(destination, context: destinationContext)
         try rejectDryRun(dryRun)
@@ -139,17 +140,22 @@ extension KeyManagementService {
 
     // MARK: Shared steps
 
-    /// The request's encryption algorithm (SYMMETRIC_DEFAULT when absent), which the key must support.
-    private func checkAlgorithm(_ algorithm: String?, member: String, for key: KeyRecord) throws(KMSError) -> String {
+    /// The request's encryption algorithm (SYMMETRIC_DEFAULT when absent), checked against the API's values only:
+    /// what a key supports is told only to a caller authorized to use it (``requireAlgorithm(_:supportedBy:)``).
+    private func validateAlgorithm(_ algorithm: String?, member: String) throws(KMSError) -> String {
         guard let algorithm else { return Self.symmetricAlgorithm }
         guard Self.encryptionAlgorithms.contains(algorithm) else {
             throw KMSError.constraint(
                 member, "Member must satisfy enum value set: [\(Self.encryptionAlgorithms.joined(separator: ", "))]", value: algorithm)
         }
+        return algorithm
+    }
+
+    /// The key must support the algorithm; checked after authorization, as AWS does.
+    private func requireAlgorithm(_ algorithm: String, supportedBy key: KeyRecord) throws(KMSError) {
         guard key.encryptionAlgorithms.contains(algorithm) else {
             throw KMSError(.invalidKeyUsage, "The encryption algorithm \(algorithm) is not supported by \(arn(key)).")
         }
-        return algorithm
     }
 
     /// Symmetric encryption keys, and RSA keys for ENCRYPT_DECRYPT, which take no encryption context.
@@ -204,14 +210,16 @@ extension KeyManagementService {
         let named = try await keyID.asyncMap { try await resolveKey($0, member: members.keyID, allowAlias: true, caller: caller) }
         // An RSA ciphertext is bare: it names no key, so the caller names the key and the algorithm; any
         // other request reads the blob as a symmetric ciphertext.
-        let rsaAlgorithm = algorithm.flatMap(RSAEncryptionAlgorithm.init(rawValue:))
+        let algorithm = try validateAlgorithm(algorithm, member: members.algorithm)
+        let rsaAlgorithm = RSAEncryptionAlgorithm(rawValue: algorithm)
         if rsaAlgorithm != nil && named == nil {
-            throw KMSError(.validation, "\(members.keyID) is required to decrypt a ciphertext made with \(algorithm ?? "").")
+            throw KMSError(.validation, "\(members.keyID) is required to decrypt a ciphertext made with \(algorithm).")
         }
         if let named, let rsa = rsaAlgorithm, let pair = named.record.keySpec.keyPairSpec {
             let key = named.record
-            let algorithm = try checkAlgorithm(rsa.rawValue, member: members.algorithm, for: key)
+            let algorithm = rsa.rawValue
             try await authorize(action.name, named, grant: action.grant, encryptionContext: context, context: .algorithm(algorithm), caller: caller)
+            try requireAlgorithm(algorithm, supportedBy: key)
             try requireEnabled(key)
             try requireEncryption(key, context: context)
             try rejectDryRun(dryRun)
@@ -226,10 +234,10 @@ extension KeyManagementService {
         guard let key = blobKey else {
             throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
         }
-        let algorithm = try checkAlgorithm(algorithm, member: members.algorithm, for: key)
         try await authorize(
             action.name, ResolvedKey(record: key, requestAlias: named?.requestAlias), grant: action.grant, encryptionContext: context,
             context: .algorithm(algorithm), caller: caller)
+        try requireAlgorithm(algorithm, supportedBy: key)
         try requireEnabled(key)
         try requireSymmetricEncryption(key)
         try rejectDryRun(dryRun)

@@ -308,8 +308,9 @@ extension KeyManagementService {
         if multiRegion == true {
             throw KMSError(.unsupportedOperation, "Multi-Region keys cannot be created in a custom key store.")
         }
+        guard let storeID else { return nil }
         let stores = try requireCustomKeyStores()
-        let store = try await customKeyStore(storeID!, caller: caller)
+        let store = try await customKeyStore(storeID, caller: caller)
         let (state, _) = await stores.connections.state(of: store.id)
         guard state == .connected, stores.tokens.isConnected(storeID: store.id) else {
             throw KMSError(.customKeyStoreInvalidState, "Custom key store \(store.id) is \(state.rawValue); keys can be created only in a CONNECTED store.")

@@ -49,23 +49,10 @@ extension KeyManagementService {
         guard keySpec.keyUsages.contains(keyUsage) else {
             throw KMSError(.validation, "KeyUsage \(keyUsage.rawValue) is not compatible with KeySpec \(keySpec.rawValue).")
         }
-        // Custom key stores: KeyManagementService+CustomKeyStores.swift.
-        let placement = try await customKeyStorePlacement(
-            storeID: request.customKeyStoreID, xksKeyID: request.xksKeyID, origin: origin, keySpec: keySpec,
-            multiRegion: request.multiRegion, caller: caller)
-        switch origin {
-        case .awsKMS:
-            break
-        case .external:
-            guard keySpec == .symmetricDefault || keySpec.macAlgorithm != nil else {
-                throw KMSError(.unsupportedOperation, "Trent imports key material into SYMMETRIC_DEFAULT and HMAC keys only, not \(keySpec.rawValue).")
-            }
-        case .awsCloudHSM, .externalKeyStore:
-            guard placement != nil else {
-                throw KMSError(.validation, "Origin \(origin.rawValue) needs a CustomKeyStoreId.")
-            }
+        if origin == .external, keySpec != .symmetricDefault, keySpec.macAlgorithm == nil {
+            throw KMSError(.unsupportedOperation, "Trent imports key material into SYMMETRIC_DEFAULT and HMAC keys only, not \(keySpec.rawValue).")
         }
-        if request.multiRegion == true {
+        if request.multiRegion == true, request.customKeyStoreID == nil {
             throw KMSError(.unsupportedOperation, "Multi-Region keys are not supported by Trent yet.")
         }
         try validateTags(request.tags)
@@ -77,6 +64,14 @@ extension KeyManagementService {
         try await authorizer.authorize(AuthorizationRequest("kms:CreateKey", context: conditions), caller: caller)
         guard !caller.accountID.isEmpty else {
             throw KMSError(.accessDenied, "User: \(caller.principalARN) is not authorized to perform: kms:CreateKey on resource: * because it belongs to no account")
+        }
+        // Custom key stores (KeyManagementService+CustomKeyStores.swift) are looked up only for an authorized caller:
+        // whether a store exists, is connected or holds an XksKeyId is nobody else's business.
+        let placement = try await customKeyStorePlacement(
+            storeID: request.customKeyStoreID, xksKeyID: request.xksKeyID, origin: origin, keySpec: keySpec,
+            multiRegion: request.multiRegion, caller: caller)
+        if origin == .awsCloudHSM || origin == .externalKeyStore, placement == nil {
+            throw KMSError(.validation, "Origin \(origin.rawValue) needs a CustomKeyStoreId.")
         }
 
         let id = KeyID()

@@ -13,8 +13,8 @@ extension SigV4Verifier {
         guard let credential = try await credentials.credential(for: accessKeyID) else {
             throw KMSError(.accessDenied, "The forwarded caller's access key is not valid.")
         }
-        guard let date = Self.parseAmzDate(amzDate), date.timeIntervalSince(now) < allowedSkew, now.timeIntervalSince(date) < Self.forwardingLifetime
-        else {
+        // A proof is valid from its date (never a date in the future, which would stretch its lifetime) for 15 minutes.
+        guard let date = Self.parseAmzDate(amzDate), date <= now, now.timeIntervalSince(date) < Self.forwardingLifetime else {
             throw KMSError(.accessDenied, "The forwarded caller's authorization has expired or is not yet valid.")
         }
         let key = signingKey(accessKeyID: credential.accessKeyID, secret: credential.secretAccessKey, date: String(amzDate.prefix(8)), region: region, service: self.service)

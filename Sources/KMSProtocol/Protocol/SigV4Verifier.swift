@@ -32,6 +32,8 @@ public final class SigV4Verifier: Sendable {
     public let service: String
     let credentials: any CredentialProvider
     let allowedSkew: TimeInterval = 300
+    /// Headers that must be signed whenever a request carries them (lowercase name, and as AWS spells it).
+    static let headersThatMustBeSigned = [("x-amz-target", "X-Amz-Target"), ("content-type", "Content-Type")]
     /// Signing keys by access key, day, Region and service, with the secret they were derived from (a changed
     /// secret misses).
     private let signingKeys = Mutex<[String: (secret: String, key: SymmetricKey)]>([:])
@@ -63,12 +65,19 @@ public final class SigV4Verifier: Sendable {
             throw KMSError(.invalidSignature, "Credential should be scoped to correct service: '\(service)'. ")
         }
         guard parsed.signedHeaders.contains("host") else {
-            throw KMSError(.invalidSignature, "The host header must be signed.")
+            throw KMSError(.incompleteSignature, "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.")
+        }
+        // The operation and the body's format must be covered too, or a captured request could be replayed as another
+        // operation with the same body (DescribeKey's {"KeyId":...} sent again as DisableKey). Every AWS SDK and the
+        // CLI sign both.
+        for (name, spelled) in Self.headersThatMustBeSigned where request.headers[name] != nil && !parsed.signedHeaders.contains(name) {
+            throw KMSError(.incompleteSignature, "'\(spelled)' must be a 'SignedHeader' in the AWS Authorization.")
         }
         guard let amzDate = request.headers["x-amz-date"]?.first, let requestDate = Self.parseAmzDate(amzDate) else {
             throw KMSError(.incompleteSignature, "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.")
         }
-        guard amzDate.hasPrefix(parsed.date) else {
+        // The scope's date is exactly the request's day: a prefix test would let "" or "2026" pass.
+        guard parsed.date.utf8.elementsEqual(amzDate.utf8.prefix(8)) else {
             throw KMSError(.invalidSignature, "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '\(parsed.date)' != '\(amzDate.prefix(8))'")
         }
         if abs(requestDate.timeIntervalSince(now)) > allowedSkew {
