@@ -135,6 +135,7 @@ let package = Package(
                 "KMSHSM", "KMS", "PKCS11", "KMSSQLite", "TrentTestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -150,7 +151,10 @@ let package = Package(
         ),
         .testTarget(
             name: "KMSAuditTests",
-            dependencies: ["KMSAudit", "KMS", "JSON", "TrentTestSupport", "KMSHSM", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "KMSAudit", "KMS", "JSON", "TrentTestSupport", "KMSHSM", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "TrentTests", dependencies: ["trent"], swiftSettings: swiftSettings),

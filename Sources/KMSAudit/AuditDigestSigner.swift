@@ -9,6 +9,10 @@ public protocol AuditDigestSigner: Sendable {
     /// `false` (not a throw) for a bad, altered or malformed signature; throws only when the check cannot be made
     /// (the token is unavailable).
     func verify(_ digest: [UInt8], signature: [UInt8]) async throws -> Bool
+    /// Seals the trail's chain key so that only the token can open it.
+    func sealChainKey(_ key: [UInt8]) async throws -> [UInt8]
+    /// The chain key, or nil when `sealed` is not a key this token sealed; throws only when the token is unavailable.
+    func unsealChainKey(_ sealed: [UInt8]) async throws -> [UInt8]?
 }
 
 /// Signs digests with the token's sealing key through ``KeyProvider/seal(_:additionalData:)``.
@@ -42,6 +46,23 @@ public struct TokenDigestSigner: AuditDigestSigner {
             return false
         }
         return constantTimeEqual(opened, Array(SHA256.hash(data: digest)))
+    }
+
+    static let chainKeyAdditionalData = Array("trent.audit.chain-key.v1".utf8)
+
+    public func sealChainKey(_ key: [UInt8]) async throws -> [UInt8] {
+        let sealed = try await provider.seal(key, additionalData: Self.chainKeyAdditionalData)
+        return sealed.iv + sealed.ciphertextAndTag
+    }
+
+    public func unsealChainKey(_ sealed: [UInt8]) async throws -> [UInt8]? {
+        guard sealed.count > Self.ivLength else { return nil }
+        let data = SealedData(iv: Array(sealed.prefix(Self.ivLength)), ciphertextAndTag: Array(sealed.dropFirst(Self.ivLength)))
+        do {
+            return try await provider.unseal(data, additionalData: Self.chainKeyAdditionalData)
+        } catch let error as KMSError where error.code == .invalidCiphertext {
+            return nil
+        }
     }
 }
 

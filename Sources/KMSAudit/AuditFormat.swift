@@ -20,12 +20,48 @@ enum AuditFormat {
     static let zeroHash = String(repeating: "0", count: 64)
     static let newline: UInt8 = 0x0A
 
-    /// hex(SHA-256(previousHash as ASCII hex || canonical bytes of the record)).
-    static func chainHash(previousHash: String, recordBytes: [UInt8]) -> String {
-        var hasher = SHA256()
-        hasher.update(data: Array(previousHash.utf8))
-        hasher.update(data: recordBytes)
-        return hasher.finalize().hexString
+    static let chainKeyFileName = "chain-key.json"
+
+    /// hex(HMAC-SHA256(chain key, previousHash as ASCII hex || canonical bytes of the record)); without a key (records
+    /// written before the trail had one), hex(SHA-256(...)) of the same bytes.
+    static func chainHash(previousHash: String, recordBytes: [UInt8], key: SymmetricKey?) -> String {
+        guard let key else {
+            var hasher = SHA256()
+            hasher.update(data: Array(previousHash.utf8))
+            hasher.update(data: recordBytes)
+            return hasher.finalize().hexString
+        }
+        var mac = HMAC<SHA256>(key: key)
+        mac.update(data: Array(previousHash.utf8))
+        mac.update(data: recordBytes)
+        return Array(mac.finalize()).hexString
+    }
+
+    /// The chain key's file: `{"firstSequence": n, "sealedKey": "<base64>"}`, the 32-byte key sealed by the signer
+    /// (the token): records from sequence `n` on are chained with it.
+    struct ChainKeyFile: Equatable {
+        var firstSequence: Int
+        var sealedKey: [UInt8]
+
+        var bytes: [UInt8] {
+            JSONValue.object([
+                "firstSequence": .number(Double(firstSequence)), "sealedKey": .string(Data(sealedKey).base64EncodedString()),
+            ]).canonicalBytes + [newline]
+        }
+
+        /// Nil when the file is not a chain key file.
+        init?(parsing bytes: [UInt8]) {
+            let text = bytes.last == newline ? Array(bytes.dropLast()) : bytes
+            guard let object = parse(text), object.count == 2, let first = integer(object["firstSequence"]), first > 0,
+                let encoded = string(object["sealedKey"]), let sealed = Data(base64Encoded: encoded)
+            else { return nil }
+            self.init(firstSequence: first, sealedKey: Array(sealed))
+        }
+
+        init(firstSequence: Int, sealedKey: [UInt8]) {
+            self.firstSequence = firstSequence
+            self.sealedKey = sealedKey
+        }
     }
 
     static func sha256Hex(_ bytes: [UInt8]) -> String { SHA256.hash(data: bytes).hexString }
@@ -121,6 +157,16 @@ final class AppendOnlyFile: @unchecked Sendable {
             }
             throw error
         }
+    }
+
+    /// Creates `url` (0600) holding `bytes`, fsynced.
+    static func writeDurably(_ bytes: [UInt8], to url: URL) throws {
+        let descriptor = open(url.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw AuditTrailError("cannot create \(url.lastPathComponent): \(String(cString: strerror(errno)))") }
+        let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+        try handle.write(contentsOf: bytes)
+        try handle.synchronize()
+        try handle.close()
     }
 
     /// Cuts the file back to `length` (a torn last line left by a crash).

@@ -1,7 +1,14 @@
+import Crypto
 public import Foundation
+import JSON
 public import KMS
 public import Logging
-import JSON
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// The tamper-evident audit trail: a SHA-256 hash chain of records with signed digests.
 ///
@@ -15,15 +22,23 @@ import JSON
 ///     {"hash":"<hex>","previousHash":"<hex>","record":<CloudTrail record>,"sequence":n}
 ///
 /// - `sequence`: 1, 2, 3, … with no gaps, carried on across restarts.
-/// - `hash` = hex(SHA-256(`previousHash` as its 64 ASCII hex characters || canonical bytes of `record`)),
-///   lowercase hex.
+/// - `hash` = hex(HMAC-SHA256(chain key, `previousHash` as its 64 ASCII hex characters || canonical bytes of
+///   `record`)), lowercase hex. Records written before the trail had a chain key use SHA-256 of the same bytes.
 /// - `previousHash`: the `hash` of the line before; 64 "0"s for sequence 1.
 ///
-/// Deleting, altering, inserting or reordering a line breaks the sequence, the chain or a hash.
+/// Deleting, altering, inserting or reordering a line breaks the sequence, the chain or a hash. Without the chain
+/// key nobody can recompute the chain, not even over records after the last digest.
+///
+/// ## chain-key.json
+///
+///     {"firstSequence":n,"sealedKey":"<base64>"}
+///
+/// - A random 256-bit key, made when the trail is opened without one, kept only sealed by the signer (the token's
+///   sealing key); records from sequence `n` on are chained with it.
 ///
 /// ## digests.jsonl
 ///
-///     {"digestTime":"<ISO 8601>","firstSequence":a,"lastHash":"<hex>","lastSequence":b,
+///     {"chainKeyFrom":n,"digestTime":"<ISO 8601>","firstSequence":a,"lastHash":"<hex>","lastSequence":b,
 ///      "previousDigestHash":"<hex>","signature":"<base64>"}
 ///
 /// - Covers records `a...b`: `a` is the previous digest's `lastSequence` + 1 (1 for the first), `lastHash`
@@ -32,6 +47,8 @@ import JSON
 ///   (with ``TokenDigestSigner``: iv || AES-GCM under the token's sealing key of SHA-256 of those bytes).
 /// - `previousDigestHash` = hex(SHA-256(canonical bytes of the previous digest line, signature included));
 ///   64 "0"s for the first. Digests form a chain of their own, so deleting one shows.
+/// - `chainKeyFrom`: the chain key's `firstSequence`, signed with the rest, so the key file cannot be dropped
+///   unnoticed while one digest made since remains (digests written before chain keys have no such member).
 ///
 /// A digest is written on ``AuditTrail/writeDigest()``, on ``AuditTrail/close()``, and automatically once
 /// `recordsPerDigest` records are undigested (in the background: appends do not wait for it, so an automatic
@@ -58,6 +75,9 @@ public actor AuditTrail: AuditSink {
     private let logger: Logger
     private let records: AppendOnlyFile
     private let digests: AppendOnlyFile
+    /// The key of the hash chain, and the first sequence chained with it.
+    private let chainKey: SymmetricKey
+    private let chainKeyFrom: Int
     /// Blocking file I/O runs here, never on Swift's cooperative pool.
     private let io: DispatchQueue
 
@@ -86,13 +106,14 @@ public actor AuditTrail: AuditSink {
     var digestsWritten = 0
 
     /// Opens (or continues) the trail in `directory`, created 0700 if missing. Continuing reads the last
-    /// record's sequence and hash, and the last digest, so both chains carry on across restarts.
+    /// record's sequence and hash, the last digest and the chain key, so both chains carry on across restarts; a
+    /// trail without a chain key gets one, from its next record on.
     ///
-    /// - Throws: ``AuditTrailError`` when the files cannot be opened, their last lines cannot be read, or the
-    ///   digests cover records the records file no longer holds (the trail was cut short: investigate, do not
-    ///   write over it).
-    public init(directory: URL, signer: any AuditDigestSigner, recordsPerDigest: Int = 1_000, logger: Logger) throws {
-        precondition(recordsPerDigest > 0, "recordsPerDigest must be positive")
+    /// - Throws: ``AuditTrailError`` when the files cannot be opened, their last lines cannot be read, the chain key
+    ///   does not unseal, or the digests cover records the records file no longer holds (the trail was cut short:
+    ///   investigate, do not write over it).
+    public init(directory: URL, signer: any AuditDigestSigner, recordsPerDigest: Int = 1_000, logger: Logger) async throws {
+        guard recordsPerDigest > 0 else { throw AuditTrailError("audit.recordsPerDigest must be positive") }
         self.directory = directory
         self.signer = signer
         self.recordsPerDigest = recordsPerDigest
@@ -140,6 +161,7 @@ public actor AuditTrail: AuditSink {
         } else {
             (digestedSequence, lastDigestHash) = (0, AuditFormat.zeroHash)
         }
+        (chainKey, chainKeyFrom) = try await Self.openChainKey(in: directory, from: lastSequence + 1, signer: signer, logger: logger)
         let (opened, digested) = (lastSequence, digestedSequence)
         logger.info("Audit trail opened", metadata: ["audit.lastSequence": "\(opened)", "audit.digestedSequence": "\(digested)"])
     }
@@ -175,7 +197,8 @@ public actor AuditTrail: AuditSink {
             var bytes: [UInt8] = []
             bytes.reserveCapacity(written.reduce(0) { $0 + $1.recordBytes.count + 200 })
             for entry in written {
-                let nextHash = AuditFormat.chainHash(previousHash: hash, recordBytes: entry.recordBytes)
+                let nextHash = AuditFormat.chainHash(
+                    previousHash: hash, recordBytes: entry.recordBytes, key: sequence + 1 >= chainKeyFrom ? chainKey : nil)
                 sequence += 1
                 bytes += AuditFormat.recordLine(sequence: sequence, previousHash: hash, hash: nextHash, recordBytes: entry.recordBytes)
                 hash = nextHash
@@ -202,6 +225,34 @@ public actor AuditTrail: AuditSink {
         drainTask = nil
     }
 
+    /// Reads the trail's chain key, or makes one for records from `next` on: written to a temporary file, fsynced and
+    /// renamed, so a crash leaves either no key file or a whole one.
+    private static func openChainKey(
+        in directory: URL, from next: Int, signer: any AuditDigestSigner, logger: Logger
+    ) async throws -> (SymmetricKey, Int) {
+        let url = directory.appendingPathComponent(AuditFormat.chainKeyFileName)
+        if let bytes = FileManager.default.contents(atPath: url.path) {
+            guard let file = AuditFormat.ChainKeyFile(parsing: Array(bytes)) else {
+                throw AuditTrailError("\(AuditFormat.chainKeyFileName) is not a chain key file; verify the trail")
+            }
+            guard let key = try await signer.unsealChainKey(file.sealedKey), key.count == 32 else {
+                throw AuditTrailError("\(AuditFormat.chainKeyFileName) does not unseal with this token; verify the trail")
+            }
+            return (SymmetricKey(data: key), file.firstSequence)
+        }
+        let key = SymmetricKey(size: .bits256)
+        let file = AuditFormat.ChainKeyFile(
+            firstSequence: next, sealedKey: try await signer.sealChainKey(key.withUnsafeBytes { Array($0) }))
+        let temporary = directory.appendingPathComponent(AuditFormat.chainKeyFileName + ".new")
+        try AppendOnlyFile.writeDurably(file.bytes, to: temporary)
+        guard rename(temporary.path, url.path) == 0 else {
+            throw AuditTrailError("cannot create \(AuditFormat.chainKeyFileName): \(String(cString: strerror(errno)))")
+        }
+        synchronizeDirectory(directory)
+        logger.info("Audit chain key created", metadata: ["audit.chainKeyFrom": "\(next)"])
+        return (key, next)
+    }
+
     // MARK: Digests
 
     /// Writes a signed digest covering every record since the previous digest (no-op if none).
@@ -221,6 +272,7 @@ public actor AuditTrail: AuditSink {
         let (last, hash) = (lastSequence, lastHash)
         guard last >= first else { return }
         var object: [String: JSONValue] = [
+            "chainKeyFrom": .number(Double(chainKeyFrom)),
             "firstSequence": .number(Double(first)),
             "lastSequence": .number(Double(last)),
             "lastHash": .string(hash),

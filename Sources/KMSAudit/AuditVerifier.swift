@@ -1,6 +1,7 @@
+import Crypto
 public import Foundation
-import KMS
 import JSON
+import KMS
 
 /// What ``AuditVerifier`` found.
 public struct AuditVerificationReport: Sendable {
@@ -19,12 +20,14 @@ public struct AuditVerificationReport: Sendable {
     }
 }
 
-/// Checks a trail written by ``AuditTrail`` (format at the top of AuditTrail.swift): the record sequence and
-/// hash chain, every record's hash, the digest chain, each digest's coverage and `lastHash` against the
-/// records, and each digest's signature.
+/// Checks a trail written by ``AuditTrail`` (format at the top of AuditTrail.swift): the record sequence and the
+/// keyed hash chain (with the chain key the token unseals), every record's hash, the digest chain, each digest's
+/// coverage, `lastHash` and `chainKeyFrom` against the records and the key, and each digest's signature.
 ///
-/// What it cannot see: records cut from the end *together with* the digests covering them, or records after
-/// the last digest deleted from the end. Anchor the latest digest elsewhere (or watch the trail grow) for that.
+/// So an intact report proves: every record up to the last digest is as written, in order, none missing; every
+/// record after it is as written too, since only the token's holder can compute the chain. What it cannot see:
+/// records cut from the end (after the last digest, or *together with* the digests covering them). Anchor the
+/// latest digest elsewhere (or watch the trail grow) for that.
 public enum AuditVerifier {
     /// - Throws: when the directory or its files cannot be read, or the signer cannot check a signature
     ///   (the token is unavailable). Damage is reported in ``AuditVerificationReport/problems``, not thrown.
@@ -34,10 +37,11 @@ public enum AuditVerifier {
             throw AuditTrailError("\(directory.path) is not an audit trail directory")
         }
         var problems: [String] = []
+        let chainKey = try await readChainKey(directory, signer: signer, &problems)
         let records = try readLines(directory, AuditFormat.recordsFileName, &problems)
-        let chain = verifyRecords(records, &problems)
+        let chain = verifyRecords(records, chainKey: chainKey, &problems)
         let digests = try readLines(directory, AuditFormat.digestsFileName, &problems)
-        try await verifyDigests(digests, chain: chain, signer: signer, &problems)
+        try await verifyDigests(digests, chain: chain, chainKeyFrom: chainKey?.from, signer: signer, &problems)
         return AuditVerificationReport(recordCount: records.count, digestCount: digests.count, problems: problems)
     }
 
@@ -51,6 +55,23 @@ public enum AuditVerifier {
         return lines
     }
 
+    /// The chain key and the first sequence it chains; nil when the trail has none (written before chain keys).
+    private static func readChainKey(
+        _ directory: URL, signer: any AuditDigestSigner, _ problems: inout [String]
+    ) async throws -> (key: SymmetricKey?, from: Int)? {
+        let url = directory.appendingPathComponent(AuditFormat.chainKeyFileName)
+        guard let bytes = FileManager.default.contents(atPath: url.path) else { return nil }
+        guard let file = AuditFormat.ChainKeyFile(parsing: Array(bytes)) else {
+            problems.append("\(AuditFormat.chainKeyFileName): not a chain key file")
+            return nil
+        }
+        guard let key = try await signer.unsealChainKey(file.sealedKey), key.count == 32 else {
+            problems.append("\(AuditFormat.chainKeyFileName): the key does not unseal with this token (forged, or another token's)")
+            return (nil, file.firstSequence)
+        }
+        return (SymmetricKey(data: key), file.firstSequence)
+    }
+
     /// What the digests are checked against.
     private struct Chain {
         /// The hash each sequence was recorded with (first occurrence).
@@ -58,7 +79,11 @@ public enum AuditVerifier {
         var lastSequence = 0
     }
 
-    private static func verifyRecords(_ lines: [ArraySlice<UInt8>], _ problems: inout [String]) -> Chain {
+    /// - Parameter chainKey: nil for a trail without a key; a nil `key` when the key file did not unseal, so hashes
+    ///   from `from` on cannot be checked (reported once already).
+    private static func verifyRecords(
+        _ lines: [ArraySlice<UInt8>], chainKey: (key: SymmetricKey?, from: Int)?, _ problems: inout [String]
+    ) -> Chain {
         let file = AuditFormat.recordsFileName
         var chain = Chain()
         var expectedSequence = 1
@@ -86,8 +111,13 @@ public enum AuditVerifier {
             if statedPrevious != previousHash {
                 problems.append("\(place): previousHash does not match the hash of the line before (hash chain broken)")
             }
-            if AuditFormat.chainHash(previousHash: statedPrevious, recordBytes: record.canonicalBytes) != stated {
-                problems.append("\(place): hash does not match the record (record altered)")
+            let keyed = chainKey.map { sequence >= $0.from } ?? false
+            if keyed && chainKey?.key == nil {
+                // Reported once, with the key file.
+            } else if AuditFormat.chainHash(previousHash: statedPrevious, recordBytes: record.canonicalBytes, key: keyed ? chainKey?.key : nil)
+                != stated
+            {
+                problems.append("\(place): hash does not match the record (record altered, or the chain recomputed without its key)")
             }
             if chain.hashes[sequence] == nil { chain.hashes[sequence] = stated }
             chain.lastSequence = sequence
@@ -99,7 +129,7 @@ public enum AuditVerifier {
     }
 
     private static func verifyDigests(
-        _ lines: [ArraySlice<UInt8>], chain: Chain, signer: any AuditDigestSigner, _ problems: inout [String]
+        _ lines: [ArraySlice<UInt8>], chain: Chain, chainKeyFrom: Int?, signer: any AuditDigestSigner, _ problems: inout [String]
     ) async throws {
         let file = AuditFormat.digestsFileName
         var expectedFirst = 1
@@ -122,8 +152,19 @@ public enum AuditVerifier {
                 continue
             }
             let place = "\(file) line \(lineNumber) (sequences \(first)...\(last))"
-            if digest.count != 5 {
+            let statedKeyFrom = digest["chainKeyFrom"].map(AuditFormat.integer)
+            if digest.count != (statedKeyFrom == nil ? 5 : 6) || statedKeyFrom == .some(nil) {
                 problems.append("\(place): unexpected members")
+            }
+            switch (statedKeyFrom ?? nil, chainKeyFrom) {
+            case (let stated?, let actual?) where stated != actual:
+                problems.append("\(place): chainKeyFrom \(stated) but \(AuditFormat.chainKeyFileName) starts at \(actual) (the key file was replaced)")
+            case (_?, nil):
+                problems.append("\(place): signed with a chain key, but \(AuditFormat.chainKeyFileName) is missing (deleted)")
+            case (nil, let actual?) where last >= actual:
+                problems.append("\(place): covers records chained with the key but does not name it (digest altered)")
+            default:
+                break
             }
             if statedPrevious != previousDigestHash {
                 problems.append("\(place): previousDigestHash does not match the digest line before (a digest is missing or altered)")

@@ -1,4 +1,5 @@
 public import Foundation
+public import KMS
 public import PKCS11
 
 /// How one kind of token behaves behind the same pkcs11.h, as data (`Config/hsm/<name>.json`): the code reads
@@ -66,6 +67,10 @@ public struct HSMProfile: Codable, Sendable, Equatable {
     /// The key-pair families whose private keys the token can wrap under the domain key and unwrap again
     /// (`RSA`, `EC`): asymmetric KMS keys of other families are refused at CreateKey.
     public var keyPairFamilies: [KeyPairFamily]
+    /// The hashes the token's `CKM_RSA_PKCS_OAEP` takes (`SHA-1`, `SHA-256`). For an RSAES-OAEP algorithm whose hash is
+    /// missing, the token does raw RSA (`CKM_RSA_X_509`) and Trent pads on the host; only then may RSA private keys
+    /// do raw RSA at all (their `CKA_ALLOWED_MECHANISMS`).
+    public var rsaOAEPDigests: [String]
     /// Copy long-lived token keys into session objects at start (much faster on tokens that re-read storage per use).
     public var copyTokenKeysToSession: Bool
     public var limits: Limits
@@ -80,6 +85,12 @@ public struct HSMProfile: Codable, Sendable, Equatable {
     public func authenticationFailures() throws -> Set<PKCS11Error.ReturnValue> { try Set(authenticationFailureCodes.map(Self.returnValue)) }
 
     public func macFailures() throws -> Set<PKCS11Error.ReturnValue> { try Set(macFailureCodes.map(Self.returnValue)) }
+
+    /// Whether the token does RSAES-OAEP with this hash itself.
+    public func tokenDoesOAEP(with digest: DigestAlgorithm) -> Bool { rsaOAEPDigests.contains(digest.profileName) }
+
+    /// Whether some RSAES-OAEP algorithm of the API needs raw RSA in the token (see ``rsaOAEPDigests``).
+    public var needsRawRSA: Bool { RSAEncryptionAlgorithm.allCases.contains { !tokenDoesOAEP(with: $0.digest) } }
 
     static func mechanism(_ text: String, _ field: String) throws -> MechanismType {
         guard let mechanism = MechanismType(name: text) else { throw HSMSetupError("HSM profile: \(field) '\(text)' is not a mechanism name or code") }
@@ -107,6 +118,9 @@ public struct HSMProfile: Codable, Sendable, Equatable {
         _ = try profile.rfc3394Mechanism()
         _ = try profile.authenticationFailures()
         _ = try profile.macFailures()
+        for digest in profile.rsaOAEPDigests where !["SHA-1", "SHA-256"].contains(digest) {
+            throw HSMSetupError("HSM profile \(url.path): rsaOAEPDigests lists '\(digest)'; the RSAES-OAEP hashes are SHA-1 and SHA-256")
+        }
         return profile
     }
 
@@ -121,5 +135,17 @@ public struct HSMProfile: Codable, Sendable, Equatable {
         }
         throw HSMSetupError(
             "no HSM profile '\(nameOrPath)' in \(directories.map(\.path).joined(separator: ", ")): set hsm.profileDirectory / TRENT_HSM_PROFILE_DIR")
+    }
+}
+
+extension DigestAlgorithm {
+    /// How HSM profiles spell the hash.
+    var profileName: String {
+        switch self {
+        case .sha1: "SHA-1"
+        case .sha256: "SHA-256"
+        case .sha384: "SHA-384"
+        case .sha512: "SHA-512"
+        }
     }
 }

@@ -94,13 +94,14 @@ extension PKCS11KeyProvider {
         return mechanism == rfc3394 ? upper...upper : max(1, upper - 7)...upper
     }
 
-    /// The import wrapping key's private half: it unwraps (OAEP into the token) and decrypts (raw RSA, for the
-    /// OAEP hashes the token lacks), nothing else.
+    /// The import wrapping key's private half: it unwraps (OAEP into the token) and, only on a token whose OAEP lacks
+    /// a hash, decrypts (raw RSA); nothing else.
     func wrappingKeyTemplate(extractable: Bool) -> [Attribute] {
         [
             .objectClass(.privateKey), .keyType(.rsa), Attribute(.token, false), Attribute(.private, true), Attribute(.sensitive, true),
-            Attribute(.extractable, extractable), Attribute(.unwrap, true), Attribute(.decrypt, true), Attribute(.sign, false),
-        ] + (configuration.profile.allowedMechanisms.enforced ? [.allowedMechanisms([.rsaPKCSOAEP, .rsaX509])] : [])
+            Attribute(.extractable, extractable), Attribute(.unwrap, true), Attribute(.decrypt, configuration.profile.needsRawRSA),
+            Attribute(.sign, false),
+        ] + (configuration.profile.allowedMechanisms.enforced ? [.allowedMechanisms([.rsaPKCSOAEP] + rawRSAWhereNeeded)] : [])
     }
 
     /// OAEP-unwraps `ciphertext` into a new object: in the token when it does OAEP with this hash; otherwise
@@ -111,8 +112,9 @@ extension PKCS11KeyProvider {
         in session: borrowing Session
     ) throws(PKCS11Error) -> ObjectHandle? {
         do throws(PKCS11Error) {
-            return try session.unwrapKey(ciphertext, with: key, mechanism: .rsaOAEP(digest.hashFunction), template: template)
-        } catch where Self.isUnsupportedParameter(error) {
+            if configuration.profile.tokenDoesOAEP(with: digest) {
+                return try session.unwrapKey(ciphertext, with: key, mechanism: .rsaOAEP(digest.hashFunction), template: template)
+            }
             let block: [UInt8]
             do throws(PKCS11Error) {
                 block = try session.decrypt(ciphertext, key: key, mechanism: .rsaRaw)

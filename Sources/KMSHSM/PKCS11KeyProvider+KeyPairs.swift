@@ -85,7 +85,7 @@ extension PKCS11KeyProvider {
         let restrict = configuration.profile.allowedMechanisms.enforced
         if spec.isRSA {
             return common + [.keyType(.rsa), Attribute(.decrypt, true)]
-                + (restrict ? [.allowedMechanisms([.rsaPKCS, .rsaPKCSPSS, .rsaPKCSOAEP, .rsaX509])] : [])
+                + (restrict ? [.allowedMechanisms([.rsaPKCS, .rsaPKCSPSS, .rsaPKCSOAEP] + rawRSAWhereNeeded)] : [])
         }
         return common + [.keyType(.ec), Attribute(.derive, true)] + (restrict ? [.allowedMechanisms([.ecdsa, .ecdh1Derive])] : [])
     }
@@ -155,14 +155,14 @@ extension PKCS11KeyProvider {
     /// OAEP padding on the host around a raw RSA operation in the token.
     public func encrypt(_ plaintext: [UInt8], under key: BackingKeyRecord, spec: KeyPairSpec, algorithm: RSAEncryptionAlgorithm) async throws -> [UInt8] {
         let modulusLength = (spec.rsaModulusBits ?? 0) / 8
+        let inToken = configuration.profile.tokenDoesOAEP(with: algorithm.digest)
         return try await withPublicKey(key, spec, "encrypt") { session, handle throws(PKCS11Error) in
-            do throws(PKCS11Error) {
+            if inToken {
                 return try session.encrypt(plaintext, key: handle, mechanism: .rsaOAEP(algorithm.digest.hashFunction))
-            } catch where Self.isUnsupportedParameter(error) {
-                let seed = try session.generateRandom(count: algorithm.digest.length)
-                let encoded = AsymmetricEncoding.oaepEncode(plaintext, modulusLength: modulusLength, seed: seed, algorithm.digest)
-                return try session.encrypt(encoded, key: handle, mechanism: .rsaRaw)
             }
+            let seed = try session.generateRandom(count: algorithm.digest.length)
+            let encoded = AsymmetricEncoding.oaepEncode(plaintext, modulusLength: modulusLength, seed: seed, algorithm.digest)
+            return try session.encrypt(encoded, key: handle, mechanism: .rsaRaw)
         }
     }
 
@@ -170,17 +170,15 @@ extension PKCS11KeyProvider {
         let modulusLength = (spec.rsaModulusBits ?? 0) / 8
         let invalid = KMSError(.invalidCiphertext, "The ciphertext is invalid for this key and encryption algorithm.")
         guard ciphertext.count == modulusLength else { throw invalid }
+        let inToken = configuration.profile.tokenDoesOAEP(with: algorithm.digest)
         let plaintext = try await withWorkingKey(key, kind: .keyPair(spec), "decrypt") { session, handle throws(PKCS11Error) -> [UInt8]? in
             do throws(PKCS11Error) {
-                return try session.decrypt(ciphertext, key: handle, mechanism: .rsaOAEP(algorithm.digest.hashFunction))
-            } catch where Self.isUnsupportedParameter(error) {
-                do throws(PKCS11Error) {
-                    // A ciphertext not below the modulus is refused here (SoftHSM: CKR_GENERAL_ERROR).
-                    let block = try session.decrypt(ciphertext, key: handle, mechanism: .rsaRaw)
-                    return AsymmetricEncoding.oaepDecode(block, modulusLength: modulusLength, algorithm.digest)
-                } catch where Self.isRejectedCiphertext(error) {
-                    return nil
+                if inToken {
+                    return try session.decrypt(ciphertext, key: handle, mechanism: .rsaOAEP(algorithm.digest.hashFunction))
                 }
+                // A ciphertext not below the modulus is refused here (SoftHSM: CKR_GENERAL_ERROR).
+                let block = try session.decrypt(ciphertext, key: handle, mechanism: .rsaRaw)
+                return AsymmetricEncoding.oaepDecode(block, modulusLength: modulusLength, algorithm.digest)
             } catch where Self.isRejectedCiphertext(error) {
                 return nil
             }
@@ -189,11 +187,9 @@ extension PKCS11KeyProvider {
         return plaintext
     }
 
-    /// The token does not do OAEP with this hash (SoftHSM: `CKR_ARGUMENTS_BAD` for anything but SHA-1).
-    static func isUnsupportedParameter(_ error: PKCS11Error) -> Bool {
-        [.argumentsBad, .mechanismParamInvalid, .mechanismInvalid].contains(error.returnValue)
-            && [.encryptInit, .decryptInit, .unwrapKey].contains(error.function)
-    }
+    /// `CKM_RSA_X_509` for RSA private keys, only on a token whose OAEP lacks a hash of the API (the profile's
+    /// `rsaOAEPDigests`): elsewhere the token refuses raw RSA with them.
+    var rawRSAWhereNeeded: [MechanismType] { configuration.profile.needsRawRSA ? [.rsaX509] : [] }
 
     /// What tokens answer for a ciphertext whose padding does not check out, or that is not below the modulus
     /// (SoftHSM: `CKR_GENERAL_ERROR`, NSS: `CKR_ARGUMENTS_BAD`).

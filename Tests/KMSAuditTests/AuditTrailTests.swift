@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import KMS
 @testable import KMSAudit
@@ -23,9 +24,10 @@ import JSON
     var directory: URL { root.appendingPathComponent("trail") }
     var recordsURL: URL { directory.appendingPathComponent("records.jsonl") }
     var digestsURL: URL { directory.appendingPathComponent("digests.jsonl") }
+    var keyURL: URL { directory.appendingPathComponent("chain-key.json") }
 
-    func openTrail(recordsPerDigest: Int = 1_000, logger: Logger? = nil) throws -> AuditTrail {
-        try AuditTrail(directory: directory, signer: signer, recordsPerDigest: recordsPerDigest, logger: logger ?? self.logger)
+    func openTrail(recordsPerDigest: Int = 1_000, logger: Logger? = nil) async throws -> AuditTrail {
+        try await AuditTrail(directory: directory, signer: signer, recordsPerDigest: recordsPerDigest, logger: logger ?? self.logger)
     }
 
     /// A CloudTrail-like record with every kind of JSON value, so round trips through the file are exercised.
@@ -40,7 +42,7 @@ import JSON
 
     /// Writes `count` records one after the other, then closes (a final digest).
     func writeTrail(_ count: Int) async throws {
-        let trail = try openTrail()
+        let trail = try await openTrail()
         for n in 1...count { try await trail.append(Self.record(n)) }
         try await trail.close()
     }
@@ -70,6 +72,11 @@ import JSON
         return object
     }
 
+    static func objectValue(_ value: JSONValue) throws -> [String: JSONValue] {
+        guard case .object(let object) = value else { throw AuditTrailError("not an object") }
+        return object
+    }
+
     static func sequences(_ url: URL) throws -> [Int] {
         try lines(url).map { line in
             guard case .number(let sequence)? = try object(line)["sequence"] else { throw AuditTrailError("no sequence") }
@@ -93,6 +100,9 @@ import JSON
         #expect(report.recordCount == 5)
         #expect(report.digestCount == 1)
 
+        let keyFile = try #require(AuditFormat.ChainKeyFile(parsing: Array(try Data(contentsOf: keyURL))))
+        #expect(keyFile.firstSequence == 1)
+        let key = SymmetricKey(data: try #require(try await signer.unsealChainKey(keyFile.sealedKey)))
         var previous = String(repeating: "0", count: 64)
         for (index, line) in try Self.lines(recordsURL).enumerated() {
             let object = try Self.object(line)
@@ -101,7 +111,7 @@ import JSON
             #expect(object["previousHash"] == .string(previous))
             #expect(object["record"] == Self.record(index + 1))
             let record = try #require(object["record"])
-            let hash = AuditFormat.chainHash(previousHash: previous, recordBytes: record.canonicalBytes)
+            let hash = AuditFormat.chainHash(previousHash: previous, recordBytes: record.canonicalBytes, key: key)
             #expect(object["hash"] == .string(hash))
             previous = hash
         }
@@ -111,6 +121,7 @@ import JSON
         var digest = try Self.object(try #require(Self.lines(digestsURL).first))
         #expect(AuditFormat.integer(digest["firstSequence"]) == 1)
         #expect(AuditFormat.integer(digest["lastSequence"]) == 5)
+        #expect(AuditFormat.integer(digest["chainKeyFrom"]) == 1)
         #expect(digest["lastHash"] == .string(previous))
         #expect(digest["previousDigestHash"] == .string(String(repeating: "0", count: 64)))
         #expect(try Date(AuditFormat.string(digest["digestTime"]) ?? "", strategy: .iso8601) <= Date())
@@ -156,7 +167,7 @@ import JSON
             lines[1] = JSONValue.object(object).canonicalBytes
         }
         let report = try await verify()
-        expectProblem(report, "records.jsonl line 2 (sequence 2): hash does not match the record (record altered)")
+        expectProblem(report, "records.jsonl line 2 (sequence 2): hash does not match the record (record altered")
         #expect(report.problems.count == 1, "\(report.problems)")
     }
 
@@ -174,6 +185,53 @@ import JSON
         try edit(recordsURL) { $0.removeLast(2) }
         let report = try await verify()
         expectProblem(report, "covers records through sequence 5 but records.jsonl ends at sequence 3")
+    }
+
+    /// The attack a plain hash chain cannot see: delete the trailing digests, then rewrite the records after the last
+    /// remaining digest and recompute the chain. Without the token's chain key the recomputed hashes are wrong.
+    @Test func recordsRewrittenAfterTheLastDigestWithARecomputedChainAreDetected() async throws {
+        let trail = try await openTrail()
+        for n in 1...6 {
+            try await trail.append(Self.record(n))
+            if n == 3 { try await trail.writeDigest() }
+        }
+        try await trail.close()
+        #expect(try Self.lines(digestsURL).count == 2)
+        try edit(digestsURL) { $0.removeLast() }
+        try edit(recordsURL) { lines in
+            var previous = AuditFormat.string(try Self.object(lines[2])["hash"]) ?? ""
+            for index in 3..<lines.count {
+                var line = try Self.object(lines[index])
+                var record = Self.record(100 + index)
+                record = JSONValue.object((try Self.objectValue(record)).merging(["eventName": "Decrypt"]) { _, new in new })
+                let hash = AuditFormat.chainHash(previousHash: previous, recordBytes: record.canonicalBytes, key: nil)
+                line["record"] = record
+                line["previousHash"] = .string(previous)
+                line["hash"] = .string(hash)
+                lines[index] = JSONValue.object(line).canonicalBytes
+                previous = hash
+            }
+        }
+        let report = try await verify()
+        expectProblem(report, "records.jsonl line 4 (sequence 4): hash does not match the record")
+        #expect(report.problems.count == 3, "\(report.problems)")
+    }
+
+    @Test func aDeletedOrReplacedChainKeyIsDetected() async throws {
+        try await writeTrail(4)
+        let original = try Data(contentsOf: keyURL)
+        try FileManager.default.removeItem(at: keyURL)
+        expectProblem(try await verify(), "digests.jsonl line 1 (sequences 1...4): signed with a chain key, but chain-key.json is missing")
+
+        // A key sealed by someone without the token does not unseal.
+        var forged = try #require(AuditFormat.ChainKeyFile(parsing: Array(original)))
+        forged.sealedKey = (0..<60).map { _ in UInt8.random(in: 0...255) }
+        try Data(forged.bytes).write(to: keyURL)
+        expectProblem(try await verify(), "chain-key.json: the key does not unseal with this token")
+        await #expect(throws: AuditTrailError.self) { _ = try await openTrail() }
+
+        try original.write(to: keyURL)
+        #expect(try await verify().isIntact)
     }
 
     @Test func anAlteredDigestIsDetected() async throws {
@@ -213,7 +271,7 @@ import JSON
     }
 
     @Test func aDeletedDigestIsDetected() async throws {
-        let trail = try openTrail()
+        let trail = try await openTrail()
         for n in 1...6 {
             try await trail.append(Self.record(n))
             if n % 2 == 0 { try await trail.writeDigest() }
@@ -237,7 +295,7 @@ import JSON
         try handle.close()
         expectProblem(try await verify(), "records.jsonl line 4: incomplete last line")
 
-        let trail = try openTrail()
+        let trail = try await openTrail()
         try await trail.append(Self.record(4))
         try await trail.close()
         let report = try await verify()
@@ -248,10 +306,10 @@ import JSON
     // MARK: Restarts, group commit, failures
 
     @Test func aTrailContinuesIntactAcrossARestart() async throws {
-        let first = try openTrail()
+        let first = try await openTrail()
         for n in 1...3 { try await first.append(Self.record(n)) }
         try await first.close()
-        let second = try openTrail()
+        let second = try await openTrail()
         for n in 4...7 { try await second.append(Self.record(n)) }
         try await second.close()
 
@@ -268,11 +326,11 @@ import JSON
     @Test func openingATrailCutShortIsRefused() async throws {
         try await writeTrail(4)
         try edit(recordsURL) { $0.removeLast() }
-        #expect(throws: AuditTrailError.self) { _ = try openTrail() }
+        await #expect(throws: AuditTrailError.self) { _ = try await openTrail() }
     }
 
     @Test func concurrentAppendsAreGroupCommitted() async throws {
-        let trail = try openTrail()
+        let trail = try await openTrail()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for n in 0..<200 {
                 group.addTask { try await trail.append(["n": .number(Double(n))]) }
@@ -294,7 +352,7 @@ import JSON
     }
 
     @Test func digestsAreWrittenEveryRecordsPerDigestRecords() async throws {
-        let trail = try openTrail(recordsPerDigest: 10)
+        let trail = try await openTrail(recordsPerDigest: 10)
         for n in 1...25 { try await trail.append(Self.record(n)) }
         // The automatic digests run in the background; close waits for them and writes the last one.
         try await trail.close()
@@ -307,7 +365,7 @@ import JSON
     }
 
     @Test func aFailedWriteFailsEveryAppendInItsBatchAndTheChainCarriesOn() async throws {
-        let trail = try openTrail()
+        let trail = try await openTrail()
         for n in 1...2 { try await trail.append(Self.record(n)) }
         try await trail.injectRecordWriteFailures(true)
         let failures = await withTaskGroup(of: Bool.self) { group in
@@ -336,7 +394,7 @@ import JSON
     }
 
     @Test func appendsAfterCloseFail() async throws {
-        let trail = try openTrail()
+        let trail = try await openTrail()
         try await trail.append(Self.record(1))
         try await trail.close()
         try await trail.close()
@@ -348,7 +406,7 @@ import JSON
         let collected = CollectedLogs()
         var logger = Logger(label: "trent.tests.audit") { _ in collected }
         logger.logLevel = .trace
-        let trail = try openTrail(recordsPerDigest: 2, logger: logger)
+        let trail = try await openTrail(recordsPerDigest: 2, logger: logger)
         let marker = "secret-marker-\(UUID().uuidString)"
         for _ in 1...3 { try await trail.append(["eventName": "Encrypt", "requestParameters": ["keyId": .string(marker)]]) }
         try await trail.close()

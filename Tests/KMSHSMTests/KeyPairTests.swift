@@ -4,6 +4,7 @@ import GRDB
 import KMS
 @testable import KMSHSM
 import KMSSQLite
+import Logging
 import PKCS11
 import Testing
 import TrentTestSupport
@@ -64,6 +65,45 @@ import TrentTestSupport
         _ = try await restarted.service.sign(
             keyID: a.id.description, message: [1], messageType: nil, algorithm: "RSASSA_PSS_SHA_256", dryRun: nil, caller: caller)
     }
+
+    /// Raw RSA (`CKM_RSA_X_509`) is allowed on an RSA private key only where the profile says the token's OAEP lacks
+    /// a hash Trent needs (SoftHSM: SHA-256); on a token with both hashes the token itself refuses raw RSA with it.
+    @Test(
+        .enabled(if: KeyPairTests.tokenEnforcesAllowedMechanisms, "only a token that enforces CKA_ALLOWED_MECHANISMS can show it"),
+        arguments: [["SHA-1"], ["SHA-1", "SHA-256"]])
+    func rawRSAIsAllowedOnlyWhereTheProfileNeedsIt(digests: [String]) async throws {
+        var profile = hsm.profile
+        profile.rsaOAEPDigests = digests
+        let provider = try PKCS11KeyProvider(
+            token: hsm.token, configuration: .init(keyLabels: TestHSM.keyLabels, profile: profile), threadPool: hsm.threadPool,
+            logger: Logger(label: "trent.tests"))
+        let fixture = try await hsm.makeService(provider: provider)
+        let key = try await fixture.service.createKey(.init(keyUsage: "ENCRYPT_DECRYPT", keySpec: "RSA_2048"), caller: caller)
+        let record = try #require(try await fixture.store.backingKey(key.id, version: 1))
+        let block = [0x00] + [UInt8](repeating: 0x42, count: 255)
+        let raw: Result<[UInt8], PKCS11Error> = try await provider.withWorkingKey(record, kind: .keyPair(.rsa2048), "decrypt raw") {
+            session, handle throws(PKCS11Error) in
+            do throws(PKCS11Error) {
+                return .success(try session.decrypt(block, key: handle, mechanism: .rsaRaw))
+            } catch {
+                return .failure(error)
+            }
+        }
+        if profile.needsRawRSA {
+            #expect(throws: Never.self) { try raw.get() }
+        } else {
+            #expect(throws: PKCS11Error.self) { try raw.get() }
+        }
+        // What the profile claims for SHA-1 holds either way: RSAES_OAEP_SHA_1 round-trips.
+        let encrypted = try await fixture.service.encrypt(
+            keyID: key.id.description, plaintext: [7, 7, 7], context: .init(), algorithm: "RSAES_OAEP_SHA_1", dryRun: nil, caller: caller)
+        let decrypted = try await fixture.service.decrypt(
+            ciphertext: encrypted.ciphertextBlob, context: .init(), keyID: key.id.description, algorithm: "RSAES_OAEP_SHA_1", dryRun: nil,
+            caller: caller)
+        #expect(decrypted.plaintext == [7, 7, 7])
+    }
+
+    static var tokenEnforcesAllowedMechanisms: Bool { (try? TestHSM.shared().profile.allowedMechanisms.enforced) ?? false }
 
     @Test func oaepDecodingUndoesEncodingAndRefusesAnyChange() {
         for digest in [DigestAlgorithm.sha1, .sha256] {
