@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from trent_e2e import ACCESS_KEY_ID, ACCOUNT_ID, expect_error, key_arn, make_kms
+from trent_e2e import ACCESS_KEY_ID, ACCOUNT_ID, RawClient, expect_error, key_arn, make_kms
 
 
 def records(server) -> list[dict]:
@@ -100,3 +100,31 @@ def test_tampering_is_detected(audited, tamper):
     rc, report, _ = verify(server)
     assert rc == 1
     assert report["Intact"] is False and report["Problems"], report
+
+
+def test_unauthenticated_requests_are_recorded_small(make_server):
+    """A request that fails authentication leaves its operation, source, user agent and error only, each bounded:
+    an anonymous client cannot write its megabyte of parameters (with an fsync) into the trail."""
+    server = make_server()
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [{"Sid": "x" * 400_000, "Effect": "Allow"}]})
+    body = json.dumps({"Policy": policy, "Description": "d" * 8000, "Tags": [{"TagKey": "k" * 128, "TagValue": "v" * 256}] * 50})
+    raw = RawClient(server)
+    long_agent = "agent/" + "a" * 4_000
+    for signed in (False, True):
+        resp = raw("CreateKey", data=body, sign=signed, secret_key=None if not signed else "wrong-secret-0123456789abcdefghijklmno",
+                   headers={"User-Agent": long_agent})
+        assert resp.status == 400, resp
+    resp = raw("TrentService." + "Op" * 5000, data=body, sign=False)
+    assert resp.status == 400, resp
+    server.stop()
+    trail = records(server)
+    assert len(trail) == 3
+    for line, expected in zip(trail, ["MissingAuthenticationTokenException", "InvalidSignatureException",
+                                      "MissingAuthenticationTokenException"]):
+        record = line["record"]
+        assert record["errorCode"] == expected, record
+        assert record.get("requestParameters") is None, record
+        assert len(json.dumps(record)) < 4096, len(json.dumps(record))
+    assert trail[0]["record"]["userAgent"].startswith("agent/aaa") and len(trail[0]["record"]["userAgent"]) <= 256
+    assert trail[1]["record"]["userIdentity"]["accessKeyId"] == server.access_key_id
+    assert len(trail[2]["record"]["eventName"]) <= 256
