@@ -18,13 +18,18 @@ public struct KMSRequestContext: RequestContext {
 /// The KMS endpoint over Hummingbird: reads the body within its limit and hands the request to the
 /// ``KMSRequestHandler``, which does everything KMS.
 public struct KMSHTTPServer: Sendable {
-    public static let maximumBodySize = 1 << 20
+    /// Far above any KMS request (a plaintext is at most 4 KiB, a key policy 32 KiB), and a bound on what one
+    /// request can make the server hold.
+    public static let defaultMaximumBodySize = 1 << 20
     static let requestIDHeader = HTTPField.Name("x-amzn-RequestId")!
 
     let handler: KMSRequestHandler
+    /// Bodies larger than this are answered 413 without being held.
+    public let maximumBodySize: Int
 
-    public init(handler: KMSRequestHandler) {
+    public init(handler: KMSRequestHandler, maximumBodySize: Int = Self.defaultMaximumBodySize) {
         self.handler = handler
+        self.maximumBodySize = maximumBodySize
     }
 
     public func router() -> Router<KMSRequestContext> {
@@ -44,21 +49,26 @@ public struct KMSHTTPServer: Sendable {
             method: request.method.rawValue, path: request.uri.path, query: request.uri.query ?? "", authority: request.head.authority,
             headers: headers, body: [], sourceIP: context.remoteAddress?.ipAddress)
         let answer: KMSResponse
+        var headerFields: HTTPFields = [:]
         do {
-            var buffer = try await request.body.collect(upTo: Self.maximumBodySize)
+            var buffer = try await request.body.collect(upTo: maximumBodySize)
             kmsRequest.body = buffer.readBytes(length: buffer.readableBytes) ?? []
             answer = await handler.handle(kmsRequest)
         } catch is NIOTooManyBytesError {
             answer = await handler.refuse(
-                kmsRequest, with: KMSError(.validation, "The request body exceeds the limit of \(Self.maximumBodySize) bytes."), status: 413)
+                kmsRequest, with: KMSError(.validation, "The request body exceeds the limit of \(maximumBodySize) bytes."), status: 413)
         } catch {
             // The body could not be read: broken framing or a connection that ended early. That is the client's
             // error, never a retryable 500.
             answer = await handler.refuse(kmsRequest, with: KMSError(.serialization, "The request body could not be read."), status: 400)
+            // Nothing after broken framing can be read as a request, so Hummingbird closes the connection: say so.
+            headerFields[.connection] = "close"
         }
+        headerFields[.contentType] = KMSResponse.contentType
+        headerFields[Self.requestIDHeader] = answer.requestID
         return Response(
             status: HTTPResponse.Status(code: answer.status),
-            headers: [.contentType: KMSResponse.contentType, Self.requestIDHeader: answer.requestID],
+            headers: headerFields,
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: answer.body)))
     }
 }

@@ -158,13 +158,17 @@ struct TrentServer {
         // Stores an operator left connected come back connected (or FAILED, saying why).
         await runtime.service.reconnectCustomKeyStores()
         let verifier = SigV4Verifier(region: location.region, credentials: DirectoryCredentialProvider(directory: runtime.directory))
-        let trail = try AuditTrail(
+        let trail = try await AuditTrail(
             directory: configuration.auditDirectoryURL, signer: TokenDigestSigner(provider: runtime.provider),
             recordsPerDigest: configuration.audit.recordsPerDigest, logger: logger)
-        let http = KMSHTTPServer(handler: KMSRequestHandler(service: runtime.service, verifier: verifier, audit: trail, logger: logger))
+        let http = KMSHTTPServer(
+            handler: KMSRequestHandler(service: runtime.service, verifier: verifier, audit: trail, logger: logger),
+            maximumBodySize: configuration.server.maxBodyBytes)
         let endpoint = "http://\(configuration.server.host):\(configuration.server.port)"
+        raiseOpenFileLimit(logger: logger)
         let app = Application(
             router: http.router(),
+            server: .http1(limits: configuration.connectionLimits, logger: logger),
             configuration: .init(address: .hostname(configuration.server.host, port: configuration.server.port), serverName: "Trent"),
             onServerRunning: { _ in
                 Self.printBanner(endpoint: endpoint, region: location.region, administrator: administrator)
@@ -177,6 +181,25 @@ struct TrentServer {
         let group = ServiceGroup(
             configuration: .init(services: [digests, sweeper, app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+
+    /// Each connection holds a file descriptor, and a soft open-file limit is often 1024: raises it (within the hard
+    /// limit) to fit server.maxConnections plus the token's, store's and audit trail's files, else says what to fix.
+    private func raiseOpenFileLimit(logger: Logger) {
+        #if canImport(Glibc)
+        let openFiles = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        #else
+        let openFiles = RLIMIT_NOFILE
+        #endif
+        let needed = rlim_t(configuration.server.maxConnections) + 256
+        var limit = rlimit()
+        guard getrlimit(openFiles, &limit) == 0, limit.rlim_cur < needed else { return }
+        limit.rlim_cur = min(needed, limit.rlim_max)
+        if setrlimit(openFiles, &limit) != 0 || limit.rlim_cur < needed {
+            logger.warning(
+                "the open-file limit (ulimit -n) is too low for server.maxConnections: connections beyond it cannot be accepted",
+                metadata: ["openFileLimit": "\(limit.rlim_cur)", "maxConnections": "\(configuration.server.maxConnections)"])
+        }
     }
 
     /// The embedded default: one account with one administrator. A configured access key (TRENT_ACCESS_KEY_ID

@@ -1,14 +1,26 @@
 import Foundation
 import KMSHSM
+import KMSServer
 import Yams
 
 /// Every setting of Trent. Defaults are compiled in (and documented, key by key, in `Config/trent.yaml`);
 /// a YAML file overrides them, and `TRENT_*` environment variables override the file. Secrets (the HSM PIN,
 /// the secret access key) come only from the environment or from a file, never from the YAML or the command line.
 struct TrentConfiguration: Codable, Equatable {
+    /// The listener and the limits it puts on each client (Config/trent.yaml says why these values).
     struct Server: Codable, Equatable {
         var host = "127.0.0.1"
         var port = 4599
+        /// The request target plus the header names and values of one request.
+        var maxHeaderBytes = 16 * 1024
+        /// Header fields of one request, trailers included.
+        var maxHeaderFields = 100
+        var maxBodyBytes = 1 << 20
+        /// From a request's first byte to its last.
+        var readTimeoutSeconds = 30
+        /// A connection with no request under way is closed after this long.
+        var idleTimeoutSeconds = 60
+        var maxConnections = 4096
     }
 
     struct Service: Codable, Equatable {
@@ -157,6 +169,12 @@ struct TrentConfiguration: Codable, Equatable {
         }
         string("TRENT_HOST") { server.host = $0 }
         try number("TRENT_PORT") { server.port = $0 }
+        try number("TRENT_MAX_HEADER_BYTES") { server.maxHeaderBytes = $0 }
+        try number("TRENT_MAX_HEADER_FIELDS") { server.maxHeaderFields = $0 }
+        try number("TRENT_MAX_BODY_BYTES") { server.maxBodyBytes = $0 }
+        try number("TRENT_READ_TIMEOUT_SECONDS") { server.readTimeoutSeconds = $0 }
+        try number("TRENT_IDLE_TIMEOUT_SECONDS") { server.idleTimeoutSeconds = $0 }
+        try number("TRENT_MAX_CONNECTIONS") { server.maxConnections = $0 }
         string("TRENT_REGION") { service.region = $0 }
         string("TRENT_ACCOUNT_ID") { service.accountId = $0 }
         string("TRENT_DATA_DIR") { dataDirectory = $0 }
@@ -187,6 +205,13 @@ struct TrentConfiguration: Codable, Equatable {
 
     func validate() throws {
         guard (1...65535).contains(server.port) else { throw StartupError("server.port must be 1 to 65535, not \(server.port)") }
+        for (name, value) in [
+            ("maxHeaderBytes", server.maxHeaderBytes), ("maxHeaderFields", server.maxHeaderFields), ("maxBodyBytes", server.maxBodyBytes),
+            ("readTimeoutSeconds", server.readTimeoutSeconds), ("idleTimeoutSeconds", server.idleTimeoutSeconds),
+            ("maxConnections", server.maxConnections),
+        ] where value < 1 {
+            throw StartupError("server.\(name) must be at least 1, not \(value)")
+        }
         guard hsm.threads >= 1 else { throw StartupError("hsm.threads must be at least 1") }
         guard ["softhsm2", "nss-softoken", "none"].contains(hsm.embeddedToken) else {
             throw StartupError("hsm.embeddedToken must be softhsm2, nss-softoken or none, not '\(hsm.embeddedToken)'")
@@ -245,6 +270,11 @@ struct TrentConfiguration: Codable, Equatable {
         return [URL(fileURLWithPath: "Config/hsm", isDirectory: true)] + packageProfiles + [URL(fileURLWithPath: "/etc/trent/hsm", isDirectory: true)]
     }
 
+    var connectionLimits: ConnectionLimits {
+        ConnectionLimits(
+            maxHeaderBytes: server.maxHeaderBytes, maxHeaderFields: server.maxHeaderFields, readTimeout: .seconds(server.readTimeoutSeconds),
+            idleTimeout: .seconds(server.idleTimeoutSeconds), maxConnections: server.maxConnections)
+    }
     var tokenKeyLabels: TokenKeyLabels { TokenKeyLabels(domainKey: hsm.domainKeyLabel, sealingKey: hsm.sealingKeyLabel) }
     var principalARN: String { credentials.principalArn.isEmpty ? "arn:aws:iam::\(service.accountId):user/trent-admin" : credentials.principalArn }
 }

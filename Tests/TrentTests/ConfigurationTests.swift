@@ -26,11 +26,46 @@ import Testing
         #expect(throws: StartupError.self) { try configuration.applyEnvironment(["TRENT_PORT": "http"]) }
         #expect(throws: StartupError.self) { try configuration.applyEnvironment(["TRENT_PORT": "70000"]) }
         #expect(throws: StartupError.self) { try configuration.applyEnvironment(["TRENT_NONCE_BUDGET": "8589934592"]) }
+        for name in [
+            "TRENT_MAX_HEADER_BYTES", "TRENT_MAX_HEADER_FIELDS", "TRENT_MAX_BODY_BYTES", "TRENT_READ_TIMEOUT_SECONDS",
+            "TRENT_IDLE_TIMEOUT_SECONDS", "TRENT_MAX_CONNECTIONS",
+        ] {
+            var fresh = TrentConfiguration()
+            #expect(throws: StartupError.self, "\(name)=0") { try fresh.applyEnvironment([name: "0"]) }
+        }
+    }
+
+    /// Each connection limit has its TRENT_* variable (the end-to-end tests show each reaches the listener).
+    @Test func connectionLimitsComeFromTheFileAndTheEnvironment() throws {
+        var configuration = try TrentConfiguration.parse("server:\n  maxConnections: 10\n  readTimeoutSeconds: 5\n", source: "test")
+        #expect(configuration.server.maxConnections == 10)
+        #expect(configuration.server.idleTimeoutSeconds == 60)
+        try configuration.applyEnvironment([
+            "TRENT_MAX_HEADER_BYTES": "8192", "TRENT_MAX_HEADER_FIELDS": "50", "TRENT_MAX_BODY_BYTES": "65536",
+            "TRENT_READ_TIMEOUT_SECONDS": "2", "TRENT_IDLE_TIMEOUT_SECONDS": "3", "TRENT_MAX_CONNECTIONS": "8",
+        ])
+        var expected = TrentConfiguration.Server()
+        (expected.maxHeaderBytes, expected.maxHeaderFields, expected.maxBodyBytes) = (8192, 50, 65536)
+        (expected.readTimeoutSeconds, expected.idleTimeoutSeconds, expected.maxConnections) = (2, 3, 8)
+        #expect(configuration.server == expected)
+    }
+
+    @Test func theListenerDefaultsAreAnOperatorsExpectation() {
+        let server = TrentConfiguration().server
+        #expect(server.maxHeaderBytes == 16 * 1024)
+        #expect(server.maxHeaderFields == 100)
+        #expect(server.maxBodyBytes == 1 << 20)
+        #expect(server.readTimeoutSeconds == 30)
+        #expect(server.idleTimeoutSeconds == 60)
+        #expect(server.maxConnections == 4096)
     }
 }
 
 @Suite struct ConfigurationFileErrorTests {
-    @Test(arguments: ["server:\n  prot: 1\n", "hsm: 3\n", "server:\n  port: many\n", "- a\n- b\n"])
+    @Test(arguments: [
+        "server:\n  prot: 1\n", "hsm: 3\n", "server:\n  port: many\n", "- a\n- b\n", "server:\n  idleTimeoutSeconds: 0\n",
+        "server:\n  maxConnections: -5\n", "server:\n  readTimeoutSeconds: 1.5\n",
+    ])
     func mistakesInTheFileAreRefused(text: String) {
         #expect(throws: StartupError.self) { _ = try TrentConfiguration.parse(text, source: "test.yaml") }
     }

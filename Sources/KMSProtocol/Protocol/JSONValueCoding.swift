@@ -85,12 +85,10 @@ private enum Scalar {
 
     static func decode<T: Decodable>(_ type: T.Type, _ json: JSONValue, _ path: [any CodingKey]) throws -> T {
         // The common scalars directly, without a decoder for them.
-        switch type {
-        case is String.Type: return try string(json, path) as! T
-        case is Int.Type: return try integer(json, path) as Int as! T
-        case is Bool.Type: return try bool(json, path) as! T
-        default: return try T(from: TreeDecoder(json, codingPath: path))
-        }
+        if T.self == String.self, let value = try string(json, path) as? T { return value }
+        if T.self == Int.self, let value = try integer(json, path) as Int as? T { return value }
+        if T.self == Bool.self, let value = try bool(json, path) as? T { return value }
+        return try T(from: TreeDecoder(json, codingPath: path))
     }
 }
 
