@@ -68,20 +68,39 @@ extension PKCS11KeyProvider {
                 }
                 defer { try? session.destroyObject(material) }
 
+                try Self.useOnce(material, kind: kind, in: session)
                 let wrapped = try session.wrapKey(material, with: domainKey, mechanism: .keyWrap(backingKeyWrap))
                 let lengths = kind.importableLengths
                 guard lengths.overlaps(try Self.possibleLengths(of: material, wrapped: wrapped, with: backingKeyWrap, rfc3394: rfc3394, in: session)) else {
                     let expected = lengths.count == 1 ? "\(lengths.lowerBound)" : "\(lengths.lowerBound) to \(lengths.upperBound)"
                     return .failure(KMSError(.incorrectKeyMaterial, "The key material has the wrong length; this key takes \(expected) bytes."))
                 }
-                if let previous, !verifyBinding(material, kind: kind, previous) {
-                    return .failure(KMSError(.incorrectKeyMaterial, "The key material is not the material imported into this key before."))
+                // The same material under the same domain key wraps to the same EKT (RFC 3394 and 5649 are deterministic),
+                // which the first import's sealed binding names; a binding of the earlier kind is checked with the material.
+                if let previous {
+                    let same = Self.hasSealedBinding(previous.binding)
+                        ? verifySealedBinding(previous.binding, previous.keyID, previous.version, wrappedKey: wrapped)
+                        : verifyLegacyBinding(material, kind: kind, previous)
+                    guard same else {
+                        return .failure(KMSError(.incorrectKeyMaterial, "The key material is not the material imported into this key before."))
+                    }
                 }
-                let binding = try Self.bind(material, kind: kind, data: Self.bindingData(keyID, version), in: session)
+                let binding = try sealedBinding(keyID, version, wrappedKey: wrapped, in: session)
                 return .success(BackingKeyMaterial(wrappedKey: wrapped, binding: binding, wrappingKeyLabel: configuration.domainKeyLabel))
             }
         }
         return try outcome.get()
+    }
+
+    /// Uses imported material once as its kind, so that the token refuses material of a size it does not take as such
+    /// a key (SoftHSM unwraps a 25-byte "AES key" and pads it in RFC 3394, but refuses it for GCM) here, as
+    /// ``refusedMaterial(_:)``, rather than at the first Encrypt.
+    private static func useOnce(_ material: ObjectHandle, kind: BackingKeyKind, in session: borrowing Session) throws(PKCS11Error) {
+        switch kind {
+        case .aes256: _ = try session.sealGCM(bindingPlaintext, key: material, additionalData: [])
+        case .hmac(let algorithm): _ = try session.sign(bindingPlaintext, key: material, mechanism: .hmac(algorithm.mechanism))
+        case .keyPair: break
+        }
     }
 
     /// The material's length: `CKA_VALUE_LEN` where the token sets it on unwrapped keys (SoftHSM leaves it 0),

@@ -85,7 +85,7 @@ public final class PKCS11KeyProvider: KeyProvider {
                     kind.generationMechanism, template: backingKeyTemplate(kind, extractable: true) + [Attribute(.valueLength, ulong: UInt(kind.keyLength))])
                 defer { try? session.destroyObject(fresh) }
                 let wrapped = try session.wrapKey(fresh, with: domainKey, mechanism: .keyWrap(wrapMechanism))
-                let binding = try Self.bind(fresh, kind: kind, data: Self.bindingData(keyID, version), in: session)
+                let binding = try sealedBinding(keyID, version, wrappedKey: wrapped, in: session)
                 return BackingKeyMaterial(wrappedKey: wrapped, binding: binding, wrappingKeyLabel: configuration.domainKeyLabel)
             }
         }
@@ -201,17 +201,79 @@ public final class PKCS11KeyProvider: KeyProvider {
         }
     }
 
-    /// The proof, made by the new key itself, that it belongs to one key id and version: an AES key seals a fixed
-    /// plaintext with the binding as AAD; an HMAC key MACs the binding.
-    static func bind(_ key: ObjectHandle, kind: BackingKeyKind, data: [UInt8], in session: borrowing Session) throws(PKCS11Error) -> [UInt8] {
+    /// The binding of a secret backing key (AES or HMAC): the token's sealing key seals a fixed plaintext with the
+    /// key id, version and a hash of the EKT as additional data, tagged with ``sealedBindingTag``. Made by the sealing
+    /// key, not by the backing key itself: a caller allowed to use one key (GenerateMac computes an HMAC of any
+    /// data) could otherwise compute another key's proof for a copied EKT.
+    func sealedBinding(_ keyID: KeyID, _ version: UInt32, wrappedKey: [UInt8], in session: borrowing Session) throws(PKCS11Error) -> [UInt8] {
+        let (iv, proof) = try session.sealGCM(
+            Self.bindingPlaintext, key: sealingKey, additionalData: Self.sealedBindingData(keyID, version, wrappedKey: wrappedKey))
+        return [Self.sealedBindingTag] + iv + proof
+    }
+
+    /// Marks the sealing-key binding of secret keys: 1 + 12 + 41 bytes, a length no earlier binding had (an AES
+    /// self-proof is 53 bytes, an HMAC one the MAC's length).
+    static let sealedBindingTag: UInt8 = 0x02
+    static let sealedBindingLength = 1 + Mechanism.gcmIVLength + bindingPlaintext.count + 16
+
+    static func sealedBindingData(_ keyID: KeyID, _ version: UInt32, wrappedKey: [UInt8]) -> [UInt8] {
+        bindingData(keyID, version) + Array("trent.secret-key.v2".utf8) + AsymmetricEncoding.hash(wrappedKey, .sha256)
+    }
+
+    /// Whether `binding` is the sealing key's proof for this key id, version and EKT.
+    func verifySealedBinding(_ binding: [UInt8], _ keyID: KeyID, _ version: UInt32, wrappedKey: [UInt8]) -> Bool {
+        guard Self.hasSealedBinding(binding) else { return false }
+        let iv = Array(binding[1...Mechanism.gcmIVLength])
+        let proof = Array(binding.dropFirst(1 + Mechanism.gcmIVLength))
+        let data = Self.sealedBindingData(keyID, version, wrappedKey: wrappedKey)
+        let opened = try? token.withSession { session throws(PKCS11Error) in
+            try session.decrypt(proof, key: sealingKey, mechanism: .aesGCM(iv: iv, additionalData: data))
+        }
+        return opened == Self.bindingPlaintext
+    }
+
+    static func hasSealedBinding(_ binding: [UInt8]) -> Bool {
+        binding.count == sealedBindingLength && binding.first == sealedBindingTag
+    }
+
+    /// The proof earlier versions made with the backing key itself: an AES key sealed a fixed plaintext with the key
+    /// id and version as AAD; an HMAC key MACed them. Checked only to carry such keys over to the sealed binding
+    /// (``rebind(_:kind:)``) and to compare re-imported material with material deleted before the change.
+    func verifyLegacyBinding(_ handle: ObjectHandle, kind: BackingKeyKind, _ key: BackingKeyRecord) -> Bool {
+        let data = Self.bindingData(key.keyID, key.version)
         switch kind {
         case .aes256:
-            let (iv, proof) = try session.sealGCM(bindingPlaintext, key: key, additionalData: data)
-            return iv + proof
+            guard key.binding.count > Mechanism.gcmIVLength else { return false }
+            let iv = Array(key.binding.prefix(Mechanism.gcmIVLength))
+            let proof = Array(key.binding.dropFirst(Mechanism.gcmIVLength))
+            let opened = try? token.withSession { session throws(PKCS11Error) in
+                try session.decrypt(proof, key: handle, mechanism: .aesGCM(iv: iv, additionalData: data))
+            }
+            return opened == Self.bindingPlaintext
         case .hmac(let algorithm):
-            return try session.sign(data, key: key, mechanism: .hmac(algorithm.mechanism))
+            let verified: Void? = try? token.withSession { session throws(PKCS11Error) in
+                try session.verify(data, signature: key.binding, key: handle, mechanism: .hmac(algorithm.mechanism))
+            }
+            return verified != nil
         case .keyPair:
-            preconditionFailure("key pairs are bound by the sealing key: see createKeyPair")
+            return false
+        }
+    }
+
+    /// Carries a backing key with a legacy self-made binding over to the sealed binding, once, when the store is
+    /// upgraded: nil when its legacy proof does not hold (the key stays unusable).
+    public func rebind(_ key: BackingKeyRecord, kind: BackingKeyKind) async throws -> [UInt8]? {
+        guard !key.wrappedKey.isEmpty else { return nil }
+        let mechanism = try wrapMechanism(for: kind)
+        return try await onHSM("carry a backing key over to the sealed binding") { [self] () throws -> [UInt8]? in
+            let handle = try token.withSession { session throws(PKCS11Error) in
+                try session.unwrapKey(key.wrappedKey, with: domainKey, mechanism: .keyWrap(mechanism), template: backingKeyTemplate(kind, extractable: false))
+            }
+            defer { destroy([handle]) }
+            guard verifyLegacyBinding(handle, kind: kind, key) else { return nil }
+            return try token.withSession { session throws(PKCS11Error) in
+                try sealedBinding(key.keyID, key.version, wrappedKey: key.wrappedKey, in: session)
+            }
         }
     }
 
@@ -257,22 +319,12 @@ public final class PKCS11KeyProvider: KeyProvider {
         return use
     }
 
+    /// Only the sealing key's proofs are accepted: keys bound the earlier way are carried over when the store is
+    /// upgraded (``rebind(_:kind:)``), and until then refused.
     func verifyBinding(_ handle: ObjectHandle, kind: BackingKeyKind, _ key: BackingKeyRecord) -> Bool {
-        let data = Self.bindingData(key.keyID, key.version)
         switch kind {
-        case .aes256:
-            guard key.binding.count > Mechanism.gcmIVLength else { return false }
-            let iv = Array(key.binding.prefix(Mechanism.gcmIVLength))
-            let proof = Array(key.binding.dropFirst(Mechanism.gcmIVLength))
-            let opened = try? token.withSession { session throws(PKCS11Error) in
-                try session.decrypt(proof, key: handle, mechanism: .aesGCM(iv: iv, additionalData: data))
-            }
-            return opened == Self.bindingPlaintext
-        case .hmac(let algorithm):
-            let verified: Void? = try? token.withSession { session throws(PKCS11Error) in
-                try session.verify(data, signature: key.binding, key: handle, mechanism: .hmac(algorithm.mechanism))
-            }
-            return verified != nil
+        case .aes256, .hmac:
+            return verifySealedBinding(key.binding, key.keyID, key.version, wrappedKey: key.wrappedKey)
         case .keyPair:
             return verifyKeyPairBinding(key)
         }

@@ -1,7 +1,7 @@
 import Foundation
 import GRDB
 import KMS
-import KMSHSM
+@testable import KMSHSM
 import KMSSQLite
 import PKCS11
 import Testing
@@ -148,6 +148,42 @@ import TrentTestSupport
         // A's own row still works.
         _ = try await restarted.service.encrypt(
             keyID: a.id.description, plaintext: [1], context: EncryptionContext(), algorithm: nil, dryRun: nil, caller: caller)
+    }
+
+    /// The attack a self-made HMAC binding allowed: GenerateMac on key A computes "A's proof for B" (an HMAC of B's
+    /// binding data), so with write access to the store A's EKT and that proof could be put on B's row. A binding made
+    /// by the sealing key cannot be computed through the API.
+    @Test func anHMACKeyCannotForgeTheBindingOfAnother() async throws {
+        let fixture = try await hsm.makeService()
+        let a = try await fixture.service.createKey(.init(keyUsage: "GENERATE_VERIFY_MAC", keySpec: "HMAC_256"), caller: caller)
+        let b = try await fixture.service.createKey(.init(keyUsage: "GENERATE_VERIFY_MAC", keySpec: "HMAC_256"), caller: caller)
+        let forged = try await fixture.service.generateMac(
+            keyID: a.id.description, message: PKCS11KeyProvider.bindingData(b.id, 1), algorithm: "HMAC_SHA_256", dryRun: nil, caller: caller)
+        let database = try DatabaseQueue(path: fixture.databasePath)
+        try await database.write { db in
+            try db.execute(
+                sql: "UPDATE backing_keys SET wrapped_key = (SELECT wrapped_key FROM backing_keys WHERE key_id = ?), binding = ? WHERE key_id = ?",
+                arguments: [a.id.description, Data(forged.mac), b.id.description])
+        }
+        let restarted = try await hsm.makeService(databasePath: fixture.databasePath)
+        await #expect {
+            _ = try await restarted.service.generateMac(keyID: b.id.description, message: [1], algorithm: "HMAC_SHA_256", dryRun: nil, caller: caller)
+        } throws: { error in
+            (error as? KMSError)?.code == .internalFailure
+        }
+        // Nor does A's own sealed binding, copied along with its EKT, open for B.
+        try await database.write { db in
+            try db.execute(
+                sql: "UPDATE backing_keys SET binding = (SELECT binding FROM backing_keys WHERE key_id = ?) WHERE key_id = ?",
+                arguments: [a.id.description, b.id.description])
+        }
+        let again = try await hsm.makeService(databasePath: fixture.databasePath)
+        await #expect {
+            _ = try await again.service.generateMac(keyID: b.id.description, message: [1], algorithm: "HMAC_SHA_256", dryRun: nil, caller: caller)
+        } throws: { error in
+            (error as? KMSError)?.code == .internalFailure
+        }
+        _ = try await again.service.generateMac(keyID: a.id.description, message: [1], algorithm: "HMAC_SHA_256", dryRun: nil, caller: caller)
     }
 
     @Test func theNonceBudgetMovesTheKeyToFreshBackingKeys() async throws {
