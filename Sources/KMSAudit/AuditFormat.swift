@@ -181,30 +181,41 @@ final class AppendOnlyFile: @unchecked Sendable {
     }
 
     /// The last complete line ("\n"-terminated) of `url`, and the length of the file up to and including it.
-    /// Reads backwards from the end, so opening a long trail does not read the whole file.
+    /// Reads backwards from the end, so opening a long trail does not read the whole file; each chunk is searched
+    /// once, and a last line longer than ``maximumLineLength`` is refused (an edited file, not a trail).
     static func lastCompleteLine(of url: URL) throws -> (line: [UInt8]?, completeLength: UInt64) {
         guard FileManager.default.fileExists(atPath: url.path) else { return (nil, 0) }
         let reader = try FileHandle(forReadingFrom: url)
         defer { try? reader.close() }
         let fileSize = try reader.seekToEnd()
-        var tail: [UInt8] = []
-        var start = fileSize
         let chunk: UInt64 = 64 * 1024
-        // Read until the tail holds the last newline and the newline before it (or the start of the file).
-        while true {
-            let newlines = tail.indices.filter { tail[$0] == AuditFormat.newline }
-            if let last = newlines.last, newlines.count >= 2 || start == 0 {
-                let lineStart = newlines.count >= 2 ? newlines[newlines.count - 2] + 1 : 0
-                return (Array(tail[lineStart..<last]), start + UInt64(last) + 1)
+        var chunks: [[UInt8]] = []  // read so far, last chunk first
+        var start = fileSize
+        /// Offsets in the file of the newlines found, from the end.
+        var newlines: [UInt64] = []
+        while newlines.count < 2 && start > 0 {
+            guard fileSize - start <= UInt64(maximumLineLength) else {
+                throw AuditTrailError("the last line of \(url.lastPathComponent) is longer than \(maximumLineLength) bytes")
             }
-            if start == 0 { return (nil, 0) }
             let next = start >= chunk ? start - chunk : 0
             try reader.seek(toOffset: next)
-            let data = try reader.read(upToCount: Int(start - next)) ?? Data()
-            tail = Array(data) + tail
+            let bytes = Array(try reader.read(upToCount: Int(start - next)) ?? Data())
+            for index in bytes.indices.reversed() where bytes[index] == AuditFormat.newline {
+                newlines.append(next + UInt64(index))
+                if newlines.count == 2 { break }
+            }
+            chunks.append(bytes)
             start = next
         }
+        guard let last = newlines.first else { return (nil, 0) }
+        let lineStart = newlines.count == 2 ? newlines[1] + 1 : 0
+        let tail = chunks.reversed().flatMap { $0 }
+        let base = start
+        return (Array(tail[Int(lineStart - base)..<Int(last - base)]), last + 1)
     }
+
+    /// Longer than any record Trent writes (parameters are bounded), far shorter than memory.
+    static let maximumLineLength = 16 << 20
 }
 
 /// fsyncs a directory so newly created entries in it survive a crash.

@@ -136,7 +136,7 @@ public struct KMSRequestHandler: Sendable {
         }
         if let error = exchange.error {
             if logger.logLevel <= .info {
-                log(.info, "request failed", ["kms.error": "\(error.code)", "kms.error.message": "\(error.message)"])
+                log(.info, "request failed", ["kms.error": "\(error.code)", "kms.error.message": "\(CloudTrailRecord.bounded(error.message, limit: 1024))"])
             }
             if let cause = error.cause { log(.error, "cause of the failure", ["kms.error.cause": "\(cause)"]) }
         }

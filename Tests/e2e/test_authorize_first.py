@@ -56,3 +56,14 @@ def test_create_key_in_a_custom_key_store_is_authorized_first(callers, store_id)
     # An authorized caller learns about the store.
     with expect_error("CustomKeyStoreNotFoundException", what=store_id):
         owner.kms.create_key(Origin="AWS_CLOUDHSM", CustomKeyStoreId=store_id)
+
+
+def test_decrypt_naming_another_accounts_key_is_denied_before_its_type_is_told(ids, callers):
+    """An RSA algorithm with a named symmetric key of another account: AccessDenied, not InvalidCiphertext."""
+    owner, _ = callers
+    other = ids.user(ids.account("authorize-first-b"), "owner-b", ADMIN_POLICY)
+    foreign = other.kms.create_key()["KeyMetadata"]["Arn"]
+    own_blob = owner.kms.encrypt(KeyId=owner.kms.create_key()["KeyMetadata"]["Arn"], Plaintext=b"x")["CiphertextBlob"]
+    for algorithm in ("RSAES_OAEP_SHA_256", "SYMMETRIC_DEFAULT"):
+        with expect_denied(owner.arn, "kms:Decrypt", foreign, "no-resource", what=algorithm):
+            owner.kms.decrypt(CiphertextBlob=own_blob, KeyId=foreign, EncryptionAlgorithm=algorithm)

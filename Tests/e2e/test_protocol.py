@@ -281,3 +281,13 @@ def test_the_scope_date_is_exactly_the_request_day(server, scope_date):
     resp = requests.post(server.endpoint + "/", data=b"{}", headers=_signed_with_scope_date(server, today.strftime("%Y%m%d")),
                          timeout=30)
     assert resp.status_code == 200, resp.text
+
+
+def test_a_header_signed_many_times_is_refused(server):
+    """SignedHeaders naming one header thousands of times would make the canonical request thousands of copies of it."""
+    headers = _narrowly_signed(server, "ListKeys", {})
+    headers["X-Big"] = "b" * 8000
+    repeated = "SignedHeaders=" + ";".join(["x-big"] * 1000 + ["content-type", "host", "x-amz-date", "x-amz-target"]) + ","
+    headers["Authorization"] = headers["Authorization"].replace("SignedHeaders=host;x-amz-date,", repeated)
+    resp = requests.post(server.endpoint + "/", data=b"{}", headers=headers, timeout=30)
+    assert resp.status_code == 400 and resp.json()["__type"] == "IncompleteSignatureException", resp.text

@@ -215,11 +215,16 @@ extension KeyManagementService {
         if rsaAlgorithm != nil && named == nil {
             throw KMSError(.validation, "\(members.keyID) is required to decrypt a ciphertext made with \(algorithm).")
         }
-        if let named, let rsa = rsaAlgorithm, let pair = named.record.keySpec.keyPairSpec {
-            let key = named.record
-            let algorithm = rsa.rawValue
+        // A key the caller names is authorized before anything about it (its type, whether the blob is its) is told.
+        if let named {
             try await authorize(action.name, named, grant: action.grant, encryptionContext: context, context: .algorithm(algorithm), caller: caller)
+        }
+        if let named, let rsa = rsaAlgorithm {
+            let key = named.record
             try requireAlgorithm(algorithm, supportedBy: key)
+            guard let pair = key.keySpec.keyPairSpec else {
+                throw KMSError(.invalidKeyUsage, "The encryption algorithm \(algorithm) is not supported by \(arn(key)).")
+            }
             try requireEnabled(key)
             try requireEncryption(key, context: context)
             try rejectDryRun(dryRun)
@@ -227,16 +232,21 @@ extension KeyManagementService {
             return (key, plaintext, algorithm)
         }
         let blob = try CiphertextBlob(parsing: ciphertext)
-        if let named, named.record.id != blob.keyID {
-            throw KMSError(.incorrectKey, "The key ID in the request does not identify a CMK that can perform this operation.")
+        let key: KeyRecord
+        if let named {
+            guard named.record.id == blob.keyID else {
+                throw KMSError(.incorrectKey, "The key ID in the request does not identify a CMK that can perform this operation.")
+            }
+            key = named.record
+        } else {
+            guard let blobKey = try await store.key(blob.keyID) else {
+                throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
+            }
+            try await authorize(
+                action.name, ResolvedKey(record: blobKey, requestAlias: nil), grant: action.grant, encryptionContext: context,
+                context: .algorithm(algorithm), caller: caller)
+            key = blobKey
         }
-        let blobKey: KeyRecord? = if let named { named.record } else { try await store.key(blob.keyID) }
-        guard let key = blobKey else {
-            throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
-        }
-        try await authorize(
-            action.name, ResolvedKey(record: key, requestAlias: named?.requestAlias), grant: action.grant, encryptionContext: context,
-            context: .algorithm(algorithm), caller: caller)
         try requireAlgorithm(algorithm, supportedBy: key)
         try requireEnabled(key)
         try requireSymmetricEncryption(key)

@@ -79,7 +79,9 @@ extension KeyManagementService {
         }
         for related in stores.tokens.relatedClusters(of: clusterID) {
             if let other = try await stores.metadata.customKeyStore(usingCluster: related) {
-                throw KMSError(.cloudHsmClusterInUse, "The token of cluster '\(clusterID)' is already used by custom key store \(other.id).")
+                // Another account's store is not named to this caller.
+                let user = other.accountID == caller.accountID ? "custom key store \(other.id)" : "another custom key store"
+                throw KMSError(.cloudHsmClusterInUse, "The token of cluster '\(clusterID)' is already used by \(user).")
             }
         }
         try await requireActive(clusterID, stores)

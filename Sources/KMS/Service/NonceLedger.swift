@@ -138,7 +138,8 @@ actor NonceLedger {
 
     /// Generates the next backing-key version in the token, reserves its first block of budget, and makes it current.
     private func createVersion(of keyID: KeyID, after version: UInt32, rotationType: RotationType?) async throws -> BackingKeyRecord {
-        let next = version + 1
+        let (next, overflow) = version.addingReportingOverflow(1)
+        guard !overflow else { throw KMSError(.limitExceeded, "Key \(keyID) has no backing-key versions left.") }
         let material = try await provider.createBackingKey(for: keyID, version: next, kind: .aes256)
         let firstBlock = min(limits.reservationBlock, limits.budget)
         let record = BackingKeyRecord(

@@ -69,7 +69,7 @@ struct CloudTrailRecord {
             record.member("recipientAccountId", string: account)
         }
         record.member("requestID", string: requestID)
-        record.member("requestParameters", Self.filtered(request, allowing: Self.requestMembers))
+        record.member("requestParameters", Self.bounded(parameters: Self.filtered(request, allowing: Self.requestMembers)))
         record.member(
             "resources", .array(resources.map { ["ARN": .string($0.arn), "accountId": .string($0.accountID), "type": "AWS::KMS::Key"] }))
         record.member("responseElements", error == nil ? Self.filtered(response, allowing: Self.responseMembers) : .null)
@@ -139,6 +139,16 @@ struct CloudTrailRecord {
         var bytes = Array(name.utf8)
         bytes[0] = first + 32
         return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Request parameters larger than this (in canonical bytes) are recorded as their size only, as CloudTrail omits
+    /// oversized parameters: a key policy (32 KiB at most) fits; a megabyte of junk from an authenticated caller does not.
+    static let maximumParameterBytes = 64 * 1024
+
+    static func bounded(parameters: JSONValue) -> JSONValue {
+        let size = parameters.canonicalBytes.count
+        guard size > maximumParameterBytes else { return parameters }
+        return ["omitted": true, "sizeInBytes": .number(Double(size))]
     }
 
     /// Strings the client chose (the operation name, user agent, claimed access key, messages that echo input) are

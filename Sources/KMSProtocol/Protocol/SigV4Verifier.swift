@@ -155,6 +155,8 @@ public final class SigV4Verifier: Sendable {
         var signedHeaders: [String]
         var signature: String
 
+        static let maximumSignedHeaders = 64
+
         init(parsing header: String) throws(KMSError) {
             let prefix = "AWS4-HMAC-SHA256 "
             guard header.hasPrefix(prefix) else {
@@ -198,9 +200,15 @@ public final class SigV4Verifier: Sendable {
             date = scope[1]
             region = scope[2]
             service = scope[3]
-            self.signedHeaders = signedHeaders.split(separator: ";").map { name in
+            let names = signedHeaders.split(separator: ";").map { name in
                 name.utf8.contains { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") } ? name.lowercased() : String(name)
             }
+            // Each name once, and not more than a request can carry: a name repeated thousands of times would make the
+            // canonical request thousands of copies of one header.
+            guard names.count <= Self.maximumSignedHeaders, Set(names).count == names.count else {
+                throw KMSError(.incompleteSignature, "SignedHeaders must name each header once, and at most \(Self.maximumSignedHeaders) of them.")
+            }
+            self.signedHeaders = names
             self.signature = signature
         }
     }
