@@ -205,19 +205,63 @@ public final class SQLiteMetadataStore: MetadataStore {
         }
     }
 
-    public func updateKey(_ key: KeyRecord) async throws {
-        try await write { db in
-            try db.execute(
-                sql: """
-                    UPDATE keys SET description = ?, state = ?, deletion_date = ?, pending_window_days = ?, policy = ?,
-                    current_version = MAX(current_version, ?), rotation_period_days = ?, next_rotation_date = ? WHERE key_id = ?
-                    """,
-                arguments: [
-                    key.description, key.state.rawValue, key.deletionDate?.timeIntervalSince1970, key.pendingWindowInDays,
-                    key.policy, Int64(key.currentVersion), key.rotationSchedule?.periodInDays,
-                    key.rotationSchedule?.nextRotationDate.timeIntervalSince1970, key.id.description,
-                ])
+    public func updateKey(_ id: KeyID, _ change: KeyChange, if condition: KeyCondition) async throws -> KeyRecord? {
+        try await write { db in try Self.updateKey(id, set: Self.assignments(change), if: condition, in: db) }
+    }
+
+    /// The columns a change writes, as `column = ?` assignments with their values.
+    private static func assignments(_ change: KeyChange) -> KeyAssignments {
+        switch change {
+        case .description(let description):
+            return KeyAssignments("description = ?", [description])
+        case .policy(let policy):
+            return KeyAssignments("policy = ?", [policy])
+        case .state(let state):
+            return KeyAssignments("state = ?", [state.rawValue])
+        case .deletionScheduled(let date, let days):
+            return KeyAssignments(
+                "state = ?, deletion_date = ?, pending_window_days = ?", [KeyState.pendingDeletion.rawValue, date.timeIntervalSince1970, days])
+        case .deletionCancelled:
+            // Whether the key holds material is decided in the same statement, on the rows as they are then.
+            return KeyAssignments(
+                """
+                state = CASE WHEN origin = ? AND NOT EXISTS (SELECT 1 FROM backing_keys WHERE backing_keys.key_id = keys.key_id
+                AND length(backing_keys.wrapped_key) > 0) THEN ? ELSE ? END, deletion_date = NULL, pending_window_days = NULL
+                """,
+                [KeyOrigin.external.rawValue, KeyState.pendingImport.rawValue, KeyState.disabled.rawValue])
+        case .rotationSchedule(let schedule):
+            return KeyAssignments(
+                "rotation_period_days = ?, next_rotation_date = ?", [schedule?.periodInDays, schedule?.nextRotationDate.timeIntervalSince1970])
         }
+    }
+
+    /// The one conditional update of a key's row: the assignments apply only where the condition holds for the row
+    /// as it is in this transaction (SQLite has a single writer; PostgreSQL re-evaluates an UPDATE's WHERE clause
+    /// on the row version it locks, so the same statement is safe there with many nodes). Returns the row written.
+    private static func updateKey(_ id: KeyID, set assignments: KeyAssignments, if condition: KeyCondition, in db: Database) throws -> KeyRecord? {
+        var sql = "UPDATE keys SET \(assignments.sql) WHERE key_id = ?"
+        var arguments = assignments.arguments + [id.description]
+        if let states = condition.states {
+            let sorted = states.map(\.rawValue).sorted()
+            sql += sorted.isEmpty ? " AND 0" : " AND state IN (\(databaseQuestionMarks(count: sorted.count)))"
+            arguments += StatementArguments(sorted)
+        }
+        if let due = condition.rotationDueBy {
+            sql += " AND rotation_period_days IS NOT NULL AND next_rotation_date IS NOT NULL AND next_rotation_date <= ?"
+            arguments += [due.timeIntervalSince1970]
+        }
+        if let schedule = condition.rotationSchedule {
+            // Dates are REAL seconds: equal to a millisecond (a Date read back need not be bit-identical).
+            sql += " AND rotation_period_days = ? AND next_rotation_date IS NOT NULL AND ABS(next_rotation_date - ?) < 0.001"
+            arguments += [schedule.periodInDays, schedule.nextRotationDate.timeIntervalSince1970]
+        }
+        if let expiry = condition.materialExpiringBy {
+            sql += " AND valid_to IS NOT NULL AND valid_to <= ?"
+            arguments += [expiry.timeIntervalSince1970]
+        }
+        try db.execute(sql: sql, arguments: arguments)
+        guard db.changesCount > 0 else { return nil }
+        return try Row.fetchOne(db, sql: "SELECT * FROM keys WHERE key_id = ?", arguments: [id.description]).map(Self.keyRecord)
     }
 
     public func listKeys(account: String, after marker: String?, limit: Int) async throws -> Page<KeyRecord> {
@@ -258,8 +302,13 @@ public final class SQLiteMetadataStore: MetadataStore {
         }
     }
 
-    public func storeImportedMaterial(_ backingKey: BackingKeyRecord, for key: KeyRecord) async throws {
+    public func storeImportedMaterial(
+        _ backingKey: BackingKeyRecord, expirationModel: ExpirationModel, validTo: Date?, if condition: KeyCondition
+    ) async throws -> KeyRecord? {
         try await write { db in
+            let assignments = KeyAssignments(
+                "state = ?, expiration_model = ?, valid_to = ?", [KeyState.enabled.rawValue, expirationModel.rawValue, validTo?.timeIntervalSince1970])
+            guard let key = try Self.updateKey(backingKey.keyID, set: assignments, if: condition, in: db) else { return nil }
             try db.execute(
                 sql: """
                     INSERT INTO backing_keys (key_id, version, wrapped_key, binding, wrapping_key_label, creation_date, nonces_reserved)
@@ -271,21 +320,20 @@ public final class SQLiteMetadataStore: MetadataStore {
                     backingKey.keyID.description, Int64(backingKey.version), Data(backingKey.wrappedKey), Data(backingKey.binding),
                     backingKey.wrappingKeyLabel, backingKey.creationDate.timeIntervalSince1970,
                 ])
-            try Self.updateImportState(of: key, in: db)
+            return key
         }
     }
 
-    public func deleteImportedMaterial(of key: KeyRecord) async throws {
+    public func deleteImportedMaterial(of keyID: KeyID, if condition: KeyCondition) async throws -> KeyRecord? {
         try await write { db in
-            try db.execute(sql: "UPDATE backing_keys SET wrapped_key = X'' WHERE key_id = ?", arguments: [key.id.description])
-            try Self.updateImportState(of: key, in: db)
+            // A key pending deletion stays so; any other becomes PendingImport (decided on the row being written).
+            let assignments = KeyAssignments(
+                "state = CASE WHEN state = ? THEN state ELSE ? END, expiration_model = NULL, valid_to = NULL",
+                [KeyState.pendingDeletion.rawValue, KeyState.pendingImport.rawValue])
+            guard let key = try Self.updateKey(keyID, set: assignments, if: condition, in: db) else { return nil }
+            try db.execute(sql: "UPDATE backing_keys SET wrapped_key = X'' WHERE key_id = ?", arguments: [keyID.description])
+            return key
         }
-    }
-
-    private static func updateImportState(of key: KeyRecord, in db: Database) throws {
-        try db.execute(
-            sql: "UPDATE keys SET state = ?, expiration_model = ?, valid_to = ? WHERE key_id = ?",
-            arguments: [key.state.rawValue, key.expirationModel?.rawValue, key.validTo?.timeIntervalSince1970, key.id.description])
     }
 
     public func destroyKey(_ id: KeyID) async throws {
@@ -481,9 +529,19 @@ public final class SQLiteMetadataStore: MetadataStore {
         }
     }
 
-    public func grants(retirableBy principal: String) async throws -> [GrantRecord] {
+    public func grants(retirableBy principal: String, keyAccount: String?) async throws -> [GrantRecord] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM grants WHERE retiring = ? ORDER BY seq", arguments: [principal]).map(Self.grantRecord)
+            guard let keyAccount else {
+                return try Row.fetchAll(db, sql: "SELECT * FROM grants WHERE retiring = ? ORDER BY seq", arguments: [principal]).map(Self.grantRecord)
+            }
+            return try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT grants.* FROM grants JOIN keys ON keys.key_id = grants.key_id
+                    WHERE grants.retiring = ? AND keys.account_id = ? ORDER BY grants.seq
+                    """,
+                arguments: [principal, keyAccount]
+            ).map(Self.grantRecord)
         }
     }
 
@@ -776,5 +834,15 @@ public final class SQLiteMetadataStore: MetadataStore {
         } catch {
             throw KMSError(.internalFailure, "The metadata store could not be written.", cause: error)
         }
+    }
+}
+
+/// The `SET` part of a key update: `column = ?` assignments and their values, in order.
+private struct KeyAssignments {
+    var sql: String
+    var arguments: StatementArguments
+    init(_ sql: String, _ arguments: StatementArguments) {
+        self.sql = sql
+        self.arguments = arguments
     }
 }

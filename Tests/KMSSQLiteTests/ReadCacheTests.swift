@@ -38,9 +38,7 @@ import TrentTestSupport
         #expect(try await store.tags(of: key.id).count == 1)
         #expect(store.cachedRowCount >= 2)
 
-        var disabled = key
-        disabled.state = .disabled
-        try await store.updateKey(disabled)
+        _ = try await store.updateKey(key.id, .state(.disabled), if: .any)
         #expect(try await store.key(key.id)?.state == .disabled)
 
         try await store.removeTags(["team"], from: key.id)
@@ -66,9 +64,7 @@ import TrentTestSupport
         #expect(try await server.grants(of: key.id).count == 1)
         #expect(try await server.key(key.id)?.state == .enabled)
 
-        var disabled = key
-        disabled.state = .disabled
-        try await admin.updateKey(disabled)
+        _ = try await admin.updateKey(key.id, .state(.disabled), if: .any)
         try await admin.deleteGrant(granted.id)
         // Another process's commits are seen within a millisecond (the store asks SQLite at most that often).
         try await Task.sleep(for: .milliseconds(2))

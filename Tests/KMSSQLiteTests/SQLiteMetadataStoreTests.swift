@@ -26,9 +26,7 @@ import TrentTestSupport
             let store = try SQLiteMetadataStore(path: path)
             try await store.insertKey(key, backingKey: backing, tags: [Tag(key: "team", value: "red")])
             try await store.insertAlias(AliasRecord(name: "alias/one", accountID: "111122223333", targetKeyID: key.id, creationDate: key.creationDate, lastUpdatedDate: key.creationDate))
-            var disabled = key
-            disabled.state = .disabled
-            try await store.updateKey(disabled)
+            _ = try await store.updateKey(key.id, .state(.disabled), if: .any)
             try await store.reserveNonces(key.id, version: 1, upTo: 65_536)
         }
         let reopened = try SQLiteMetadataStore(path: path)
@@ -108,11 +106,9 @@ import TrentTestSupport
 
     @Test func keysPendingDeletionAreFoundByDate() async throws {
         let store = try SQLiteMetadataStore(path: path)
-        var (key, backing) = makeKey()
+        let (key, backing) = makeKey()
         try await store.insertKey(key, backingKey: backing, tags: [])
-        key.state = .pendingDeletion
-        key.deletionDate = Date(timeIntervalSince1970: 2_000_000_000)
-        try await store.updateKey(key)
+        _ = try await store.updateKey(key.id, .deletionScheduled(date: Date(timeIntervalSince1970: 2_000_000_000), pendingWindowInDays: 7), if: .any)
         #expect(try await store.keysPendingDeletion(dueBy: Date(timeIntervalSince1970: 1_999_999_999)).isEmpty)
         #expect(try await store.keysPendingDeletion(dueBy: Date(timeIntervalSince1970: 2_000_000_000)).map(\.id) == [key.id])
     }

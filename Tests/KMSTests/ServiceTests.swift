@@ -42,7 +42,9 @@ import TrentTestSupport
         let wrapped = try #require(try await fixture.store.backingKey(key.id, version: 1)).wrappedKey
 
         let scheduled = try await service.scheduleKeyDeletion(key.id.description, pendingWindowInDays: 7, caller: caller)
-        #expect(scheduled.deletionDate == clock.now().addingTimeInterval(7 * 86_400))
+        // The key as stored (dates are REAL seconds in SQLite: equal to well under a millisecond).
+        #expect(abs(try #require(scheduled.deletionDate).timeIntervalSince(clock.now().addingTimeInterval(7 * 86_400))) < 0.001)
+        #expect(try await service.describeKey(key.id.description, caller: caller).deletionDate == scheduled.deletionDate)
         #expect(await code { _ = try await encrypt(service, key.id.description) } == .invalidState)
 
         clock.advance(by: 7 * 86_400 - 1)

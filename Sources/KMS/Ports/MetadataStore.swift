@@ -10,7 +10,11 @@ public protocol MetadataStore: Sendable {
     /// Inserts a key with its first backing key; a key awaiting imported material has none yet.
     func insertKey(_ key: KeyRecord, backingKey: BackingKeyRecord?, tags: [Tag]) async throws
     func key(_ id: KeyID) async throws -> KeyRecord?
-    func updateKey(_ key: KeyRecord) async throws
+    /// Writes `change` to a key's row, and only the columns it names, if the row satisfies `condition` as it is
+    /// when written (not as some earlier read saw it): concurrent changes of other attributes all stand, and a
+    /// state rule holds for the row actually written. Returns the row as written; nil when the key is gone or the
+    /// condition does not hold, and then nothing is written. The one way to change an existing key's row.
+    func updateKey(_ id: KeyID, _ change: KeyChange, if condition: KeyCondition) async throws -> KeyRecord?
     /// The keys of one account in creation order, starting after `marker` (an opaque value from a previous page).
     func listKeys(account: String, after marker: String?, limit: Int) async throws -> Page<KeyRecord>
     func keysPendingDeletion(dueBy date: Date) async throws -> [KeyRecord]
@@ -18,12 +22,17 @@ public protocol MetadataStore: Sendable {
     func keysDueForRotation(dueBy date: Date) async throws -> [KeyRecord]
     /// Keys whose imported material expires by `date` and is still present.
     func keysWithExpiringMaterial(dueBy date: Date) async throws -> [KeyRecord]
-    /// Stores imported material as the key's backing key (keeping the version's nonce count) and the key's new
-    /// state and expiration, atomically.
-    func storeImportedMaterial(_ backingKey: BackingKeyRecord, for key: KeyRecord) async throws
+    /// Stores imported material as the key's backing key (keeping the version's nonce count) and makes the key
+    /// Enabled with this expiration, atomically, if the key's row satisfies `condition` when written (as
+    /// ``updateKey(_:_:if:)``). Returns the row as written; nil, with nothing stored, when it does not.
+    func storeImportedMaterial(
+        _ backingKey: BackingKeyRecord, expirationModel: ExpirationModel, validTo: Date?, if condition: KeyCondition
+    ) async throws -> KeyRecord?
     /// Erases a key's imported material (its wrapped keys; the binding proofs stay, to recognise the same
-    /// material when it returns) and stores the key's new state, atomically.
-    func deleteImportedMaterial(of key: KeyRecord) async throws
+    /// material when it returns) and clears its expiration; the key becomes PendingImport unless it is pending
+    /// deletion, which it stays. Atomic, and only if the row satisfies `condition` when written; returns the row
+    /// as written, or nil (nothing erased).
+    func deleteImportedMaterial(of keyID: KeyID, if condition: KeyCondition) async throws -> KeyRecord?
     /// Removes the key with its backing keys, aliases and tags, and overwrites the freed bytes.
     func destroyKey(_ id: KeyID) async throws
 
@@ -63,8 +72,9 @@ public protocol MetadataStore: Sendable {
     func grant(_ id: String) async throws -> GrantRecord?
     /// A key's grants in creation order.
     func grants(of keyID: KeyID) async throws -> [GrantRecord]
-    /// Grants whose retiring principal is `principal`, in creation order.
-    func grants(retirableBy principal: String) async throws -> [GrantRecord]
+    /// Grants whose retiring principal is `principal`, in creation order; with `keyAccount`, only the grants on
+    /// that account's keys (a grant belongs to its key's account).
+    func grants(retirableBy principal: String, keyAccount: String?) async throws -> [GrantRecord]
     func deleteGrant(_ id: String) async throws
 
     // Identities
@@ -86,6 +96,71 @@ public protocol MetadataStore: Sendable {
     func putIdentityPolicy(_ policy: IdentityPolicy) async throws
     func deleteIdentityPolicy(principalARN: String, name: String) async throws
     func identityPolicies(of principalARN: String) async throws -> [IdentityPolicy]
+}
+
+/// One change to an existing key's row (``MetadataStore/updateKey(_:_:if:)``). Each names the columns it writes,
+/// and a store writes those and no others, so that changes of different attributes never undo each other.
+public enum KeyChange: Sendable, Equatable {
+    /// UpdateKeyDescription.
+    case description(String)
+    /// PutKeyPolicy.
+    case policy(String)
+    /// EnableKey and DisableKey.
+    case state(KeyState)
+    /// ScheduleKeyDeletion: PendingDeletion, with its deletion date and waiting period.
+    case deletionScheduled(date: Date, pendingWindowInDays: Int)
+    /// CancelKeyDeletion: the deletion date and waiting period are cleared, and the key returns to Disabled, or to
+    /// PendingImport when it is of origin EXTERNAL and holds no imported material at that moment.
+    case deletionCancelled
+    /// Automatic rotation on (its schedule) or off (nil); also the scheduler moving the next rotation date.
+    case rotationSchedule(RotationSchedule?)
+}
+
+/// What a key's row must hold, when a change is written, for the change to apply. A store evaluates it against
+/// the row it writes, in the same atomic step (in SQL, the UPDATE's WHERE clause), never against an earlier read,
+/// so it holds on one node or many. Every member set must hold; ``any`` holds for every row.
+public struct KeyCondition: Sendable, Equatable {
+    /// The key's state is one of these.
+    public var states: Set<KeyState>?
+    /// Automatic rotation is on, and the next rotation date is not after this (the rotation is still due).
+    public var rotationDueBy: Date?
+    /// The rotation schedule is exactly this one (to a millisecond).
+    public var rotationSchedule: RotationSchedule?
+    /// The key's imported material has an expiry date, and it is not after this one.
+    public var materialExpiringBy: Date?
+
+    public init(
+        states: Set<KeyState>? = nil, rotationDueBy: Date? = nil, rotationSchedule: RotationSchedule? = nil,
+        materialExpiringBy: Date? = nil
+    ) {
+        self.states = states
+        self.rotationDueBy = rotationDueBy
+        self.rotationSchedule = rotationSchedule
+        self.materialExpiringBy = materialExpiringBy
+    }
+
+    public static let any = KeyCondition()
+    /// Management operations other than the deletion ones: every state but PendingDeletion.
+    public static let notPendingDeletion = KeyCondition(states: Set(KeyState.allCases).subtracting([.pendingDeletion]))
+
+    public static func state(in states: Set<KeyState>) -> KeyCondition { KeyCondition(states: states) }
+
+    /// Whether `key`, as read, satisfies the condition (what a store checks in its own terms when writing).
+    public func isSatisfied(by key: KeyRecord) -> Bool {
+        if let states, !states.contains(key.state) { return false }
+        if let rotationDueBy {
+            guard let schedule = key.rotationSchedule, schedule.nextRotationDate <= rotationDueBy else { return false }
+        }
+        if let rotationSchedule {
+            guard let schedule = key.rotationSchedule, schedule.periodInDays == rotationSchedule.periodInDays,
+                abs(schedule.nextRotationDate.timeIntervalSince(rotationSchedule.nextRotationDate)) < 0.001
+            else { return false }
+        }
+        if let materialExpiringBy {
+            guard let validTo = key.validTo, validTo <= materialExpiringBy else { return false }
+        }
+        return true
+    }
 }
 
 public enum MetadataStoreError: Error, Sendable {

@@ -117,14 +117,27 @@ extension KeyManagementService {
         try validateRange(limit, "limit", min: 1, max: 100)
         try validateLength(retiringPrincipal.utf8.count, "retiringPrincipal", min: 1, max: 256)
         try await authorizer.authorize(AuthorizationRequest("kms:ListRetirableGrants"), caller: caller)
-        // As in AWS, a principal lists the retirable grants of its own account's principals only.
+        // As in AWS, the grants listed are those "in the caller's account": a caller of no account (a service as
+        // itself) has none to list.
+        guard !caller.accountID.isEmpty else {
+            throw KMSError(
+                .accessDenied,
+                "User: \(caller.principalARN) is not authorized to perform: kms:ListRetirableGrants on resource: * because it belongs to no account")
+        }
+        // A principal of an account (an ARN, or an account id) must be of the caller's account; its grants are listed
+        // on every key, other accounts' included (cross-account grants, as AWS documents). A principal of no account
+        // (a service principal such as rds.us-east-1.amazonaws.com retires grants in many accounts) lists only the
+        // grants on the caller's account's keys: a grant belongs to its key's account.
         let parts = retiringPrincipal.split(separator: ":", omittingEmptySubsequences: false)
-        if parts.count >= 5, parts[0] == "arn", String(parts[4]) != caller.accountID {
+        let principalAccount =
+            parts.count >= 5 && parts[0] == "arn" ? String(parts[4]) : Account.isValidID(retiringPrincipal) ? retiringPrincipal : nil
+        if let principalAccount, principalAccount != caller.accountID {
             throw KMSError(
                 .accessDenied,
                 "User: \(caller.principalARN) is not authorized to perform: kms:ListRetirableGrants for \(retiringPrincipal), a principal of another account")
         }
-        return try page(try await store.grants(retirableBy: retiringPrincipal), limit: limit, marker: marker)
+        let grants = try await store.grants(retirableBy: retiringPrincipal, keyAccount: principalAccount == nil ? caller.accountID : nil)
+        return try page(grants, limit: limit, marker: marker)
     }
 
     /// Retires a grant named by its token, or by key and grant id. The retiring principal may retire it, and so

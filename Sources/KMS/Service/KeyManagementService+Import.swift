@@ -63,14 +63,18 @@ extension KeyManagementService {
             break
         }
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
-        var key = resolved.record
+        let key = resolved.record
         try await authorize(
             "kms:ImportKeyMaterial", resolved, context: ConditionContext.expirationModel(model, validTo: validTo), caller: caller)
         try requireExternal(key)
-        try requireNotPendingDeletion(key)
-        guard key.state == .pendingImport else {
-            throw KMSError(.invalidState, "\(arn(key)) is \(key.state.rawValue); key material can be imported only into a key that is PendingImport.")
+        let check = { (key: KeyRecord) throws(KMSError) in
+            try self.requireNotPendingDeletion(key)
+            guard key.state == .pendingImport else {
+                throw KMSError(
+                    .invalidState, "\(self.arn(key)) is \(key.state.rawValue); key material can be imported only into a key that is PendingImport.")
+            }
         }
+        try check(key)
         let token = try await openImportToken(importToken, for: key)
         guard let kind = key.keySpec.backingKeyKind else {
             throw KMSError(.unsupportedOperation, "KeySpec \(key.keySpec.rawValue) takes no imported material in Trent.")
@@ -79,14 +83,15 @@ extension KeyManagementService {
         let material = try await provider.importKeyMaterial(
             encryptedKeyMaterial, wrappingKey: token.wrappingKey, algorithm: token.algorithm, for: key.id, version: 1, kind: kind,
             previous: previous)
-        key.state = .enabled
-        key.expirationModel = model
-        key.validTo = validTo
-        try await store.storeImportedMaterial(
-            BackingKeyRecord(
-                keyID: key.id, version: 1, wrappedKey: material.wrappedKey, binding: material.binding,
-                wrappingKeyLabel: material.wrappingKeyLabel, creationDate: clock.now()),
-            for: key)
+        // Stored only if the key is still PendingImport when written (not scheduled for deletion meanwhile).
+        let backingKey = BackingKeyRecord(
+            keyID: key.id, version: 1, wrappedKey: material.wrappedKey, binding: material.binding,
+            wrappingKeyLabel: material.wrappingKeyLabel, creationDate: clock.now())
+        if try await store.storeImportedMaterial(backingKey, expirationModel: model, validTo: validTo, if: .state(in: [.pendingImport])) == nil {
+            await provider.forget(key.id)
+            try check(try await currentKey(key))
+            throw KMSError(.invalidState, "\(arn(key)) changed while the request ran; try again.")
+        }
         logger.info("imported key material", metadata: ["kms.key.id": "\(key.id)", "kms.import.expiration": "\(model.rawValue)"])
         return arn(key)
     }
@@ -99,33 +104,30 @@ extension KeyManagementService {
         try await removeImportedMaterial(of: key)
     }
 
-    /// Whether a key holds imported material now (a key of origin EXTERNAL may have none, or had it deleted).
-    func hasImportedMaterial(_ key: KeyRecord) async throws -> Bool {
-        guard let backingKey = try await store.backingKey(key.id, version: 1) else { return false }
-        return !backingKey.wrappedKey.isEmpty
-    }
-
     /// Deletes imported material whose ValidTo has passed; the keys return to PendingImport. Returns their ids.
     @discardableResult
     public func expireImportedKeyMaterial() async throws -> [KeyID] {
-        let due = try await store.keysWithExpiringMaterial(dueBy: clock.now())
+        let now = clock.now()
+        let due = try await store.keysWithExpiringMaterial(dueBy: now)
+        var expired: [KeyID] = []
         for key in due {
-            try await removeImportedMaterial(of: key)
+            // Only if it still expires by now: material imported again meanwhile with a later ValidTo stays.
+            guard try await removeImportedMaterial(of: key, if: KeyCondition(materialExpiringBy: now)) else { continue }
+            expired.append(key.id)
             logger.info("imported key material expired", metadata: ["kms.key.id": "\(key.id)"])
         }
-        return due.map(\.id)
+        return expired
     }
 
     // MARK: Shared steps
 
-    /// A key pending deletion stays so, as in AWS; CancelKeyDeletion then returns it to PendingImport.
-    private func removeImportedMaterial(of key: KeyRecord) async throws {
-        var key = key
-        if key.state != .pendingDeletion { key.state = .pendingImport }
-        key.expirationModel = nil
-        key.validTo = nil
-        try await store.deleteImportedMaterial(of: key)
+    /// A key pending deletion stays so, as in AWS; CancelKeyDeletion then returns it to PendingImport. Returns
+    /// whether the material was removed (the key still existed and satisfied `condition`).
+    @discardableResult
+    private func removeImportedMaterial(of key: KeyRecord, if condition: KeyCondition = .any) async throws -> Bool {
+        guard try await store.deleteImportedMaterial(of: key.id, if: condition) != nil else { return false }
         await provider.forget(key.id)
+        return true
     }
 
     private func requireExternal(_ key: KeyRecord) throws(KMSError) {

@@ -147,23 +147,22 @@ extension KeyManagementService {
     private func setState(_ state: KeyState, of keyID: String, action: String, caller: Caller) async throws {
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
         try await authorize(action, resolved, caller: caller)
-        var key = resolved.record
-        try requireNotPendingDeletion(key)
-        guard key.state == .enabled || key.state == .disabled else {
-            throw KMSError(.invalidState, "\(arn(key)) is \(key.state.rawValue).")
+        let check = { (key: KeyRecord) throws(KMSError) in
+            try self.requireNotPendingDeletion(key)
+            guard key.state == .enabled || key.state == .disabled else {
+                throw KMSError(.invalidState, "\(self.arn(key)) is \(key.state.rawValue).")
+            }
         }
-        key.state = state
-        try await store.updateKey(key)
+        try check(resolved.record)
+        _ = try await update(resolved.record, .state(state), if: .state(in: [.enabled, .disabled]), check: check)
     }
 
     public func updateKeyDescription(_ keyID: String, description: String, caller: Caller) async throws {
         try validateLength(description.utf8.count, "description", min: 0, max: 8192)
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
         try await authorize("kms:UpdateKeyDescription", resolved, caller: caller)
-        var key = resolved.record
-        try requireNotPendingDeletion(key)
-        key.description = description
-        try await store.updateKey(key)
+        try requireNotPendingDeletion(resolved.record)
+        _ = try await update(resolved.record, .description(description), if: .notPendingDeletion, check: requireNotPendingDeletion)
     }
 
     /// Schedules destruction after a waiting period of 7 to 30 days (default 30); the key is unusable meanwhile.
@@ -175,12 +174,10 @@ extension KeyManagementService {
         }
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
         try await authorize("kms:ScheduleKeyDeletion", resolved, caller: caller)
-        var key = resolved.record
-        try requireNotPendingDeletion(key)
-        key.state = .pendingDeletion
-        key.deletionDate = clock.now().addingTimeInterval(TimeInterval(days) * 86_400)
-        key.pendingWindowInDays = days
-        try await store.updateKey(key)
+        try requireNotPendingDeletion(resolved.record)
+        let key = try await update(
+            resolved.record, .deletionScheduled(date: clock.now().addingTimeInterval(TimeInterval(days) * 86_400), pendingWindowInDays: days),
+            if: .notPendingDeletion, check: requireNotPendingDeletion)
         logger.info("scheduled key deletion", metadata: ["kms.key.id": "\(key.id)", "kms.deletion.days": "\(days)"])
         return key
     }
@@ -190,16 +187,13 @@ extension KeyManagementService {
     public func cancelKeyDeletion(_ keyID: String, caller: Caller) async throws -> KeyRecord {
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
         try await authorize("kms:CancelKeyDeletion", resolved, caller: caller)
-        var key = resolved.record
-        guard key.state == .pendingDeletion else {
-            throw KMSError(.invalidState, "\(arn(key)) is not pending deletion.")
+        let check = { (key: KeyRecord) throws(KMSError) in
+            guard key.state == .pendingDeletion else {
+                throw KMSError(.invalidState, "\(self.arn(key)) is not pending deletion.")
+            }
         }
-        let awaitsMaterial = key.origin == .external ? !(try await hasImportedMaterial(key)) : false
-        key.state = awaitsMaterial ? .pendingImport : .disabled
-        key.deletionDate = nil
-        key.pendingWindowInDays = nil
-        try await store.updateKey(key)
-        return key
+        try check(resolved.record)
+        return try await update(resolved.record, .deletionCancelled, if: .state(in: [.pendingDeletion]), check: check)
     }
 
     /// Destroys every key whose deletion date has passed: its metadata, wrapped backing keys, aliases and

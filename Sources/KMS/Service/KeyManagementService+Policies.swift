@@ -35,10 +35,9 @@ extension KeyManagementService {
         _ = try validatePolicyName(policyName)
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
         try await authorize("kms:PutKeyPolicy", resolved, caller: caller)
-        var key = resolved.record
-        try requireNotPendingDeletion(key)
-        key.policy = try await checkedKeyPolicy(policy, for: key, bypassLockoutCheck: bypassLockoutCheck, caller: caller)
-        try await store.updateKey(key)
+        try requireNotPendingDeletion(resolved.record)
+        let text = try await checkedKeyPolicy(policy, for: resolved.record, bypassLockoutCheck: bypassLockoutCheck, caller: caller)
+        _ = try await update(resolved.record, .policy(text), if: .notPendingDeletion, check: requireNotPendingDeletion)
     }
 
     private func validatePolicyName(_ name: String?) throws(KMSError) -> String {

@@ -22,15 +22,14 @@ extension KeyManagementService {
     public func enableKeyRotation(_ keyID: String, periodInDays: Int?, caller: Caller) async throws {
         let days = periodInDays ?? Self.defaultRotationPeriodInDays
         try validateRange(days, "rotationPeriodInDays", min: 90, max: 2560)
-        var key = try await rotatableKey(keyID, action: "kms:EnableKeyRotation", caller: caller)
-        key.rotationSchedule = RotationSchedule(periodInDays: days, nextRotationDate: clock.now().addingTimeInterval(Double(days) * 86_400))
-        try await store.updateKey(key)
+        let key = try await rotatableKey(keyID, action: "kms:EnableKeyRotation", caller: caller)
+        let schedule = RotationSchedule(periodInDays: days, nextRotationDate: clock.now().addingTimeInterval(Double(days) * 86_400))
+        _ = try await update(key, .rotationSchedule(schedule), if: .state(in: [.enabled]), check: requireEnabled)
     }
 
     public func disableKeyRotation(_ keyID: String, caller: Caller) async throws {
-        var key = try await rotatableKey(keyID, action: "kms:DisableKeyRotation", caller: caller)
-        key.rotationSchedule = nil
-        try await store.updateKey(key)
+        let key = try await rotatableKey(keyID, action: "kms:DisableKeyRotation", caller: caller)
+        _ = try await update(key, .rotationSchedule(nil), if: .state(in: [.enabled]), check: requireEnabled)
     }
 
     public func getKeyRotationStatus(_ keyID: String, caller: Caller) async throws -> RotationStatus {
@@ -72,21 +71,38 @@ extension KeyManagementService {
         return Page(items: page, nextMarker: more ? page.last.map { String($0.version) } : nil)
     }
 
+    /// How long a scheduler holds a due rotation it claimed: should it stop before finishing (a crash), the key is
+    /// due again after this, for any scheduler.
+    public static let rotationClaimLease: TimeInterval = 600
+
     /// Rotates every enabled key whose rotation date has come, and schedules its next rotation. Disabled keys
     /// wait: they rotate once they are enabled again. Returns the rotated ids.
+    ///
+    /// Each rotation is claimed first, by moving the next date a short lease ahead, written only if the key is still
+    /// enabled, due and on the same schedule: of several schedulers sharing one store (nodes, processes) only one
+    /// rotates a key, and a rotation disabled or rescheduled meanwhile is left alone. After the rotation the next
+    /// date moves on by the period, unless the schedule was changed meanwhile (then the change stands). A rotation
+    /// that fails gives its claim back; one interrupted by a crash is due again when the lease ends.
     @discardableResult
     public func rotateDueKeys() async throws -> [KeyID] {
         let now = clock.now()
         var rotated: [KeyID] = []
         for due in try await store.keysDueForRotation(dueBy: now) where due.state == .enabled {
-            guard var schedule = due.rotationSchedule else { continue }
-            _ = try await ledger.rotate(due.id, type: .automatic)
-            let period = Double(schedule.periodInDays) * 86_400
-            schedule.nextRotationDate = max(schedule.nextRotationDate.addingTimeInterval(period), now.addingTimeInterval(period / 2))
-            // Re-read after the rotation, so only the schedule changes (not a state or description changed meanwhile).
-            guard var key = try await store.key(due.id) else { continue }
-            key.rotationSchedule = schedule
-            try await store.updateKey(key)
+            guard let current = due.rotationSchedule else { continue }
+            let lease = RotationSchedule(periodInDays: current.periodInDays, nextRotationDate: now.addingTimeInterval(Self.rotationClaimLease))
+            let claim = KeyCondition(states: [.enabled], rotationDueBy: now, rotationSchedule: current)
+            guard try await store.updateKey(due.id, .rotationSchedule(lease), if: claim) != nil else { continue }
+            do {
+                _ = try await ledger.rotate(due.id, type: .automatic)
+            } catch {
+                _ = try? await store.updateKey(due.id, .rotationSchedule(current), if: KeyCondition(rotationSchedule: lease))
+                throw error
+            }
+            let period = Double(current.periodInDays) * 86_400
+            let next = RotationSchedule(
+                periodInDays: current.periodInDays,
+                nextRotationDate: max(current.nextRotationDate.addingTimeInterval(period), now.addingTimeInterval(period / 2)))
+            _ = try await store.updateKey(due.id, .rotationSchedule(next), if: KeyCondition(rotationSchedule: lease))
             rotated.append(due.id)
             logger.info("rotated key on schedule", metadata: ["kms.key.id": "\(due.id)"])
         }
