@@ -175,6 +175,21 @@ public final class SQLiteMetadataStore: MetadataStore {
                     """)
         }
         registerCustomKeyStoreMigration(in: &migrator)
+        // Secret backing keys become bound by the token's sealing key: the ones that exist now (with an EKT, not key
+        // pairs, which always were) are listed for the service to carry over once. Listed here, in the migration, so
+        // that the list is made once and a row written later can never join it.
+        migrator.registerMigration("sealed-bindings") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE legacy_bindings (
+                        key_id TEXT NOT NULL,
+                        version INTEGER NOT NULL,
+                        PRIMARY KEY (key_id, version)
+                    ) WITHOUT ROWID;
+                    INSERT INTO legacy_bindings (key_id, version)
+                        SELECT key_id, version FROM backing_keys WHERE public_key IS NULL AND length(wrapped_key) > 0;
+                    """)
+        }
         return migrator
     }
 
@@ -363,6 +378,29 @@ public final class SQLiteMetadataStore: MetadataStore {
         try await read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM backing_keys WHERE key_id = ? ORDER BY version", arguments: [keyID.description])
                 .map(Self.backingKeyRecord)
+        }
+    }
+
+    public func legacyBoundBackingKeys() async throws -> [BackingKeyRecord] {
+        try await read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT backing_keys.* FROM legacy_bindings JOIN backing_keys
+                    ON backing_keys.key_id = legacy_bindings.key_id AND backing_keys.version = legacy_bindings.version
+                    """
+            ).map(Self.backingKeyRecord)
+        }
+    }
+
+    public func finishCarryingOver(_ keyID: KeyID, version: UInt32, binding: [UInt8]?) async throws {
+        try await write { db in
+            if let binding {
+                try db.execute(
+                    sql: "UPDATE backing_keys SET binding = ? WHERE key_id = ? AND version = ?",
+                    arguments: [Data(binding), keyID.description, Int64(version)])
+            }
+            try db.execute(sql: "DELETE FROM legacy_bindings WHERE key_id = ? AND version = ?", arguments: [keyID.description, Int64(version)])
         }
     }
 

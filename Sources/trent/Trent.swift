@@ -157,6 +157,7 @@ struct TrentServer {
         let administrator = try await bootstrapAdministrator(runtime)
         // Stores an operator left connected come back connected (or FAILED, saying why).
         await runtime.service.reconnectCustomKeyStores()
+        try await runtime.service.carryOverLegacyBindings()
         let verifier = SigV4Verifier(region: location.region, credentials: DirectoryCredentialProvider(directory: runtime.directory))
         let trail = try await AuditTrail(
             directory: configuration.auditDirectoryURL, signer: TokenDigestSigner(provider: runtime.provider),

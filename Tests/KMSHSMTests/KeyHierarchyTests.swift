@@ -186,6 +186,65 @@ import TrentTestSupport
         _ = try await again.service.generateMac(keyID: a.id.description, message: [1], algorithm: "HMAC_SHA_256", dryRun: nil, caller: caller)
     }
 
+    /// A store written before sealing-key bindings: its secret backing keys carry the proof the key made itself. The
+    /// upgrade lists them once (a migration), the service checks each proof in the token and rebinds it; a key whose
+    /// proof does not hold stays unusable, and nothing bound the earlier way is accepted afterwards.
+    @Test func keysBoundTheEarlierWayAreCarriedOverOnce() async throws {
+        let fixture = try await hsm.makeService()
+        let aes = try await fixture.service.createKey(.init(), caller: caller)
+        let hmac = try await fixture.service.createKey(.init(keyUsage: "GENERATE_VERIFY_MAC", keySpec: "HMAC_384"), caller: caller)
+        let broken = try await fixture.service.createKey(.init(), caller: caller)
+        let blob = try await fixture.service.encrypt(
+            keyID: aes.id.description, plaintext: [4, 2], context: EncryptionContext(), algorithm: nil, dryRun: nil, caller: caller)
+        let mac = try await fixture.service.generateMac(keyID: hmac.id.description, message: [1], algorithm: "HMAC_SHA_384", dryRun: nil, caller: caller)
+
+        // Rewrite the bindings the way earlier versions made them, with each key itself, and undo the migration.
+        func legacyProof(_ id: KeyID, _ kind: BackingKeyKind) async throws -> [UInt8] {
+            let record = try #require(try await fixture.store.backingKey(id, version: 1))
+            let data = PKCS11KeyProvider.bindingData(id, 1)
+            return try await fixture.provider.withWorkingKey(record, kind: kind, "legacy proof") { session, handle throws(PKCS11Error) in
+                switch kind {
+                case .hmac(let algorithm): return try session.sign(data, key: handle, mechanism: .hmac(algorithm.mechanism))
+                default:
+                    let (iv, proof) = try session.sealGCM(PKCS11KeyProvider.bindingPlaintext, key: handle, additionalData: data)
+                    return iv + proof
+                }
+            }
+        }
+        let proofs = [
+            (aes.id, try await legacyProof(aes.id, .aes256)), (hmac.id, try await legacyProof(hmac.id, .hmac(.hmacSHA384))),
+            (broken.id, Array(try await legacyProof(broken.id, .aes256).reversed())),
+        ]
+        let database = try DatabaseQueue(path: fixture.databasePath)
+        try await database.write { db in
+            for (id, proof) in proofs {
+                try db.execute(sql: "UPDATE backing_keys SET binding = ? WHERE key_id = ?", arguments: [Data(proof), id.description])
+            }
+            try db.execute(sql: "DROP TABLE legacy_bindings; DELETE FROM grdb_migrations WHERE identifier = 'sealed-bindings'")
+        }
+
+        // Before the carry-over, a key bound the earlier way is refused.
+        let upgraded = try await hsm.makeService(databasePath: fixture.databasePath)
+        await #expect {
+            _ = try await upgraded.service.encrypt(keyID: aes.id.description, plaintext: [1], context: EncryptionContext(), algorithm: nil, dryRun: nil, caller: caller)
+        } throws: { ($0 as? KMSError)?.code == .internalFailure }
+        let outcome = try await upgraded.service.carryOverLegacyBindings()
+        #expect(outcome.carried == 2 && outcome.refused == 1)
+        #expect(try await upgraded.store.legacyBoundBackingKeys().isEmpty)
+        #expect(try await upgraded.service.carryOverLegacyBindings() == (0, 0))
+
+        let restarted = try await hsm.makeService(databasePath: fixture.databasePath)
+        let opened = try await restarted.service.decrypt(
+            ciphertext: blob.ciphertextBlob, context: EncryptionContext(), keyID: nil, algorithm: nil, dryRun: nil, caller: caller)
+        #expect(opened.plaintext == [4, 2])
+        let verified = try await restarted.service.verifyMac(
+            keyID: hmac.id.description, message: [1], mac: mac.mac, algorithm: "HMAC_SHA_384", dryRun: nil, caller: caller)
+        #expect(verified.mac == mac.mac)
+        await #expect {
+            _ = try await restarted.service.encrypt(keyID: broken.id.description, plaintext: [1], context: EncryptionContext(), algorithm: nil, dryRun: nil, caller: caller)
+        } throws: { ($0 as? KMSError)?.code == .internalFailure }
+    }
+
     @Test func theNonceBudgetMovesTheKeyToFreshBackingKeys() async throws {
         let budget: UInt64 = 5
         let fixture = try await hsm.makeService(nonceBudget: budget, reservationBlock: 2)

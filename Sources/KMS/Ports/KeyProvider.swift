@@ -64,6 +64,10 @@ public protocol KeyProvider: Sendable {
     /// Opens what ``seal(_:additionalData:)`` sealed; anything altered, or other additional data, is `.invalidCiphertext`.
     func unseal(_ sealed: SealedData, additionalData: [UInt8]) async throws -> [UInt8]
 
+    /// The sealing key's binding for a secret backing key whose binding was made the earlier way (by the key itself),
+    /// once that earlier proof is checked; nil when it does not hold.
+    func rebind(_ key: BackingKeyRecord, kind: BackingKeyKind) async throws -> [UInt8]?
+
     /// Drops every cached working copy of `keyID`'s backing keys (the key is being destroyed).
     func forget(_ keyID: KeyID) async
 }

@@ -42,6 +42,12 @@ public protocol MetadataStore: Sendable {
     func backingKeys(of keyID: KeyID) async throws -> [BackingKeyRecord]
     /// Adds a new backing-key version and makes it the key's current version, atomically.
     func addBackingKey(_ backingKey: BackingKeyRecord) async throws
+    /// Secret backing keys still bound the way earlier versions bound them (by the key itself), listed once, when the
+    /// store was upgraded to sealing-key bindings; ``KeyManagementService/carryOverLegacyBindings()`` empties the list.
+    func legacyBoundBackingKeys() async throws -> [BackingKeyRecord]
+    /// Takes a listed backing key off the list, replacing its binding with `binding` (nil: leaving it as it was, to be
+    /// refused when used).
+    func finishCarryingOver(_ keyID: KeyID, version: UInt32, binding: [UInt8]?) async throws
     /// Durably raises the reserved nonce count of one backing-key version.
     func reserveNonces(_ keyID: KeyID, version: UInt32, upTo reserved: UInt64) async throws
 
