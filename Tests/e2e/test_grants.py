@@ -189,6 +189,15 @@ def test_constraints_with_describe_key_are_invalid(g, key, operations):
     assert g.admin.kms.list_grants(KeyId=key)["Grants"] == []
 
 
+@pytest.mark.parametrize("constraint", ["EncryptionContextEquals", "EncryptionContextSubset"])
+@pytest.mark.parametrize("pairs", [{"k": "v" * 9000}, {"": "v"}], ids=["over-8-KiB", "empty-key"])
+def test_constraints_are_bounded_as_encryption_contexts(g, key, constraint, pairs):
+    """A grant's constraints are encryption contexts, with their bounds: no grant carries a megabyte of them."""
+    with expect_error("ValidationException"):
+        grant(g, key, g.gus, ["Encrypt"], Constraints={constraint: pairs})
+    assert g.admin.kms.list_grants(KeyId=key)["Grants"] == []
+
+
 # --------------------------------------------------------------------------- grant tokens
 
 def test_valid_grant_token_is_accepted(g, key):

@@ -28,6 +28,9 @@ extension KeyManagementService {
         }
     }
 
+    /// AWS's quota of grants per KMS key.
+    static let maximumGrantsPerKey = 50_000
+
     public struct CreatedGrant: Sendable {
         public var grantID: String
         public var grantToken: String
@@ -39,6 +42,10 @@ extension KeyManagementService {
         guard !request.operations.isEmpty else { throw KMSError.constraint("operations", "Member must have length greater than or equal to 1") }
         let operations = try request.operations.map { text throws(KMSError) in try validateEnum(text, "operations", as: GrantOperation.self) }
         let constraints = request.constraints.flatMap { $0.isEmpty ? nil : $0 }
+        // Constraints are encryption contexts, with their bounds: a grant cannot carry a megabyte of them.
+        for pairs in [constraints?.encryptionContextEquals, constraints?.encryptionContextSubset].compactMap({ $0 }) {
+            try EncryptionContext(pairs).validate(member: "constraints")
+        }
         if constraints != nil, let unsupported = operations.first(where: { !$0.acceptsEncryptionContext }) {
             throw KMSError(.validation, "Grant constraints are not supported for the \(unsupported.rawValue) operation, which takes no encryption context.")
         }
@@ -88,6 +95,9 @@ extension KeyManagementService {
             })
         {
             return CreatedGrant(grantID: existing.id, grantToken: try await Self.grantToken(for: existing.id, provider: provider))
+        }
+        guard try await store.grants(of: key.id).count < Self.maximumGrantsPerKey else {
+            throw KMSError(.limitExceeded, "The grants quota of \(Self.maximumGrantsPerKey) per KMS key is reached for \(arn(key)).")
         }
         let grant = GrantRecord(
             id: try await provider.generateRandom(count: 32).hexString, keyID: key.id, name: request.name,
