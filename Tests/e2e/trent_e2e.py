@@ -661,3 +661,42 @@ def expect_denied(principal_arn: str | None = None, action: str | None = None, r
         message = excinfo.value.response["Error"].get("Message", "")
         expected = access_denied_message(principal_arn, action, resource, reason)
         assert message == expected, f"{what}: message\n  {message!r}\nexpected\n  {expected!r}"
+
+
+# --------------------------------------------------------------------------- crashes
+
+def crash_summary(server: TrentServer, wait: float = 10.0) -> str | None:
+    """None if the server is still running after `wait` seconds; otherwise its exit status and the lines of its
+    log that say why: the Swift runtime error and the crashed thread's first frame in Trent's own sources.
+
+    Called when a connection closed without an answer; a crashing server takes a few seconds to print its
+    backtrace and exit, hence the wait.
+    """
+    proc = server.proc
+    if proc is None:
+        return "the server is not running"
+    try:
+        status = proc.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        return None
+    # The log may hold earlier crashes of the same data folder (a restarted server): read the last one.
+    lines = server.log_text().splitlines()
+
+    def last(predicate, before: int | None = None) -> int | None:
+        end = len(lines) if before is None else before
+        return next((index for index in range(end - 1, -1, -1) if predicate(lines[index])), None)
+
+    reasons: list[str] = []
+    program_crashed = last(lambda line: "Program crashed" in line)
+    if program_crashed is not None:
+        fatal = last(lambda line: "Fatal error" in line, program_crashed)
+        if fatal is not None and program_crashed - fatal <= 5:
+            reasons.append(lines[fatal].strip())
+        reasons.append(lines[program_crashed].strip(" *"))
+    crashed = last(lambda line: line.rstrip().endswith("crashed:"))
+    if crashed is not None:
+        frame = next((line.strip() for line in lines[crashed:crashed + 40] if "/Sources/" in line), None)
+        if frame:
+            reasons.append(f"crashed in {frame[frame.find(' ', frame.find('0x')) + 1:]}")
+    signal_name = f" ({signal.Signals(-status).name})" if status < 0 else ""
+    return f"the server exited with status {status}{signal_name}: " + ("; ".join(reasons) or "no reason in its log")

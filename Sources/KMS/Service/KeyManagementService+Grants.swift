@@ -42,9 +42,13 @@ extension KeyManagementService {
         guard !request.operations.isEmpty else { throw KMSError.constraint("operations", "Member must have length greater than or equal to 1") }
         let operations = try request.operations.map { text throws(KMSError) in try validateEnum(text, "operations", as: GrantOperation.self) }
         let constraints = request.constraints.flatMap { $0.isEmpty ? nil : $0 }
-        // Constraints are encryption contexts, with their bounds: a grant cannot carry a megabyte of them.
+        // Constraints are encryption contexts, with their bounds and AWS's own for grants (8 pairs, values of at most 384
+        // characters): a grant cannot carry a megabyte of them.
         for pairs in [constraints?.encryptionContextEquals, constraints?.encryptionContextSubset].compactMap({ $0 }) {
             try EncryptionContext(pairs).validate(member: "constraints")
+            guard pairs.count <= 8, pairs.values.allSatisfy({ $0.count <= 384 }) else {
+                throw KMSError(.validation, "A grant constraint can have at most 8 encryption context pairs, each value at most 384 characters.")
+            }
         }
         if constraints != nil, let unsupported = operations.first(where: { !$0.acceptsEncryptionContext }) {
             throw KMSError(.validation, "Grant constraints are not supported for the \(unsupported.rawValue) operation, which takes no encryption context.")
