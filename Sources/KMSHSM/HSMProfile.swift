@@ -39,6 +39,41 @@ public struct HSMProfile: Codable, Sendable, Equatable {
         case ec = "EC"
     }
 
+    /// How the token's `C_UnwrapKey` of a private key Trent wrapped differs from the standard.
+    public struct PrivateKeyUnwrap: Codable, Sendable, Equatable {
+        /// What an extra template attribute holds, taken from the key's stored SubjectPublicKeyInfo.
+        public enum Value: String, Codable, Sendable {
+            /// The uncompressed public point `04 || X || Y` (not the DER OCTET STRING of `CKA_EC_POINT`).
+            case ecPublicPoint = "ec-public-point"
+        }
+
+        public struct TemplateAttribute: Codable, Sendable, Equatable {
+            /// A `CKA_*` name the PKCS#11 binding knows (`CKA_NSS_DB`) or a code in hex (`0xD5A0DB00`).
+            public var type: String
+            public var value: Value
+        }
+
+        /// Usage attributes the token sets to true on the unwrapped key, per family, whatever the template asks.
+        public struct ForcedTrue: Codable, Sendable, Equatable {
+            public var rsa: [String]
+            public var ec: [String]
+
+            enum CodingKeys: String, CodingKey {
+                case rsa = "RSA"
+                case ec = "EC"
+            }
+        }
+
+        /// An attribute the token needs in the template of an EC private key's unwrap besides the standard ones
+        /// (NSS softoken: `CKA_NSS_DB` holding the public point); null for tokens that need none, which may refuse it
+        /// (SoftHSM: `CKR_ATTRIBUTE_TYPE_INVALID`).
+        public var ecTemplateAttribute: TemplateAttribute?
+        /// Recorded so nobody relies on them: a key's `CKA_SIGN`, `CKA_DERIVE` or `CKA_DECRYPT` in the token does not
+        /// say what the KMS key may do. Trent's service layer decides that from the key usage (a SIGN_VERIFY key never
+        /// derives, a KEY_AGREEMENT key never signs) before the token is asked.
+        public var forcedTrue: ForcedTrue
+    }
+
     public struct Limits: Codable, Sendable, Equatable {
         public var maxSessions: Int?
         public var maxObjects: Int?
@@ -65,8 +100,14 @@ public struct HSMProfile: Codable, Sendable, Equatable {
     /// the PIN can export the domain key: use such a token for development and tests only.
     public var enforcesNonExtractable: Bool
     /// The key-pair families whose private keys the token can wrap under the domain key and unwrap again
-    /// (`RSA`, `EC`): asymmetric KMS keys of other families are refused at CreateKey.
+    /// (`RSA`, `EC`), with ``privateKeyUnwrap``'s template where it names one: asymmetric KMS keys of other
+    /// families are refused at CreateKey.
     public var keyPairFamilies: [KeyPairFamily]
+    /// The curves the token generates keys on (`P-256`, `P-384`, `P-521`, `secp256k1`); absent means all four. EC key
+    /// pairs on another curve, KMS keys and data key pairs alike, are refused with UnsupportedOperationException.
+    public var ecCurves: [String]?
+    /// Absent or null: the token unwraps private keys as the standard says, with the template Trent gives.
+    public var privateKeyUnwrap: PrivateKeyUnwrap?
     /// The hashes the token's `CKM_RSA_PKCS_OAEP` takes (`SHA-1`, `SHA-256`). For an RSAES-OAEP algorithm whose hash is
     /// missing, the token does raw RSA (`CKM_RSA_X_509`) and Trent pads on the host; only then may RSA private keys
     /// do raw RSA at all (their `CKA_ALLOWED_MECHANISMS`).
@@ -91,6 +132,37 @@ public struct HSMProfile: Codable, Sendable, Equatable {
 
     /// Whether some RSAES-OAEP algorithm of the API needs raw RSA in the token (see ``rsaOAEPDigests``).
     public var needsRawRSA: Bool { RSAEncryptionAlgorithm.allCases.contains { !tokenDoesOAEP(with: $0.digest) } }
+
+    /// The curve names ``ecCurves`` takes.
+    public static let curveNames = ["P-256", "P-384", "P-521", "secp256k1"]
+
+    /// Whether the token generates keys on the curve of `spec` (RSA specs: true).
+    public func generatesCurve(of spec: KeyPairSpec) -> Bool {
+        guard let curve = AsymmetricEncoding.curve(of: spec) else { return true }
+        return ecCurves?.contains(curve.name) ?? true
+    }
+
+    /// The extra attribute of an EC private key's unwrap template, for the key whose SubjectPublicKeyInfo holds
+    /// `point` (uncompressed), or nil where the token needs none.
+    public func ecUnwrapAttribute(publicPoint point: [UInt8]) throws -> Attribute? {
+        guard let extra = privateKeyUnwrap?.ecTemplateAttribute else { return nil }
+        let type = try Self.attributeType(extra.type, "privateKeyUnwrap.ecTemplateAttribute.type")
+        switch extra.value {
+        case .ecPublicPoint: return Attribute(type, bytes: point)
+        }
+    }
+
+    /// The usage attributes the token turns on whatever the unwrap template says (``PrivateKeyUnwrap/forcedTrue``).
+    public func forcedTrueOnUnwrap(_ family: KeyPairFamily) throws -> [AttributeType] {
+        guard let forced = privateKeyUnwrap?.forcedTrue else { return [] }
+        let names = family == .rsa ? forced.rsa : forced.ec
+        return try names.map { try Self.attributeType($0, "privateKeyUnwrap.forcedTrue.\(family.rawValue)") }
+    }
+
+    static func attributeType(_ text: String, _ field: String) throws -> AttributeType {
+        guard let type = AttributeType(name: text) else { throw HSMSetupError("HSM profile: \(field) '\(text)' is not an attribute name or code") }
+        return type
+    }
 
     static func mechanism(_ text: String, _ field: String) throws -> MechanismType {
         guard let mechanism = MechanismType(name: text) else { throw HSMSetupError("HSM profile: \(field) '\(text)' is not a mechanism name or code") }
@@ -118,6 +190,12 @@ public struct HSMProfile: Codable, Sendable, Equatable {
         _ = try profile.rfc3394Mechanism()
         _ = try profile.authenticationFailures()
         _ = try profile.macFailures()
+        for curve in profile.ecCurves ?? [] where !curveNames.contains(curve) {
+            throw HSMSetupError("HSM profile \(url.path): ecCurves lists '\(curve)'; the curves are \(curveNames.joined(separator: ", "))")
+        }
+        _ = try profile.ecUnwrapAttribute(publicPoint: [])
+        _ = try profile.forcedTrueOnUnwrap(.rsa)
+        _ = try profile.forcedTrueOnUnwrap(.ec)
         for digest in profile.rsaOAEPDigests where !["SHA-1", "SHA-256"].contains(digest) {
             throw HSMSetupError("HSM profile \(url.path): rsaOAEPDigests lists '\(digest)'; the RSAES-OAEP hashes are SHA-1 and SHA-256")
         }

@@ -4,7 +4,8 @@ import PKCS11
 
 /// Asymmetric keys. A KMS key's private key is generated in the token, leaves it only wrapped under the
 /// domain key (RFC 5649 over the token's PKCS#8), and is used as a non-extractable session object. The public
-/// key is stored in the clear as a SubjectPublicKeyInfo and used as a session object made from it.
+/// key is stored in the clear as a SubjectPublicKeyInfo and used as a session object made from it; the unwrap of
+/// an EC private key takes its point from there too where the token needs it (the profile's `privateKeyUnwrap`).
 extension PKCS11KeyProvider {
     // MARK: Key generation
 
@@ -15,6 +16,7 @@ extension PKCS11KeyProvider {
                 .unsupportedOperation,
                 "This HSM (profile '\(configuration.profile.name)') cannot keep \(family.rawValue) private keys wrapped and unwrap them again, so it holds no \(spec.rawValue) KMS keys.")
         }
+        try requireCurve(of: spec, "holds no \(spec.rawValue) KMS keys")
         let wrapMechanism = try wrapMechanism(for: .keyPair(spec))
         return try await onHSM("create a key pair", answers: { Self.unsupportedSpec($0, spec) }) { [self] in
             try token.withSession { session throws(PKCS11Error) -> BackingKeyMaterial in
@@ -67,6 +69,14 @@ extension PKCS11KeyProvider {
         return try session.generateKeyPair(BackingKeyKind.keyPair(spec).generationMechanism, publicTemplate: publicTemplate, privateTemplate: privateTemplate)
     }
 
+    /// Refuses a curve the profile's `ecCurves` leaves out before the token is asked.
+    func requireCurve(of spec: KeyPairSpec, _ consequence: String) throws {
+        guard configuration.profile.generatesCurve(of: spec) else {
+            let curve = AsymmetricEncoding.curve(of: spec)?.name ?? spec.rawValue
+            throw KMSError(.unsupportedOperation, "This HSM (profile '\(configuration.profile.name)') has no \(curve) curve, so it \(consequence).")
+        }
+    }
+
     /// A curve or key size the token does not have is the caller's answer, not a device fault.
     static func unsupportedSpec(_ error: PKCS11Error, _ spec: KeyPairSpec) -> KMSError? {
         guard error.function == .generateKeyPair,
@@ -76,18 +86,38 @@ extension PKCS11KeyProvider {
     }
 
     /// The private half: usable for signing and (RSA) decryption or (EC) derivation; Trent's service layer
-    /// decides which of those a KMS key may do.
+    /// decides which of those a KMS key may do (tokens may turn usage attributes on anyway: the profile's
+    /// `privateKeyUnwrap.forcedTrue`).
     func privateKeyTemplate(_ spec: KeyPairSpec, extractable: Bool, sensitive: Bool = true) -> [Attribute] {
+        Self.privateKeyTemplate(spec, profile: configuration.profile, extractable: extractable, sensitive: sensitive)
+    }
+
+    /// The template of a private key on a token with `profile` (also what `trent token probe` unwraps with).
+    static func privateKeyTemplate(_ spec: KeyPairSpec, profile: HSMProfile, extractable: Bool, sensitive: Bool = true) -> [Attribute] {
         let common: [Attribute] = [
             .objectClass(.privateKey), Attribute(.token, false), Attribute(.private, true), Attribute(.sensitive, sensitive),
             Attribute(.extractable, extractable), Attribute(.sign, true), Attribute(.unwrap, false),
         ]
-        let restrict = configuration.profile.allowedMechanisms.enforced
+        let restrict = profile.allowedMechanisms.enforced
         if spec.isRSA {
             return common + [.keyType(.rsa), Attribute(.decrypt, true)]
-                + (restrict ? [.allowedMechanisms([.rsaPKCS, .rsaPKCSPSS, .rsaPKCSOAEP] + rawRSAWhereNeeded)] : [])
+                + (restrict ? [.allowedMechanisms([.rsaPKCS, .rsaPKCSPSS, .rsaPKCSOAEP] + (profile.needsRawRSA ? [.rsaX509] : []))] : [])
         }
         return common + [.keyType(.ec), Attribute(.derive, true)] + (restrict ? [.allowedMechanisms([.ecdsa, .ecdh1Derive])] : [])
+    }
+
+    /// The `C_UnwrapKey` template of a backing key's working copy: sensitive and non-extractable, and for an EC
+    /// private key on a token whose profile names one, the extra attribute (NSS softoken: `CKA_NSS_DB`) with the
+    /// point of the key's stored SubjectPublicKeyInfo. The binding, checked next, covers that public key.
+    func unwrapTemplate(_ kind: BackingKeyKind, for key: BackingKeyRecord) throws -> [Attribute] {
+        let template = backingKeyTemplate(kind, extractable: false)
+        guard case .keyPair(let spec) = kind, !spec.isRSA, configuration.profile.privateKeyUnwrap?.ecTemplateAttribute != nil else {
+            return template
+        }
+        guard let spki = key.publicKey, case .ec(_, let point)? = try? AsymmetricEncoding.publicKey(fromSubjectPublicKeyInfo: spki) else {
+            throw KMSError(.internalFailure, "The stored public key of \(key.keyID) version \(key.version) is missing or unreadable.")
+        }
+        return template + [try configuration.profile.ecUnwrapAttribute(publicPoint: point)].compactMap { $0 }
     }
 
     func readPublicKey(_ handle: ObjectHandle, _ spec: KeyPairSpec, in session: borrowing Session) throws(PKCS11Error) -> AsymmetricEncoding.PublicKey {
@@ -235,7 +265,8 @@ extension PKCS11KeyProvider {
     // MARK: Data key pairs
 
     public func generateDataKeyPair(_ spec: KeyPairSpec) async throws -> (privateKey: [UInt8], publicKey: [UInt8]) {
-        try await onHSM("generate a data key pair", answers: { Self.unsupportedSpec($0, spec) }) { [self] in
+        try requireCurve(of: spec, "cannot generate \(spec.rawValue) key pairs")
+        return try await onHSM("generate a data key pair", answers: { Self.unsupportedSpec($0, spec) }) { [self] in
             try token.withSession { session throws(PKCS11Error) in
                 // Readable on purpose: this pair is for the caller, and nothing of it stays in the token.
                 let pair = try generatePair(spec, privateTemplate: privateKeyTemplate(spec, extractable: true, sensitive: false), in: session)

@@ -303,16 +303,17 @@ public final class PKCS11KeyProvider: KeyProvider {
         guard key.wrappingKeyLabel == configuration.domainKeyLabel else {
             throw KMSError(.internalFailure, "Backing key \(key.version) of \(key.keyID) is wrapped under domain key '\(key.wrappingKeyLabel)', which this node does not use.")
         }
-        let mechanism = try wrapMechanism(for: kind)
-        let handle = try token.withLongLivedSession { session throws(PKCS11Error) in
-            try session.unwrapKey(key.wrappedKey, with: domainKey, mechanism: .keyWrap(mechanism), template: backingKeyTemplate(kind, extractable: false))
-        }
-        guard verifyBinding(handle, kind: kind, key) else {
-            destroy([handle])
+        // The binding is the sealing key's proof over the stored bytes: checked before they reach the token at all.
+        guard verifyBinding(kind: kind, key) else {
             logger.error("refused a wrapped backing key that is not bound to its key", metadata: [
                 "kms.key.id": "\(key.keyID)", "kms.backing_key.version": "\(key.version)",
             ])
             throw KMSError(.internalFailure, "The stored backing key of \(key.keyID) version \(key.version) does not belong to it; refusing to use it.")
+        }
+        let mechanism = try wrapMechanism(for: kind)
+        let template = try unwrapTemplate(kind, for: key)
+        let handle = try token.withLongLivedSession { session throws(PKCS11Error) in
+            try session.unwrapKey(key.wrappedKey, with: domainKey, mechanism: .keyWrap(mechanism), template: template)
         }
         let (use, stale) = cache.insert(handle, for: id)
         destroy(stale)
@@ -321,7 +322,7 @@ public final class PKCS11KeyProvider: KeyProvider {
 
     /// Only the sealing key's proofs are accepted: keys bound the earlier way are carried over when the store is
     /// upgraded (``rebind(_:kind:)``), and until then refused.
-    func verifyBinding(_ handle: ObjectHandle, kind: BackingKeyKind, _ key: BackingKeyRecord) -> Bool {
+    func verifyBinding(kind: BackingKeyKind, _ key: BackingKeyRecord) -> Bool {
         switch kind {
         case .aes256, .hmac:
             return verifySealedBinding(key.binding, key.keyID, key.version, wrappedKey: key.wrappedKey)

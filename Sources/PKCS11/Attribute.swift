@@ -26,6 +26,7 @@ public struct AttributeType: RawRepresentable, Hashable, Sendable {
     public static let wrap = AttributeType(rawValue: UInt(CKA_WRAP))
     public static let unwrap = AttributeType(rawValue: UInt(CKA_UNWRAP))
     public static let sign = AttributeType(rawValue: UInt(CKA_SIGN))
+    public static let signRecover = AttributeType(rawValue: UInt(CKA_SIGN_RECOVER))
     public static let verify = AttributeType(rawValue: UInt(CKA_VERIFY))
     public static let derive = AttributeType(rawValue: UInt(CKA_DERIVE))
     public static let valueLength = AttributeType(rawValue: UInt(CKA_VALUE_LEN))
@@ -47,6 +48,34 @@ public struct AttributeType: RawRepresentable, Hashable, Sendable {
     public static let coefficient = AttributeType(rawValue: UInt(CKA_COEFFICIENT))
     public static let ecParams = AttributeType(rawValue: UInt(CKA_EC_PARAMS))
     public static let ecPoint = AttributeType(rawValue: UInt(CKA_EC_POINT))
+
+    /// NSS softoken's vendor attribute `CKA_NSS_DB` (`CKA_NETSCAPE_DB`, pkcs11n.h): the public value it keeps with a
+    /// private key. Its `C_UnwrapKey` of an EC private key needs it in the template (the uncompressed point); other
+    /// tokens refuse it (SoftHSM: `CKR_ATTRIBUTE_TYPE_INVALID`). Sent only where the HSM profile names it.
+    public static let nssDB = AttributeType(rawValue: 0xD5A0_DB00)
+
+    /// The attribute names HSM profiles and probe lines use.
+    static let names: [UInt: String] = [
+        UInt(CKA_CLASS): "CKA_CLASS", UInt(CKA_TOKEN): "CKA_TOKEN", UInt(CKA_PRIVATE): "CKA_PRIVATE", UInt(CKA_LABEL): "CKA_LABEL",
+        UInt(CKA_VALUE): "CKA_VALUE", UInt(CKA_KEY_TYPE): "CKA_KEY_TYPE", UInt(CKA_ID): "CKA_ID", UInt(CKA_SENSITIVE): "CKA_SENSITIVE",
+        UInt(CKA_ENCRYPT): "CKA_ENCRYPT", UInt(CKA_DECRYPT): "CKA_DECRYPT", UInt(CKA_WRAP): "CKA_WRAP", UInt(CKA_UNWRAP): "CKA_UNWRAP",
+        UInt(CKA_SIGN): "CKA_SIGN", UInt(CKA_SIGN_RECOVER): "CKA_SIGN_RECOVER", UInt(CKA_VERIFY): "CKA_VERIFY",
+        UInt(CKA_DERIVE): "CKA_DERIVE", UInt(CKA_VALUE_LEN): "CKA_VALUE_LEN", UInt(CKA_EXTRACTABLE): "CKA_EXTRACTABLE",
+        UInt(CKA_EC_PARAMS): "CKA_EC_PARAMS", UInt(CKA_EC_POINT): "CKA_EC_POINT", 0xD5A0_DB00: "CKA_NSS_DB",
+    ]
+
+    /// The standard name, such as `CKA_SIGN`, or the code in hex.
+    public var name: String { Self.names[rawValue] ?? "0x" + String(rawValue, radix: 16, uppercase: true) }
+
+    /// Parses `CKA_SIGN`, `CKA_NSS_DB` or a hex code such as `0xD5A0DB00`.
+    public init?(name: String) {
+        if name.lowercased().hasPrefix("0x"), let value = UInt(name.dropFirst(2), radix: 16) {
+            self.init(rawValue: value)
+            return
+        }
+        guard let code = Self.names.first(where: { $0.value == name })?.key else { return nil }
+        self.init(rawValue: code)
+    }
 }
 
 /// `CKO_*` object classes Trent uses.

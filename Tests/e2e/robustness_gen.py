@@ -105,7 +105,7 @@ class Fixtures:
     rsa_encrypt: str
     rsa_sign: str
     hmac: str
-    key_agreement: str | None  # None where the token has no EC keys
+    key_agreement: str | None  # None in the generator's own unit cases
     external: str  # Origin EXTERNAL, no material imported
     scratch: list[str]  # symmetric keys for operations that change a key's state
     scratch_aliases: list[str]

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_ds
 
 from trent_e2e import (
     ADMIN_POLICY,
-    NSS_HAS_NO_EC_KMS_KEYS,
+    NSS_HAS_NO_SECP256K1,
     TOKEN,
     allow,
     expect_denied,
@@ -44,7 +44,8 @@ from trent_e2e import (
     make_kms,
     policy_json,
     remember_plaintext,
-    require_ec_kms_keys,
+    require_key_pair_spec,
+    token_has_key_pair_spec,
 )
 
 # --------------------------------------------------------------------------- what AWS lists per key spec
@@ -236,8 +237,7 @@ class AsymmetricKeys:
         return self.create(spec, usage, tag)["KeyId"]
 
     def create(self, spec: str, usage: str, tag: str = "") -> dict:
-        if spec.startswith("ECC"):
-            require_ec_kms_keys()
+        require_key_pair_spec(spec)
         k = (spec, usage, tag)
         if k not in self.metadata:
             self.metadata[k] = self.kms.create_key(
@@ -331,7 +331,6 @@ def test_public_keys_differ_between_keys(kms, asym):
 
 def test_create_key_with_customer_master_key_spec(kms):
     # CreateKey: "The KeySpec and CustomerMasterKeySpec parameters work the same way. Only the names differ."
-    require_ec_kms_keys()
     md = kms.create_key(CustomerMasterKeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
     assert md["KeySpec"] == "ECC_NIST_P256" and md["CustomerMasterKeySpec"] == "ECC_NIST_P256"
     assert md["SigningAlgorithms"] == ["ECDSA_SHA_256"]
@@ -821,6 +820,8 @@ def test_encrypt_decrypt_on_keys_of_other_usages(kms, asym):
     # must be ENCRYPT_DECRYPT." AWS: "<arn> key usage is SIGN_VERIFY which is not valid for Encrypt."
     for spec, usage in (("RSA_2048", "SIGN_VERIFY"), ("ECC_NIST_P256", "SIGN_VERIFY"),
                         ("ECC_NIST_P256", "KEY_AGREEMENT"), ("ECC_SECG_P256K1", "SIGN_VERIFY")):
+        if not token_has_key_pair_spec(spec):
+            continue  # NSS softoken: no secp256k1 (test_token_without_the_curve_refuses_secp256k1_keys)
         key_id = asym(spec, usage)
         for algorithm in ("RSAES_OAEP_SHA_256", None):
             kwargs = {"EncryptionAlgorithm": algorithm} if algorithm else {}
@@ -943,7 +944,6 @@ def test_derive_shared_secret_request_validation(kms, asym):
 # --------------------------------------------------------------------------- key states, rotation, restart
 
 def test_asymmetric_keys_follow_key_states(kms):
-    require_ec_kms_keys()
     sign_key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
     agree_key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="KEY_AGREEMENT")["KeyMetadata"]["KeyId"]
     peer = spki(ec.generate_private_key(ec.SECP256R1()).public_key())
@@ -993,7 +993,6 @@ def test_asymmetric_keys_cannot_rotate(kms, asym):
 
 
 def test_asymmetric_keys_survive_a_restart(make_server):
-    require_ec_kms_keys()
     server = make_server()
     kms = make_kms(server)
     sign_key = kms.create_key(KeySpec="ECC_NIST_P384", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
@@ -1023,7 +1022,6 @@ def test_asymmetric_keys_survive_a_restart(make_server):
 def test_each_asymmetric_operation_is_its_own_action(ids):
     # kms:Sign, kms:Verify, kms:GetPublicKey, kms:DeriveSharedSecret, kms:GenerateDataKeyPair and
     # kms:GenerateDataKeyPairWithoutPlaintext are separate permissions ("Required permissions" of each operation).
-    require_ec_kms_keys()
     acct = ids.account("asymmetric")
     admin = ids.user(acct, "asym-admin", ADMIN_POLICY)
     sign_key = admin.kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["Arn"]
@@ -1071,7 +1069,6 @@ def test_each_asymmetric_operation_is_its_own_action(ids):
 # --------------------------------------------------------------------------- AWS CLI
 
 def test_cli_sign_get_public_key_and_verify_with_openssl(aws_cli, tmp_path):
-    require_ec_kms_keys()
     openssl = shutil.which("openssl")
     if not openssl:
         pytest.fail("the openssl command is not installed", pytrace=False)
@@ -1119,14 +1116,14 @@ def test_cli_sign_get_public_key_and_verify_with_openssl(aws_cli, tmp_path):
     assert out["SignatureValid"] is True and out["KeyId"] == key_arn(key_id)
 
 
-@pytest.mark.skipif(TOKEN != "nss-softoken", reason="what NSS softoken's profile refuses; other tokens make EC keys")
-@pytest.mark.parametrize("spec, usage", [("ECC_NIST_P256", "SIGN_VERIFY"), ("ECC_NIST_P384", "KEY_AGREEMENT")])
-def test_token_without_ec_private_key_unwrap_refuses_ec_keys(kms, spec, usage):
-    # Config/hsm/nss-softoken.json: keyPairFamilies ["RSA"]. The refusal names the reason; no key is left behind.
+@pytest.mark.skipif(TOKEN != "nss-softoken", reason="what NSS softoken's profile refuses; other tokens have secp256k1")
+def test_token_without_the_curve_refuses_secp256k1_keys(kms):
+    # Config/hsm/nss-softoken.json: ecCurves has no secp256k1 (C_GenerateKeyPair: CKR_DOMAIN_PARAMETERS_INVALID). The
+    # refusal names the profile and the curve; no key is left behind. The NIST curves work there (the other tests).
     before = {k["KeyId"] for k in kms.list_keys(Limit=1000)["Keys"]}
-    with expect_error("UnsupportedOperationException", NSS_HAS_NO_EC_KMS_KEYS) as excinfo:
-        kms.create_key(KeySpec=spec, KeyUsage=usage)
-    assert "cannot keep EC private keys wrapped" in excinfo.value.response["Error"]["Message"]
+    with expect_error("UnsupportedOperationException", NSS_HAS_NO_SECP256K1) as excinfo:
+        kms.create_key(KeySpec="ECC_SECG_P256K1", KeyUsage="SIGN_VERIFY")
+    assert "(profile 'nss-softoken') has no secp256k1 curve" in excinfo.value.response["Error"]["Message"]
     assert {k["KeyId"] for k in kms.list_keys(Limit=1000)["Keys"]} == before
 
 

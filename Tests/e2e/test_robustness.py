@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import robustness_gen as gen
-from trent_e2e import ACCOUNT_ID, REGION, TOKEN, TrentServer, crash_summary, make_kms
+from trent_e2e import ACCOUNT_ID, REGION, TrentServer, crash_summary, make_kms
 
 REQUESTS = int(os.environ.get("TRENT_ROBUSTNESS_REQUESTS", "3000"))
 SEED = os.environ.get("TRENT_ROBUSTNESS_SEED", "20261201")
@@ -285,8 +285,7 @@ def make_fixtures(server: TrentServer) -> gen.Fixtures:
     rsa_encrypt = key(KeySpec="RSA_2048", KeyUsage="ENCRYPT_DECRYPT")
     rsa_sign = key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")
     hmac_key = key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")
-    # NSS softoken cannot hold EC KMS keys (see trent_e2e.NSS_HAS_NO_EC_KMS_KEYS): DeriveSharedSecret then names RSA.
-    key_agreement = None if TOKEN == "nss-softoken" else key(KeySpec="ECC_NIST_P256", KeyUsage="KEY_AGREEMENT")
+    key_agreement = key(KeySpec="ECC_NIST_P256", KeyUsage="KEY_AGREEMENT")
     external = key(Origin="EXTERNAL")
     context = {"purpose": "robustness", "Tenant": "42"}
     sealed = [

@@ -166,8 +166,15 @@ def test_token_probe_reports_every_feature(tmp_path):
     assert "  0x00001087 CKM_AES_GCM" in result.stdout
     assert "PASS  symmetric keys: AES-256 backing keys, AES-GCM, RFC 3394 wrap" in result.stdout
     assert "FAIL" not in result.stdout
-    # The profile's keyPairFamilies claim, checked live: NSS softoken cannot unwrap the EC private keys it wraps.
-    assert ("RSA yes, EC no" if TOKEN == "nss-softoken" else "RSA yes, EC yes") in result.stdout
+    # The profile's keyPairFamilies, ecCurves and privateKeyUnwrap claims, checked live: EC private keys come back from
+    # a wrap on both tokens, NSS softoken's only with CKA_NSS_DB in the unwrap template, and it has no secp256k1.
+    assert "EC yes: P-256, P-384, P-521 unwrapped sensitive and non-extractable" in result.stdout
+    if TOKEN == "nss-softoken":
+        assert "(EC: + CKA_NSS_DB = ec-public-point)" in result.stdout
+        assert "without CKA_NSS_DB: CKR_TEMPLATE_INCOMPLETE" in result.stdout
+        assert "secp256k1 no (CKR_DOMAIN_PARAMETERS_INVALID" in result.stdout
+    else:
+        assert "CKA_NSS_DB" not in result.stdout and "secp256k1 yes" in result.stdout
     assert result.stdout.rstrip().endswith("Trent can serve symmetric keys on this token.")
 
 
