@@ -31,7 +31,7 @@ BENCH_ARGS ?=
 bench: build bench-deps
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" .build/release/trent bench --compare $(BENCH_ARGS)
 
-test: test-deps test-swift test-e2e
+test: test-deps test-swift test-e2e fuzz-smoke
 
 # Every suite runs on both tokens; each run makes its tokens from scratch in folders of its own.
 TOKENS := softhsm2 nss-softoken
@@ -49,6 +49,54 @@ test-e2e:
 	set -e; for token in $(TOKENS); do \
 		echo "=== end-to-end suite on $$token ==="; \
 		TRENT_E2E_TOKEN=$$token PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest Tests/e2e; \
+	done
+
+# Coverage-guided fuzzing of every parser of untrusted bytes (Tests/Fuzz, docs/reliability.md): one libFuzzer +
+# AddressSanitizer build in .build-fuzz holding every target. New corpus entries go to .build-fuzz/corpus/<target>,
+# crashes, leaks and slow inputs to .build-fuzz/artifacts/<target>/; the committed seeds in Tests/Fuzz/corpus are
+# read, never written. FUZZ_TARGETS picks some targets (default: all, from `TrentFuzz --list`).
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 3
+FUZZ_TARGETS ?=
+FUZZ_BUILD_FLAGS := -c release --product TrentFuzz --scratch-path .build-fuzz \
+	-Xswiftc -sanitize=fuzzer,address -Xswiftc -enable-testing -Xswiftc -assert-config -Xswiftc Debug -Xswiftc -DTRENT_FUZZING
+FUZZ_BIN := .build-fuzz/release/TrentFuzz
+# Inputs over 1 s are failures (-timeout); more than 2 GiB resident, or one allocation over 512 MiB, is a crash.
+FUZZ_LIBFUZZER_FLAGS := -timeout=1 -rss_limit_mb=2048 -malloc_limit_mb=512 -detect_leaks=1 -print_final_stats=1
+# Leaks of the toolchain's own libraries, not Trent's (each explained in the file).
+FUZZ_ENV := LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Fuzz/lsan.supp
+
+.PHONY: fuzz fuzz-build fuzz-smoke
+
+fuzz-build:
+	swift build $(FUZZ_BUILD_FLAGS)
+
+# Each target for FUZZ_SECONDS, one after the other; fails at the end if any target found a crash, leak or slow input.
+fuzz: fuzz-build
+	$(FUZZ_BIN) --list | { failed=""; while read -r name maxlen summary; do \
+		case " $(FUZZ_TARGETS) " in "  ") ;; *" $$name "*) ;; *) continue ;; esac; \
+		echo "=== fuzz $$name ($$summary): $(FUZZ_SECONDS) s, -max_len=$$maxlen ==="; \
+		mkdir -p .build-fuzz/corpus/$$name .build-fuzz/artifacts/$$name; \
+		$(FUZZ_ENV) $(FUZZ_BIN) $$name $(FUZZ_LIBFUZZER_FLAGS) -max_len=$$maxlen -max_total_time=$(FUZZ_SECONDS) \
+			-dict=Tests/Fuzz/dict/$$name.dict -artifact_prefix=.build-fuzz/artifacts/$$name/ \
+			.build-fuzz/corpus/$$name Tests/Fuzz/corpus/$$name || failed="$$failed $$name"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: failures in:$$failed (inputs in .build-fuzz/artifacts/<target>/)"; exit 1; fi; }
+
+# Part of `make test`: the committed corpora through the debug replayer (no sanitizer), then every target briefly
+# under libFuzzer and ASan (FUZZ_SMOKE_SECONDS each; new corpus entries go to a scratch folder, thrown away).
+fuzz-smoke: fuzz-build
+	swift build --product TrentFuzz
+	.build/debug/TrentFuzz
+	$(FUZZ_BIN) --list | while read -r name maxlen summary; do \
+		scratch=$$(mktemp -d); mkdir -p .build-fuzz/artifacts/$$name; \
+		if $(FUZZ_ENV) $(FUZZ_BIN) $$name $(FUZZ_LIBFUZZER_FLAGS) -max_len=$$maxlen -max_total_time=$(FUZZ_SMOKE_SECONDS) \
+			-dict=Tests/Fuzz/dict/$$name.dict -artifact_prefix=.build-fuzz/artifacts/$$name/ \
+			$$scratch Tests/Fuzz/corpus/$$name >$$scratch.log 2>&1; then status=0; else status=$$?; fi; \
+		echo "fuzz-smoke $$name: $$(grep -E '^#[0-9]+[[:space:]]+DONE' $$scratch.log || echo 'no final stats')"; \
+		if [ $$status != 0 ]; then tail -40 $$scratch.log; rm -rf $$scratch $$scratch.log; \
+			echo "fuzz-smoke: $$name failed (status $$status); the input is in .build-fuzz/artifacts/$$name/"; exit 1; fi; \
+		rm -rf $$scratch $$scratch.log; \
 	done
 
 clean:

@@ -113,6 +113,14 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Coverage-guided fuzzing of every parser of untrusted bytes (Tests/Fuzz, docs/reliability.md): one executable
+        // with all the targets. A normal build makes a corpus replayer; `make fuzz` builds it with libFuzzer and ASan.
+        .executableTarget(
+            name: "TrentFuzz",
+            dependencies: ["JSON", "KMS", "KMSProtocol", "KMSAudit", "KMSHSM"],
+            path: "Tests/Fuzz/Sources",
+            swiftSettings: swiftSettings
+        ),
         // Shared by the test targets only: a SoftHSM token per test process.
         .target(
             name: "TrentTestSupport",
