@@ -54,17 +54,19 @@ public struct GrantConstraints: Sendable, Equatable, Codable {
     }
 
     /// Whether every request these constraints allow is also allowed by `parent` (a grant made through a grant
-    /// may only narrow it).
+    /// may only narrow it), judged by both kinds of constraint on either side.
     public func isAtLeastAsStrict(as parent: GrantConstraints) -> Bool {
-        if let equals = parent.encryptionContextEquals {
-            return encryptionContextEquals == equals
+        if let equals = encryptionContextEquals {
+            // One context at most: none when it lacks these constraints' own subset.
+            let context = EncryptionContext(equals)
+            return !allow(context) || parent.allow(context)
         }
-        if let subset = parent.encryptionContextSubset {
-            if let equals = encryptionContextEquals { return subset.allSatisfy { equals[$0.key] == $0.value } }
-            guard let mine = encryptionContextSubset else { return false }
-            return subset.allSatisfy { mine[$0.key] == $0.value }
-        }
-        return true
+        // Every context holding this subset (every context, without one): a parent allows them all only with no Equals
+        // and a subset within this one.
+        guard parent.encryptionContextEquals == nil else { return false }
+        guard let subset = parent.encryptionContextSubset else { return true }
+        let mine = encryptionContextSubset ?? [:]
+        return subset.allSatisfy { mine[$0.key] == $0.value }
     }
 }
 

@@ -207,7 +207,10 @@ extension KeyManagementService {
             throw KMSError(.invalidGrantToken, "The grant token is not valid.")
         }
         let parts = text.dropFirst(grantTokenPrefix.count).split(separator: ":")
-        guard parts.count == 2, parts[0].count == 64, parts[0].allSatisfy(\.isHexDigit) else {
+        // Lowercase ASCII hex, as grant ids are written: Character.isHexDigit also takes fullwidth digits and letters.
+        guard parts.count == 2, parts[0].utf8.count == 64,
+            parts[0].utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) })
+        else {
             throw KMSError(.invalidGrantToken, "The grant token is not valid.")
         }
         return String(parts[0])

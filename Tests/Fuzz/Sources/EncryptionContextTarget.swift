@@ -106,15 +106,8 @@ enum EncryptionContextTarget {
         }
         if child.isAtLeastAsStrict(as: parent) {
             for request in requests where child.allow(request) {
-                // KNOWN ISSUE grant-both-constraints: a parent with both EncryptionContextEquals and
-                // EncryptionContextSubset is judged by its Equals alone (Grant.swift, isAtLeastAsStrict).
-                let known = parent.encryptionContextEquals != nil && parent.encryptionContextSubset != nil
-                let holds = parent.allow(request)
-                if known {
-                    checkKnownIssue("grant-both-constraints", holds, "child \(child) is judged at least as strict as \(parent) but allows \(request.pairs)")
-                } else {
-                    check(holds, "child \(child) is judged at least as strict as \(parent) but allows \(request.pairs), which the parent refuses")
-                }
+                // Found by this target: a parent with both kinds of constraint was judged by its Equals alone.
+                check(parent.allow(request), "child \(child) is judged at least as strict as \(parent) but allows \(request.pairs), which the parent refuses")
             }
         }
         check(parent.isAtLeastAsStrict(as: GrantConstraints()), "constraints are not as strict as none")
@@ -124,10 +117,9 @@ enum EncryptionContextTarget {
     static func checkGrantToken(_ token: String) {
         if let id = try? KeyManagementService.grantID(fromToken: token) {
             check(id.count == 64, "a grant token named a grant id of \(id.count) characters")
-            // KNOWN ISSUE grant-token-hex: Character.isHexDigit also takes fullwidth digits and letters, so a token
-            // can name an id that is not 64 ASCII hex digits (it then matches no grant).
-            checkKnownIssue(
-                "grant-token-hex", id.utf8.count == 64 && id.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) },
+            // Found by this target: Character.isHexDigit also took fullwidth digits and letters.
+            check(
+                id.utf8.count == 64 && id.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) },
                 "a grant token named the grant id \(id.debugDescription)")
         }
         // A token as Trent writes it names its grant.

@@ -16,16 +16,6 @@ func check(_ condition: Bool, _ message: @autoclosure () -> String, file: Static
     fatalError("fuzz property violated: \(message())", file: file, line: line)
 }
 
-/// A property that fails today for a reason reported to the lead and not yet fixed. It is checked (and traps)
-/// only with TRENT_FUZZ_KNOWN_ISSUES=1, so the long runs go on finding new failures meanwhile; once the issue is
-/// fixed, turn it into a `check`.
-func checkKnownIssue(_ issue: String, _ condition: Bool, _ message: @autoclosure () -> String, file: StaticString = #fileID, line: UInt = #line) {
-    guard !condition, knownIssuesAreChecked else { return }
-    fatalError("fuzz property violated (known issue \(issue)): \(message())", file: file, line: line)
-}
-
-private let knownIssuesAreChecked = ProcessInfo.processInfo.environment["TRENT_FUZZ_KNOWN_ISSUES"] == "1"
-
 /// Errors of request handling must be KMSErrors: anything else becomes a 500 (and an "unexpected failure" log
 /// line) for what is the client's mistake.
 func checkKMSError(_ error: any Error, _ what: @autoclosure () -> String, file: StaticString = #fileID, line: UInt = #line) {
