@@ -33,10 +33,11 @@ enum AuditTarget {
         for (name, content) in [(AuditFormat.recordsFileName, Optional(records)), (AuditFormat.digestsFileName, digests), (AuditFormat.chainKeyFileName, chainKey)] {
             let url = directory.appendingPathComponent(name)
             do {
-                // An empty records or digests file reads as no file (no lines either way); written only when it is
-                // the chain key's, whose empty file means something else. (Reading an empty file leaks in the
-                // toolchain's Foundation, see Tests/Fuzz/lsan.supp, and would make every such input a leak check.)
-                if let content, !content.isEmpty || name == AuditFormat.chainKeyFileName {
+                // Reading an empty file leaks in the toolchain's Foundation (Tests/Fuzz/lsan.supp), which would make
+                // every such input a leak check: an empty records or digests file is left out (no lines either way), an
+                // empty chain key file is written as a lone newline (not a chain key file either way).
+                if var content, !content.isEmpty || name == AuditFormat.chainKeyFileName {
+                    if content.isEmpty { content = [AuditFormat.newline] }
                     try Data(content).write(to: url)
                 } else if FileManager.default.fileExists(atPath: url.path) {
                     try FileManager.default.removeItem(at: url)

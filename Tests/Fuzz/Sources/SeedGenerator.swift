@@ -36,7 +36,8 @@ enum SeedGenerator {
                 keyID: KeyID(UUID(uuidString: "1234ABCD-12AB-34CD-56EF-1234567890AB")!), algorithm: algorithm,
                 wrappingKey: ImportWrappingKey(spec: spec, wrappedPrivateKey: (0..<1232).map { UInt8(truncatingIfNeeded: $0 &* 31) }, publicKey: publicKey),
                 validTo: Date(timeIntervalSince1970: 1_795_448_546))
-            save("import-token", "gen-token-\(index + 1)", try! token.encoded())
+            // In canonical form: JSONEncoder's member order is not stable from run to run.
+            save("import-token", "gen-token-\(index + 1)", try! JSONValue.parse(try! token.encoded()).canonicalBytes)
         }
     }
 
