@@ -69,7 +69,7 @@ struct CloudTrailRecord {
             record.member("recipientAccountId", string: account)
         }
         record.member("requestID", string: requestID)
-        record.member("requestParameters", Self.bounded(parameters: Self.filtered(request, allowing: Self.requestMembers)))
+        record.member("requestParameters", canonicalBytes: Self.boundedParameters(Self.filtered(request, allowing: Self.requestMembers)))
         record.member(
             "resources", .array(resources.map { ["ARN": .string($0.arn), "accountId": .string($0.accountID), "type": "AWS::KMS::Key"] }))
         record.member("responseElements", error == nil ? Self.filtered(response, allowing: Self.responseMembers) : .null)
@@ -145,10 +145,11 @@ struct CloudTrailRecord {
     /// oversized parameters: a key policy (32 KiB at most) fits; a megabyte of junk from an authenticated caller does not.
     static let maximumParameterBytes = 64 * 1024
 
-    static func bounded(parameters: JSONValue) -> JSONValue {
-        let size = parameters.canonicalBytes.count
-        guard size > maximumParameterBytes else { return parameters }
-        return ["omitted": true, "sizeInBytes": .number(Double(size))]
+    /// The parameters' canonical bytes, serialised once: measured, then copied into the record as they are.
+    static func boundedParameters(_ parameters: JSONValue) -> [UInt8] {
+        let bytes = parameters.canonicalBytes
+        guard bytes.count > maximumParameterBytes else { return bytes }
+        return JSONValue.object(["omitted": true, "sizeInBytes": .number(Double(bytes.count))]).canonicalBytes
     }
 
     /// Strings the client chose (the operation name, user agent, claimed access key, messages that echo input) are
