@@ -1,8 +1,9 @@
 public import KMS
 public import Logging
-public import NIOPosix
-public import PKCS11
+import PKCS11
 import Synchronization
+import Foundation
+public import ServiceLifecycle
 
 /// A PKCS#11 token the configuration offers to custom key stores, under a CloudHSM-style cluster id. The
 /// API names tokens only by these ids, so it can never make Trent load a module the operator did not choose.
@@ -29,39 +30,36 @@ public struct CustomKeyStoreTokenDeclaration: Sendable {
     }
 }
 
-/// The tokens of custom key stores, through PKCS#11: one logged-in ``Token`` per connected store, and the
-/// handles of its key objects cached (found once per connection, never per request).
+/// The tokens of custom key stores, through PKCS#11: one ``HSMToken`` per connected store (its own small thread
+/// pool, deadline, fault handling and recovery, as for Trent's own token), and the handles of its key objects
+/// cached in its login (found once per login, never per request). Encryption and decryption with those objects
+/// go through ``PKCS11KeyProvider``, the same code as for every other key.
 ///
 /// Key objects Trent generates are persistent token objects: AES-256, sensitive, never extractable,
 /// unmodifiable, labelled with the KMS key id and carrying its 16 bytes as `CKA_ID`.
-public final class PKCS11CustomKeyStoreTokens: CustomKeyStoreTokens {
-    private final class Connection: Sendable {
-        let clusterID: String
-        let token: Token
-        let tagFailures: Set<PKCS11Error.ReturnValue>
-        let restrictMechanisms: Bool
-        let handles = Mutex<[TokenObjectSelector: ObjectHandle]>([:])
+public final class PKCS11CustomKeyStoreTokens: CustomKeyStoreTokens, Service {
+    private let declarations: [String: CustomKeyStoreTokenDeclaration]
+    private let settings: Settings
+    private let logger: Logger
+    private let connections = Mutex<[String: HSMToken]>([:])
 
-        init(clusterID: String, token: Token, profile: HSMProfile) throws {
-            self.clusterID = clusterID
-            self.token = token
-            self.tagFailures = try profile.authenticationFailures()
-            self.restrictMechanisms = profile.allowedMechanisms.enforced
+    /// How each store's token runs its tasks.
+    public struct Settings: Sendable {
+        public var threads: Int
+        public var queueDepth: Int
+        /// Overrides the profile's deadline when set.
+        public var callTimeout: Duration?
+
+        public init(threads: Int = 2, queueDepth: Int = 64, callTimeout: Duration? = nil) {
+            self.threads = threads
+            self.queueDepth = queueDepth
+            self.callTimeout = callTimeout
         }
     }
 
-    private let declarations: [String: CustomKeyStoreTokenDeclaration]
-    private let threadPool: NIOThreadPool
-    private let logger: Logger
-    /// Modules stay loaded for the life of the process (by path): finalising one could end sessions another
-    /// part of Trent holds on a token of the same module.
-    private let modules = Mutex<[String: PKCS11Module]>([:])
-    private let connections = Mutex<[String: Connection]>([:])
-
-    /// The thread pool must be started; it is not owned.
-    public init(declarations: [CustomKeyStoreTokenDeclaration], threadPool: NIOThreadPool, logger: Logger) {
+    public init(declarations: [CustomKeyStoreTokenDeclaration], settings: Settings = Settings(), logger: Logger) {
         self.declarations = Dictionary(declarations.map { ($0.clusterID, $0) }, uniquingKeysWith: { first, _ in first })
-        self.threadPool = threadPool
+        self.settings = settings
         self.logger = logger
     }
 
@@ -86,16 +84,18 @@ public final class PKCS11CustomKeyStoreTokens: CustomKeyStoreTokens {
     public func availability(of clusterID: String) async -> CustomKeyStoreTokenAvailability {
         guard let declaration = declarations[clusterID] else { return .notActive("cluster '\(clusterID)' is not declared") }
         do {
-            return try await threadPool.runIfActive { [self] () -> CustomKeyStoreTokenAvailability in
-                let module = try module(for: declaration)
-                guard let slot = try module.slot(forTokenLabel: declaration.tokenLabel) else {
-                    return .notActive("the module shows no initialised token labelled '\(declaration.tokenLabel)'")
+            return try await Self.offHSMThread { () throws -> CustomKeyStoreTokenAvailability in
+                let shared = try SharedModule.open(path: declaration.modulePath, initString: declaration.initString)
+                return try shared.gate.withReadLock { () throws -> CustomKeyStoreTokenAvailability in
+                    guard let slot = try shared.module.slot(forTokenLabel: declaration.tokenLabel) else {
+                        return .notActive("the module shows no initialised token labelled '\(declaration.tokenLabel)'")
+                    }
+                    let mechanisms = Set(try shared.module.mechanisms(slot: slot))
+                    for needed in [MechanismType.aesKeyGen, .aesGCM] where !mechanisms.contains(needed) {
+                        return .invalidConfiguration("the token lacks \(needed)")
+                    }
+                    return .active
                 }
-                let mechanisms = Set(try module.mechanisms(slot: slot))
-                for needed in [MechanismType.aesKeyGen, .aesGCM] where !mechanisms.contains(needed) {
-                    return .invalidConfiguration("the token lacks \(needed)")
-                }
-                return .active
             }
         } catch {
             logger.warning("custom key store token is not available", metadata: ["kms.cluster.id": "\(clusterID)", "error": "\(error)"])
@@ -108,63 +108,82 @@ public final class PKCS11CustomKeyStoreTokens: CustomKeyStoreTokens {
     public func connect(storeID: String, clusterID: String, pin: [UInt8]) async -> CustomKeyStoreConnectionError? {
         guard let declaration = declarations[clusterID] else { return .clusterNotFound }
         await disconnect(storeID: storeID)
-        let pinText = String(decoding: pin, as: UTF8.self)
+        let settings = HSMToken.Settings(
+            name: "custom key store \(storeID)", label: declaration.tokenLabel, pin: PIN(String(decoding: pin, as: UTF8.self)),
+            profile: declaration.profile, threads: self.settings.threads, queueDepth: self.settings.queueDepth,
+            callTimeout: self.settings.callTimeout, maxIdleSessions: 16, handleCacheCapacity: 16, finalizesModule: false)
         do {
-            let connection = try await threadPool.runIfActive { [self] () -> Connection in
-                let module = try module(for: declaration)
-                let token = try Token(module: module, label: declaration.tokenLabel, pin: PIN(pinText), maxIdleSessions: 16, gcm: declaration.profile.gcmConvention)
-                return try Connection(clusterID: clusterID, token: token, profile: declaration.profile)
+            let token = try await Self.offHSMThread { [logger] () throws -> HSMToken in
+                let shared = try SharedModule.open(path: declaration.modulePath, initString: declaration.initString)
+                return try HSMToken(module: shared.module, settings: settings, logger: logger)
             }
-            connections.withLock { $0[storeID] = connection }
+            connections.withLock { $0[storeID] = token }
             return nil
         } catch let error as PKCS11Error {
             logger.warning("custom key store token refused the connection", metadata: ["kms.custom_key_store.id": "\(storeID)", "pkcs11.error": "\(error)"])
-            switch error.returnValue {
-            case .pinIncorrect, .pinInvalid, .pinLenRange: return .invalidCredentials
-            case .pinLocked: return .userLockedOut
-            case .userPINNotInitialized: return .userNotFound
-            case .tokenNotPresent, .slotIDInvalid, .tokenNotRecognized: return .clusterNotFound
-            case .deviceError, .deviceRemoved, .deviceMemory: return .networkErrors
-            default: return error.function == .loadModule || error.function == .initialize ? .networkErrors : .internalError
-            }
+            return Self.connectionError(error)
         } catch {
             logger.warning("custom key store connection failed", metadata: ["kms.custom_key_store.id": "\(storeID)", "error": "\(error)"])
             return .internalError
         }
     }
 
+    /// The ConnectionErrorCode of a failed login (or of a token that stopped answering).
+    static func connectionError(_ error: PKCS11Error) -> CustomKeyStoreConnectionError {
+        switch error.returnValue {
+        case .pinIncorrect, .pinInvalid, .pinLenRange: return .invalidCredentials
+        case .pinLocked: return .userLockedOut
+        case .userPINNotInitialized: return .userNotFound
+        case .tokenNotPresent, .slotIDInvalid, .tokenNotRecognized: return .clusterNotFound
+        case .deviceError, .deviceRemoved, .deviceMemory: return .networkErrors
+        default: return error.function == .loadModule || error.function == .initialize ? .networkErrors : .internalError
+        }
+    }
+
     public func disconnect(storeID: String) async {
-        guard let connection = connections.withLock({ $0.removeValue(forKey: storeID) }) else { return }
-        _ = try? await threadPool.runIfActive { connection.token.close() }
+        guard let token = connections.withLock({ $0.removeValue(forKey: storeID) }) else { return }
+        await token.close()
     }
 
     public func isConnected(storeID: String) -> Bool { connections.withLock { $0[storeID] != nil } }
+
+    public func connectedStores() -> [String] { connections.withLock { Array($0.keys).sorted() } }
+
+    /// A connected store whose token cannot be logged in again (it was removed, or its HSM stopped answering):
+    /// FAILED with NETWORK_ERRORS until the token's own recovery brings it back.
+    public func connectionFailure(storeID: String) -> CustomKeyStoreConnectionError? {
+        token(of: storeID)?.state == .unavailable ? .networkErrors : nil
+    }
+
+    /// The token of a connected store.
+    public func token(of storeID: String) -> HSMToken? { connections.withLock { $0[storeID] } }
 
     // MARK: Keys
 
     public func generateKey(storeID: String, keyID: KeyID) async throws -> TokenObjectSelector {
         let selector = TokenObjectSelector.id(keyID.bytes)
-        try await onToken(storeID, "generate a key in the custom key store") { connection in
+        let restrictMechanisms = try connectedToken(storeID).settings.profile.allowedMechanisms.enforced
+        try await onToken(storeID, "generate a key in the custom key store") { login in
             let template: [Attribute] = [
                 .objectClass(.secretKey), .keyType(.aes), Attribute(.valueLength, ulong: 32),
                 Attribute(.token, true), Attribute(.private, true), Attribute(.sensitive, true), Attribute(.extractable, false),
                 Attribute(.modifiable, false), Attribute(.encrypt, true), Attribute(.decrypt, true), Attribute(.wrap, false),
                 Attribute(.unwrap, false), Attribute(.sign, false), Attribute(.verify, false), Attribute(.derive, false),
                 Attribute(.label, string: keyID.description), Attribute(.id, bytes: keyID.bytes),
-            ] + (connection.restrictMechanisms ? [.allowedMechanisms([.aesGCM])] : [])
-            let handle = try connection.token.withSession { session throws(PKCS11Error) in try session.generateKey(.aesKeyGen, template: template) }
-            connection.handles.withLock { $0[selector] = handle }
+            ] + (restrictMechanisms ? [.allowedMechanisms([.aesGCM])] : [])
+            let handle = try login.token.withSession { session throws(PKCS11Error) in try session.generateKey(.aesKeyGen, template: template) }
+            login.setObject(handle, for: .tokenObject(selector))
         }
         return selector
     }
 
     public func findKey(storeID: String, xksKeyID: String) async throws -> TokenObjectSelector {
-        try await onToken(storeID, "look up the external key") { connection -> TokenObjectSelector in
+        try await onToken(storeID, "look up the external key") { login -> TokenObjectSelector in
             var selector = TokenObjectSelector.label(xksKeyID)
-            var found = try Self.find(selector, in: connection.token)
+            var found = try Self.find(selector, in: login.token)
             if found.isEmpty, let id = Self.hexBytes(xksKeyID) {
                 selector = .id(id)
-                found = try Self.find(selector, in: connection.token)
+                found = try Self.find(selector, in: login.token)
             }
             guard let handle = found.first else {
                 throw KMSError(.xksKeyNotFound, "The custom key store's token holds no secret key labelled '\(xksKeyID)' (nor with that CKA_ID in hex).")
@@ -172,62 +191,55 @@ public final class PKCS11CustomKeyStoreTokens: CustomKeyStoreTokens {
             guard found.count == 1 else {
                 throw KMSError(.xksKeyInvalidConfiguration, "More than one secret key in the token matches '\(xksKeyID)'; give each key a unique label.")
             }
-            let problem = try connection.token.withSession { session throws(PKCS11Error) in
+            let problem = try login.token.withSession { session throws(PKCS11Error) in
                 Self.unusableReason(handle, xksKeyID: xksKeyID, in: session)
             }
             if let problem { throw KMSError(.xksKeyInvalidConfiguration, problem) }
-            connection.handles.withLock { $0[selector] = handle }
+            login.setObject(handle, for: .tokenObject(selector))
             return selector
         }
     }
 
-    public func encrypt(storeID: String, object: TokenObjectSelector, plaintext: [UInt8], additionalData: [UInt8]) async throws -> SealedData {
-        try await withKey(storeID, object, "encrypt") { session, handle throws(PKCS11Error) in
-            let (iv, sealed) = try session.sealGCM(plaintext, key: handle, additionalData: additionalData)
-            return SealedData(iv: iv, ciphertextAndTag: sealed)
-        }
-    }
-
-    public func decrypt(storeID: String, object: TokenObjectSelector, sealed: SealedData, additionalData: [UInt8]) async throws -> [UInt8] {
-        let tagFailures = connections.withLock { $0[storeID]?.tagFailures } ?? []
-        do {
-            return try await withKey(storeID, object, "decrypt") { session, handle throws(PKCS11Error) in
-                try session.decrypt(sealed.ciphertextAndTag, key: handle, mechanism: .aesGCM(iv: sealed.iv, additionalData: additionalData))
-            }
-        } catch let error as KMSError where (error.cause as? PKCS11Error).map({ $0.function == .decrypt && tagFailures.contains($0.returnValue) }) == true {
-            throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
-        }
-    }
-
     public func destroyKey(storeID: String, object: TokenObjectSelector) async throws {
-        try await onToken(storeID, "destroy the key object") { connection in
-            let cached = connection.handles.withLock { $0.removeValue(forKey: object) }
-            let handles = try cached.map { [$0] } ?? Self.find(object, in: connection.token)
-            try connection.token.withSession { session throws(PKCS11Error) in
+        try await onToken(storeID, "destroy the key object") { login in
+            let cached = login.object(.tokenObject(object))
+            login.setObject(nil, for: .tokenObject(object))
+            let handles = try cached.map { [$0] } ?? Self.find(object, in: login.token)
+            try login.token.withSession { session throws(PKCS11Error) in
                 for handle in handles { try session.destroyObject(handle) }
             }
         }
     }
 
     public func generateRandom(storeID: String, count: Int) async throws -> [UInt8] {
-        try await onToken(storeID, "generate random bytes") { connection in
-            try connection.token.withSession { session throws(PKCS11Error) in try session.generateRandom(count: count) }
+        try await onToken(storeID, "generate random bytes") { login in
+            try login.token.withSession { session throws(PKCS11Error) in try session.generateRandom(count: count) }
         }
+    }
+
+    // MARK: Service
+
+    /// Until graceful shutdown: nothing (each store's token recovers on its own). Then disconnects every store.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        for storeID in connectedStores() { await disconnect(storeID: storeID) }
     }
 
     // MARK: Steps
 
-    private func module(for declaration: CustomKeyStoreTokenDeclaration) throws -> PKCS11Module {
-        if let loaded = modules.withLock({ $0[declaration.modulePath] }) { return loaded }
-        let module = try PKCS11Module(path: declaration.modulePath, initString: declaration.initString)
-        return modules.withLock { loaded in
-            if let existing = loaded[declaration.modulePath] { return existing }
-            loaded[declaration.modulePath] = module
-            return module
+    /// The handle of a key object, found in the token and cached in the login: exactly one object must match.
+    static func findUnique(_ selector: TokenObjectSelector, in login: HSMToken.Login) throws -> ObjectHandle {
+        let found = try find(selector, in: login.token)
+        guard found.count == 1, let only = found.first else {
+            throw KMSError(
+                .keyUnavailable,
+                found.isEmpty ? "The key object is no longer in the custom key store's token." : "The custom key store's token holds more than one matching key object.")
         }
+        login.setObject(only, for: .tokenObject(selector))
+        return only
     }
 
-    private static func find(_ selector: TokenObjectSelector, in token: Token) throws -> [ObjectHandle] {
+    private static func find(_ selector: TokenObjectSelector, in token: Token) throws(PKCS11Error) -> [ObjectHandle] {
         let match: Attribute =
             switch selector {
             case .label(let label): Attribute(.label, string: label)
@@ -262,54 +274,20 @@ public final class PKCS11CustomKeyStoreTokens: CustomKeyStoreTokens {
         return bytes
     }
 
-    /// Runs `body` with the cached handle of the key object, finding it on a miss; a handle gone stale is
-    /// looked up once more.
-    private func withKey<R: Sendable>(
-        _ storeID: String, _ object: TokenObjectSelector, _ what: String,
-        _ body: @escaping @Sendable (borrowing Session, ObjectHandle) throws(PKCS11Error) -> R
-    ) async throws -> R {
-        try await onToken(storeID, what) { connection in
-            for attempt in 0..<2 {
-                let handle: ObjectHandle
-                if let cached = connection.handles.withLock({ $0[object] }) {
-                    handle = cached
-                } else {
-                    let found = try Self.find(object, in: connection.token)
-                    guard found.count == 1, let only = found.first else {
-                        throw KMSError(
-                            .keyUnavailable,
-                            found.isEmpty ? "The key object is no longer in the custom key store's token." : "The custom key store's token holds more than one matching key object.")
-                    }
-                    connection.handles.withLock { $0[object] = only }
-                    handle = only
-                }
-                do {
-                    return try connection.token.withSession { session throws(PKCS11Error) in try body(session, handle) }
-                } catch let error as PKCS11Error where attempt == 0 && (error.returnValue == .objectHandleInvalid || error.returnValue == .keyHandleInvalid) {
-                    connection.handles.withLock { if $0[object] == handle { $0[object] = nil } }
-                }
-            }
-            throw KMSError(.internalFailure, "The key object of the custom key store kept disappearing; retry the request.")
-        }
+    private func connectedToken(_ storeID: String) throws(KMSError) -> HSMToken {
+        guard let token = token(of: storeID) else { throw KMSError(.invalidState, "The custom key store \(storeID) is not connected.") }
+        return token
     }
 
-    /// Runs blocking work on a connected store's token, on the HSM thread pool; PKCS#11 failures become
-    /// KMS errors (kept as the cause, so decrypt can tell a failed tag).
-    private func onToken<R: Sendable>(_ storeID: String, _ what: String, _ work: @escaping @Sendable (Connection) throws -> R) async throws -> R {
-        guard let connection = connections.withLock({ $0[storeID] }) else {
-            throw KMSError(.invalidState, "The custom key store \(storeID) is not connected.")
-        }
-        do {
-            return try await threadPool.runIfActive { try work(connection) }
-        } catch let error as KMSError {
-            throw error
-        } catch let error as PKCS11Error {
-            if !(error.function == .decrypt && connection.tagFailures.contains(error.returnValue)) {
-                logger.error("custom key store token call failed", metadata: ["pkcs11.error": "\(error)", "kms.custom_key_store.id": "\(storeID)", "kms.hsm.task": "\(what)"])
-            }
-            throw KMSError(.internalFailure, "The custom key store's token could not \(what); the request can be retried.", cause: error)
-        } catch {
-            throw KMSError(.dependencyTimeout, "The custom key store's token is not available; the request can be retried.", cause: error)
+    /// Runs blocking work on a connected store's token (``HSMToken/perform(_:answers:_:)``).
+    private func onToken<R: Sendable>(_ storeID: String, _ what: String, _ work: @escaping @Sendable (HSMToken.Login) throws -> R) async throws -> R {
+        try await connectedToken(storeID).perform("\(what)", work)
+    }
+
+    /// Loading a module and logging in block: done on a thread of their own, never on Swift's cooperative pool.
+    private static func offHSMThread<R: Sendable>(_ work: @escaping @Sendable () throws -> R) async throws -> R {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(with: Result { try work() }) }
         }
     }
 }

@@ -115,7 +115,19 @@ public struct HSMProfile: Codable, Sendable, Equatable {
     /// Copy long-lived token keys into session objects at start (much faster on tokens that re-read storage per use).
     public var copyTokenKeysToSession: Bool
     public var limits: Limits
+    /// How long Trent waits for the token; absent means ``Deadlines/standard``.
+    public var deadlines: Deadlines?
     public var notes: [String]
+
+    public struct Deadlines: Codable, Sendable, Equatable {
+        /// The deadline of each PKCS#11 task (one request's few calls): past it the request is answered
+        /// `DependencyTimeoutException`. A network HSM's own timeouts are often tens of seconds; a request should not be.
+        public var callSeconds: Double
+
+        public static let standard = Deadlines(callSeconds: 10)
+    }
+
+    public var callDeadline: Duration { .milliseconds(Int64(max(0.001, (deadlines ?? .standard).callSeconds) * 1000)) }
 
     // MARK: Typed views
 

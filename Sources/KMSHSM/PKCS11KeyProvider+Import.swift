@@ -7,15 +7,15 @@ extension PKCS11KeyProvider {
     public func createImportWrappingKey(_ spec: KeyPairSpec) async throws -> ImportWrappingKey {
         guard spec.isRSA else { throw KMSError(.validation, "WrappingKeySpec must be RSA_2048, RSA_3072 or RSA_4096.") }
         let domainWrap = try wrapMechanism(for: .keyPair(spec))
-        return try await onHSM("create an import wrapping key", answers: { Self.unsupportedSpec($0, spec) }) { [self] in
-            try token.withSession { session throws(PKCS11Error) -> ImportWrappingKey in
+        return try await onHSM("create an import wrapping key", answers: { Self.unsupportedSpec($0, spec) }) { [self] login in
+            try login.token.withSession { session throws(PKCS11Error) -> ImportWrappingKey in
                 let pair = try generatePair(spec, privateTemplate: wrappingKeyTemplate(extractable: true), in: session)
                 defer {
                     try? session.destroyObject(pair.privateKey)
                     try? session.destroyObject(pair.publicKey)
                 }
                 let publicKey = AsymmetricEncoding.subjectPublicKeyInfo(try readPublicKey(pair.publicKey, spec, in: session))
-                let wrapped = try session.wrapKey(pair.privateKey, with: domainKey, mechanism: .keyWrap(domainWrap))
+                let wrapped = try session.wrapKey(pair.privateKey, with: login.domainKey, mechanism: .keyWrap(domainWrap))
                 return ImportWrappingKey(spec: spec, wrappedPrivateKey: wrapped, publicKey: publicKey)
             }
         }
@@ -37,10 +37,10 @@ extension PKCS11KeyProvider {
         let aesPart = Array(encrypted.dropFirst(modulusLength))
         guard encrypted.count >= modulusLength, algorithm.wrapsWithAES != aesPart.isEmpty else { throw invalid }
 
-        let outcome = try await onHSM("import key material", answers: Self.refusedMaterial) { [self] () throws -> Result<BackingKeyMaterial, KMSError> in
-            try token.withSession { session throws(PKCS11Error) -> Result<BackingKeyMaterial, KMSError> in
+        let outcome = try await onHSM("import key material", answers: Self.refusedMaterial) { [self] login throws -> Result<BackingKeyMaterial, KMSError> in
+            try login.token.withSession { session throws(PKCS11Error) -> Result<BackingKeyMaterial, KMSError> in
                 let unwrapping = try session.unwrapKey(
-                    wrappingKey.wrappedPrivateKey, with: domainKey, mechanism: .keyWrap(wrappingKeyUnwrap),
+                    wrappingKey.wrappedPrivateKey, with: login.domainKey, mechanism: .keyWrap(wrappingKeyUnwrap),
                     template: wrappingKeyTemplate(extractable: false))
                 defer { try? session.destroyObject(unwrapping) }
                 // Extractable only so the domain key can wrap it; destroyed before this returns.
@@ -69,7 +69,7 @@ extension PKCS11KeyProvider {
                 defer { try? session.destroyObject(material) }
 
                 try Self.useOnce(material, kind: kind, in: session)
-                let wrapped = try session.wrapKey(material, with: domainKey, mechanism: .keyWrap(backingKeyWrap))
+                let wrapped = try session.wrapKey(material, with: login.domainKey, mechanism: .keyWrap(backingKeyWrap))
                 let lengths = kind.importableLengths
                 guard lengths.overlaps(try Self.possibleLengths(of: material, wrapped: wrapped, with: backingKeyWrap, rfc3394: rfc3394, in: session)) else {
                     let expected = lengths.count == 1 ? "\(lengths.lowerBound)" : "\(lengths.lowerBound) to \(lengths.upperBound)"
@@ -79,13 +79,13 @@ extension PKCS11KeyProvider {
                 // which the first import's sealed binding names; a binding of the earlier kind is checked with the material.
                 if let previous {
                     let same = Self.hasSealedBinding(previous.binding)
-                        ? verifySealedBinding(previous.binding, previous.keyID, previous.version, wrappedKey: wrapped)
-                        : verifyLegacyBinding(material, kind: kind, previous)
+                        ? try verifySealedBinding(previous.binding, previous.keyID, previous.version, wrappedKey: wrapped, login)
+                        : verifyLegacyBinding(material, kind: kind, previous, login)
                     guard same else {
                         return .failure(KMSError(.incorrectKeyMaterial, "The key material is not the material imported into this key before."))
                     }
                 }
-                let binding = try sealedBinding(keyID, version, wrappedKey: wrapped, in: session)
+                let binding = try sealedBinding(keyID, version, wrappedKey: wrapped, in: session, login)
                 return .success(BackingKeyMaterial(wrappedKey: wrapped, binding: binding, wrappingKeyLabel: configuration.domainKeyLabel))
             }
         }

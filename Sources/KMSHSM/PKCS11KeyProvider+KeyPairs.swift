@@ -18,8 +18,8 @@ extension PKCS11KeyProvider {
         }
         try requireCurve(of: spec, "holds no \(spec.rawValue) KMS keys")
         let wrapMechanism = try wrapMechanism(for: .keyPair(spec))
-        return try await onHSM("create a key pair", answers: { Self.unsupportedSpec($0, spec) }) { [self] in
-            try token.withSession { session throws(PKCS11Error) -> BackingKeyMaterial in
+        return try await onHSM("create a key pair", answers: { Self.unsupportedSpec($0, spec) }) { [self] login in
+            try login.token.withSession { session throws(PKCS11Error) -> BackingKeyMaterial in
                 // Extractable only so the token can wrap it; this copy is destroyed at once.
                 let pair = try generatePair(spec, privateTemplate: privateKeyTemplate(spec, extractable: true), in: session)
                 defer {
@@ -27,9 +27,9 @@ extension PKCS11KeyProvider {
                     try? session.destroyObject(pair.publicKey)
                 }
                 let publicKey = AsymmetricEncoding.subjectPublicKeyInfo(try readPublicKey(pair.publicKey, spec, in: session))
-                let wrapped = try session.wrapKey(pair.privateKey, with: domainKey, mechanism: .keyWrap(wrapMechanism))
+                let wrapped = try session.wrapKey(pair.privateKey, with: login.domainKey, mechanism: .keyWrap(wrapMechanism))
                 let (iv, proof) = try session.sealGCM(
-                    Self.bindingPlaintext, key: sealingKey,
+                    Self.bindingPlaintext, key: login.sealingKey,
                     additionalData: Self.keyPairBindingData(keyID, version, wrappedKey: wrapped, publicKey: publicKey))
                 return BackingKeyMaterial(
                     wrappedKey: wrapped, binding: iv + proof, wrappingKeyLabel: configuration.domainKeyLabel, publicKey: publicKey)
@@ -43,14 +43,13 @@ extension PKCS11KeyProvider {
         bindingData(keyID, version) + Array("trent.key-pair.v1".utf8) + AsymmetricEncoding.hash(wrappedKey + publicKey, .sha256)
     }
 
-    func verifyKeyPairBinding(_ key: BackingKeyRecord) -> Bool {
+    /// Like ``verifySealedBinding(_:_:_:wrappedKey:_:)``: only a failed tag is a no, a device fault is thrown.
+    func verifyKeyPairBinding(_ key: BackingKeyRecord, _ login: HSMToken.Login) throws(PKCS11Error) -> Bool {
         guard let publicKey = key.publicKey, key.binding.count > Mechanism.gcmIVLength else { return false }
         let data = Self.keyPairBindingData(key.keyID, key.version, wrappedKey: key.wrappedKey, publicKey: publicKey)
-        let opened = try? token.withSession { session throws(PKCS11Error) in
-            try session.decrypt(
-                Array(key.binding.dropFirst(Mechanism.gcmIVLength)), key: sealingKey,
-                mechanism: .aesGCM(iv: Array(key.binding.prefix(Mechanism.gcmIVLength)), additionalData: data))
-        }
+        let opened = try decryptOrNil(
+            Array(key.binding.dropFirst(Mechanism.gcmIVLength)), key: login.sealingKey, iv: Array(key.binding.prefix(Mechanism.gcmIVLength)),
+            additionalData: data, login)
         return opened == Self.bindingPlaintext
     }
 
@@ -136,7 +135,7 @@ extension PKCS11KeyProvider {
 
     public func sign(_ message: [UInt8], type: MessageType, under key: BackingKeyRecord, spec: KeyPairSpec, algorithm: SigningAlgorithm) async throws -> [UInt8] {
         let digest = type == .raw ? AsymmetricEncoding.hash(message, algorithm.digest) : message
-        return try await withWorkingKey(key, kind: .keyPair(spec), "sign") { session, handle throws(PKCS11Error) in
+        return try await withWorkingKey(key, kind: .keyPair(spec), "sign") { session, handle, _ in
             switch algorithm.scheme {
             case .pss:
                 return try session.sign(digest, key: handle, mechanism: .rsaPSS(algorithm.digest.hashFunction))
@@ -201,7 +200,7 @@ extension PKCS11KeyProvider {
         let invalid = KMSError(.invalidCiphertext, "The ciphertext is invalid for this key and encryption algorithm.")
         guard ciphertext.count == modulusLength else { throw invalid }
         let inToken = configuration.profile.tokenDoesOAEP(with: algorithm.digest)
-        let plaintext = try await withWorkingKey(key, kind: .keyPair(spec), "decrypt") { session, handle throws(PKCS11Error) -> [UInt8]? in
+        let plaintext = try await withWorkingKey(key, kind: .keyPair(spec), "decrypt") { session, handle, _ throws -> [UInt8]? in
             do throws(PKCS11Error) {
                 if inToken {
                     return try session.decrypt(ciphertext, key: handle, mechanism: .rsaOAEP(algorithm.digest.hashFunction))
@@ -239,7 +238,7 @@ extension PKCS11KeyProvider {
         else {
             throw KMSError(.validation, "PublicKey must be a DER-encoded X.509 public key on the same curve as the KMS key (\(spec.rawValue)).")
         }
-        return try await withWorkingKey(key, kind: .keyPair(spec), "derive a shared secret") { session, handle throws(PKCS11Error) in
+        return try await withWorkingKey(key, kind: .keyPair(spec), "derive a shared secret") { session, handle, _ in
             let secret = try session.deriveKey(
                 handle, mechanism: .ecdh(peerPoint: point),
                 template: [
@@ -266,8 +265,8 @@ extension PKCS11KeyProvider {
 
     public func generateDataKeyPair(_ spec: KeyPairSpec) async throws -> (privateKey: [UInt8], publicKey: [UInt8]) {
         try requireCurve(of: spec, "cannot generate \(spec.rawValue) key pairs")
-        return try await onHSM("generate a data key pair", answers: { Self.unsupportedSpec($0, spec) }) { [self] in
-            try token.withSession { session throws(PKCS11Error) in
+        return try await onHSM("generate a data key pair", answers: { Self.unsupportedSpec($0, spec) }) { [self] login in
+            try login.token.withSession { session throws(PKCS11Error) in
                 // Readable on purpose: this pair is for the caller, and nothing of it stays in the token.
                 let pair = try generatePair(spec, privateTemplate: privateKeyTemplate(spec, extractable: true, sensitive: false), in: session)
                 defer {
@@ -306,21 +305,21 @@ extension PKCS11KeyProvider {
         guard let spki = key.publicKey, let publicKey = try? AsymmetricEncoding.publicKey(fromSubjectPublicKeyInfo: spki) else {
             throw KMSError(.internalFailure, "The stored public key of \(key.keyID) version \(key.version) is missing or unreadable.")
         }
-        return try await onHSM(what) { [self] in
+        return try await onHSM(what) { [self] login in
             let id = HandleCache.VersionID(keyID: key.keyID, version: key.version)
             for attempt in 0..<2 {
-                let handle = try publicKeys.handle(for: id) ?? createPublicKey(publicKey, id)
+                let handle = try login.publicKeys.handle(for: id) ?? createPublicKey(publicKey, id, login)
                 do {
-                    return try token.withSession { session throws(PKCS11Error) in try body(session, handle) }
+                    return try login.token.withSession { session throws(PKCS11Error) in try body(session, handle) }
                 } catch let error as PKCS11Error where attempt == 0 && (error.returnValue == .objectHandleInvalid || error.returnValue == .keyHandleInvalid) {
-                    _ = publicKeys.remove(id, ifHandle: handle)
+                    _ = login.publicKeys.remove(id, ifHandle: handle)
                 }
             }
             throw KMSError(.internalFailure, "The public key object kept disappearing; retry the request.")
         }
     }
 
-    private func createPublicKey(_ publicKey: AsymmetricEncoding.PublicKey, _ id: HandleCache.VersionID) throws -> ObjectHandle {
+    private func createPublicKey(_ publicKey: AsymmetricEncoding.PublicKey, _ id: HandleCache.VersionID, _ login: HSMToken.Login) throws -> ObjectHandle {
         var template: [Attribute] = [.objectClass(.publicKey), Attribute(.token, false), Attribute(.verify, true)]
         switch publicKey {
         case .rsa(let modulus, let exponent):
@@ -328,9 +327,9 @@ extension PKCS11KeyProvider {
         case .ec(let curve, let point):
             template += [.keyType(.ec), Attribute(.ecParams, bytes: curve), Attribute(.ecPoint, bytes: DER.encode(.octetString, point))]
         }
-        let handle = try token.withLongLivedSession { session throws(PKCS11Error) in try session.createObject(template) }
-        let (use, stale) = publicKeys.insert(handle, for: id)
-        destroy(stale)
+        let handle = try login.token.withLongLivedSession { session throws(PKCS11Error) in try session.createObject(template) }
+        let (use, stale) = login.publicKeys.insert(handle, for: id)
+        destroy(stale, login)
         return use
     }
 }

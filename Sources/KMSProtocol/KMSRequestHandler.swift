@@ -135,10 +135,13 @@ public struct KMSRequestHandler: Sendable {
             }
         }
         if let error = exchange.error {
+            // One line per failed request, at info: the HSM's faults and recoveries are logged where they happen, once per
+            // change of its state (HSMToken), not once per request they fail.
             if logger.logLevel <= .info {
-                log(.info, "request failed", ["kms.error": "\(error.code)", "kms.error.message": "\(CloudTrailRecord.bounded(error.message, limit: 1024))"])
+                var metadata: Logger.Metadata = ["kms.error": "\(error.code)", "kms.error.message": "\(CloudTrailRecord.bounded(error.message, limit: 1024))"]
+                if let cause = error.cause { metadata["kms.error.cause"] = "\(cause)" }
+                log(.info, "request failed", metadata)
             }
-            if let cause = error.cause { log(.error, "cause of the failure", ["kms.error.cause": "\(cause)"]) }
         }
 
         if let audit {

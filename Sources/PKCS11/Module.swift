@@ -18,6 +18,7 @@ public struct TokenInfo: Sendable {
 /// A PKCS#11 module loaded by path and initialised for multi-threaded use.
 public final class PKCS11Module: Sendable {
     public let path: String
+    private let initString: String?
     let functions: FunctionList
     /// False when another part of the process had already initialised the module: we then must not finalise it.
     private let ownsInitialization: Bool
@@ -48,8 +49,22 @@ public final class PKCS11Module: Sendable {
         }
         let functions = FunctionList(table: table, library: library)
 
+        let owns: Bool
+        do {
+            owns = try Self.initialize(functions, initString: initString)
+        } catch {
+            dlclose(library)
+            throw error
+        }
+        self.path = path
+        self.initString = initString
+        self.functions = functions
+        self.ownsInitialization = owns
+    }
+
+    /// `C_Initialize` with `CKF_OS_LOCKING_OK`; false when another part of the process had initialised the module.
+    private static func initialize(_ functions: FunctionList, initString: String?) throws(PKCS11Error) -> Bool {
         var reserved: [CChar]? = initString.map { Array($0.utf8CString) }
-        var owns = true
         do {
             try reserved.withOptionalMutablePointer { reservedPointer throws(PKCS11Error) in
                 var args = CK_C_INITIALIZE_ARGS(
@@ -57,14 +72,23 @@ public final class PKCS11Module: Sendable {
                     flags: CK_FLAGS(CKF_OS_LOCKING_OK), pReserved: reservedPointer.map { UnsafeMutableRawPointer($0) })
                 try call(.initialize) { functions.list.C_Initialize?(&args) }
             }
+            return true
         } catch where error.returnValue == .cryptokiAlreadyInitialized {
-            owns = false
-        } catch {
-            throw error
+            return false
         }
-        self.path = path
-        self.functions = functions
-        self.ownsInitialization = owns
+    }
+
+    /// `C_Finalize` then `C_Initialize` with the same arguments: the last resort when a token stopped answering
+    /// (a network HSM lost its connection). Every session, session object and login of the process is gone
+    /// afterwards, and handle numbers may be reused: the caller must drop every handle it holds. No other thread
+    /// may be inside the module meanwhile.
+    public func reinitialize() throws(PKCS11Error) {
+        _ = functions.list.C_Finalize?(nil)
+        do {
+            _ = try Self.initialize(functions, initString: initString)
+        } catch where error.returnValue == .cryptokiAlreadyInitialized {
+            return
+        }
     }
 
     /// Calls `C_Finalize`: every session and session object of the process is gone afterwards.

@@ -13,6 +13,8 @@ public final class Token: Sendable {
     private let functions: FunctionList
     private let longLived: Mutex<CK_SESSION_HANDLE>
     private let idle = Mutex<[CK_SESSION_HANDLE]>([])
+    /// Set by ``retire()``: no session is lent any more.
+    private let retired = Atomic<Bool>(false)
     private let maxIdleSessions: Int
     /// How this token does AES-GCM (from its HSM profile); every lent session carries it.
     public let gcm: GCMConvention
@@ -51,12 +53,9 @@ public final class Token: Sendable {
             checkIn(session)
             return result
         } catch {
-            // An operation may still be active, or the session may be dead: never lend it again.
-            if error.invalidatesSession || error.returnValue == .operationActive {
-                session.close()
-            } else {
-                checkIn(session)
-            }
+            // After any failure an operation may still be active, or the session may be dead: never lend it again.
+            // (Failures are rare, and a session costs one C_OpenSession.)
+            session.close()
             throw error
         }
     }
@@ -79,10 +78,39 @@ public final class Token: Sendable {
         _ = functions.list.C_CloseAllSessions?(CK_SLOT_ID(slot))
     }
 
+    /// Closes this connection's own sessions one by one (never `C_CloseAllSessions`, which would also end a
+    /// replacement's) and refuses to lend any more: the token is being logged in again after a fault, and
+    /// object handles found through this connection must not meet sessions of the next one.
+    /// After a module reset (`closingSessions` false) the old handle numbers may already name new sessions: they
+    /// are only forgotten.
+    public func retire(closingSessions: Bool = true) {
+        retired.store(true, ordering: .sequentiallyConsistent)
+        let handles = idle.withLock { sessions in
+            defer { sessions.removeAll() }
+            return sessions
+        }
+        guard closingSessions else { return }
+        for handle in handles { _ = functions.list.C_CloseSession?(handle) }
+        longLived.withLock { handle in _ = functions.list.C_CloseSession?(handle) }
+    }
+
+    /// Whether the long-lived session still exists and is logged in as the user: the cheap check that tells a fault
+    /// of one call (a device error on one session) from a token that lost its sessions (a reboot, a removal).
+    public func isLoggedIn() -> Bool {
+        longLived.withLock { handle in
+            var info = CK_SESSION_INFO()
+            guard functions.list.C_GetSessionInfo?(handle, &info) == CK_RV(CKR_OK) else { return false }
+            return info.state == CK_STATE(CKS_RW_USER_FUNCTIONS) || info.state == CK_STATE(CKS_RO_USER_FUNCTIONS)
+        }
+    }
+
     /// Number of sessions waiting in the pool (for tests and metrics).
     public var idleSessionCount: Int { idle.withLock { $0.count } }
 
     private func checkOut() throws(PKCS11Error) -> Session {
+        guard !retired.load(ordering: .sequentiallyConsistent) else {
+            throw PKCS11Error(.sessionClosed, in: .openSession, detail: "this connection to the token was replaced after a fault")
+        }
         if let handle = idle.withLock({ $0.popLast() }) {
             return Session(functions: functions, handle: handle, gcm: gcm)
         }
@@ -96,6 +124,6 @@ public final class Token: Sendable {
             sessions.append(handle)
             return true
         }
-        if !kept { session.close() }
+        if !kept || retired.load(ordering: .sequentiallyConsistent) { session.close() }
     }
 }

@@ -59,6 +59,16 @@ struct HSMBootstrap {
         }
     }
 
+    /// Opens the token for a setup command (`trent token init`, `probe`), runs `body` on it, and finalises the module.
+    func withSetupToken<R>(createMissing: Bool, _ body: (Token, HSMProfile) throws -> R) throws -> R {
+        let (token, profile) = try openToken(createMissing: createMissing)
+        defer {
+            token.retire()
+            token.module.finalize()
+        }
+        return try body(token, profile)
+    }
+
     /// The user PIN: TRENT_HSM_PIN, else the PIN file (the embedded token's own file in embedded mode).
     func readPIN() throws -> PIN {
         if let pin = ProcessInfo.processInfo.environment["TRENT_HSM_PIN"], !pin.isEmpty { return PIN(pin) }

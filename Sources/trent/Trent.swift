@@ -81,13 +81,13 @@ struct TokenInit: AsyncParsableCommand {
     func run() async throws {
         try await Trent.runReportingFailures {
             let configuration = try options.load()
-            let (token, profile) = try HSMBootstrap(configuration: configuration).openToken(createMissing: configuration.isEmbeddedToken)
-            defer { token.module.finalize() }
-            try TokenProbe.requireMechanisms(of: token, profile: profile)
-            let created = try TokenKeys.ensure(in: token, labels: configuration.tokenKeyLabels, profile: profile)
-            print(created.isEmpty
-                ? "Token '\(token.label)' already holds Trent's keys ('\(configuration.hsm.domainKeyLabel)', '\(configuration.hsm.sealingKeyLabel)')."
-                : "Created \(created.map { "'\($0)'" }.joined(separator: " and ")) in token '\(token.label)'.")
+            try HSMBootstrap(configuration: configuration).withSetupToken(createMissing: configuration.isEmbeddedToken) { token, profile in
+                try TokenProbe.requireMechanisms(of: token, profile: profile)
+                let created = try TokenKeys.ensure(in: token, labels: configuration.tokenKeyLabels, profile: profile)
+                print(created.isEmpty
+                    ? "Token '\(token.label)' already holds Trent's keys ('\(configuration.hsm.domainKeyLabel)', '\(configuration.hsm.sealingKeyLabel)')."
+                    : "Created \(created.map { "'\($0)'" }.joined(separator: " and ")) in token '\(token.label)'.")
+            }
         }
     }
 }
@@ -104,28 +104,28 @@ struct TokenProbeCommand: AsyncParsableCommand {
         var usable = true
         try await Trent.runReportingFailures {
             let configuration = try options.load()
-            let (token, profile) = try HSMBootstrap(configuration: configuration).openToken(createMissing: configuration.isEmbeddedToken)
-            defer { token.module.finalize() }
-            let info = try token.module.tokenInfo(slot: token.slot)
-            var lines = [
-                "Token:        \(info.label) (slot \(token.slot))",
-                "Manufacturer: \(info.manufacturer)",
-                "Model:        \(info.model)  serial \(info.serialNumber)",
-                "Module:       \(token.module.path)",
-                "Profile:      \(profile.name) (\(profile.displayName); \(profile.tested ? "tested: \(profile.testedVersions ?? "")" : "untested"))",
-            ]
-            let mechanisms = try token.module.mechanisms(slot: token.slot).sorted { $0.rawValue < $1.rawValue }
-            lines.append("Mechanisms (\(mechanisms.count)):")
-            lines.append(contentsOf: mechanisms.map { "  0x\(String($0.rawValue, radix: 16, uppercase: true).leftPadded(8)) \($0.name)" })
-            lines.append("Trent features:")
-            let checks = try TokenProbe.run(on: token, profile: profile)
-            for check in checks {
-                let verdict = check.passed ? "PASS" : (check.required ? "FAIL" : "n/a ")
-                lines.append("  \(verdict)  \(check.feature): \(check.detail)")
+            try HSMBootstrap(configuration: configuration).withSetupToken(createMissing: configuration.isEmbeddedToken) { token, profile in
+                let info = try token.module.tokenInfo(slot: token.slot)
+                var lines = [
+                    "Token:        \(info.label) (slot \(token.slot))",
+                    "Manufacturer: \(info.manufacturer)",
+                    "Model:        \(info.model)  serial \(info.serialNumber)",
+                    "Module:       \(token.module.path)",
+                    "Profile:      \(profile.name) (\(profile.displayName); \(profile.tested ? "tested: \(profile.testedVersions ?? "")" : "untested"))",
+                ]
+                let mechanisms = try token.module.mechanisms(slot: token.slot).sorted { $0.rawValue < $1.rawValue }
+                lines.append("Mechanisms (\(mechanisms.count)):")
+                lines.append(contentsOf: mechanisms.map { "  0x\(String($0.rawValue, radix: 16, uppercase: true).leftPadded(8)) \($0.name)" })
+                lines.append("Trent features:")
+                let checks = try TokenProbe.run(on: token, profile: profile)
+                for check in checks {
+                    let verdict = check.passed ? "PASS" : (check.required ? "FAIL" : "n/a ")
+                    lines.append("  \(verdict)  \(check.feature): \(check.detail)")
             }
             usable = checks.filter(\.required).allSatisfy(\.passed)
             lines.append(usable ? "Trent can serve symmetric keys on this token." : "Trent cannot serve on this token as configured.")
             print(lines.joined(separator: "\n"))
+            }
         }
         if !usable { throw ExitCode.failure }
     }
@@ -145,10 +145,10 @@ struct TrentServer {
         do {
             try await serve(runtime)
         } catch {
+            // A failure before the service group ran; once it runs, its shutdown closes the tokens.
             await runtime.shutdown()
             throw error
         }
-        await runtime.shutdown()
     }
 
     private func serve(_ runtime: TrentRuntime) async throws {
@@ -178,9 +178,12 @@ struct TrentServer {
         let sweeper = KeyMaintenance(
             service: runtime.service, interval: .seconds(configuration.keyDeletion.sweepIntervalSeconds), logger: logger)
         let digests = AuditDigestService(trail: trail, interval: .seconds(configuration.audit.digestIntervalSeconds), logger: logger)
-        // Services stop in reverse order: the server first, then the digest writer closes the trail.
+        // Services stop in reverse order: the server first, then the digest writer closes the trail (signing its last
+        // digest in the token), then the custom key stores' tokens, and Trent's own token last.
         let group = ServiceGroup(
-            configuration: .init(services: [digests, sweeper, app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(
+                services: [runtime.token, runtime.customKeyStoreTokens, digests, sweeper, app], gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
         try await group.run()
     }
 
@@ -241,11 +244,12 @@ struct TrentServer {
     }
 }
 
-/// Everything `trent` opens: the token (logged in once), the HSM thread pool, the provider, the store, the
-/// service and the identity directory. Used by `serve` and by the admin commands alike.
+/// Everything `trent` opens: Trent's token (an ``HSMToken``: its thread pool, login, recovery), the custom key
+/// stores' tokens, the provider, the store, the service and the identity directory. Used by `serve` and by the
+/// admin commands alike; `serve` runs the tokens as services, the commands ``shutdown()`` them.
 struct TrentRuntime {
-    let token: Token
-    let threadPool: NIOThreadPool
+    let token: HSMToken
+    let customKeyStoreTokens: PKCS11CustomKeyStoreTokens
     let provider: PKCS11KeyProvider
     let store: SQLiteMetadataStore
     let service: KeyManagementService
@@ -256,46 +260,54 @@ struct TrentRuntime {
         var logger = Logger(label: "trent")
         logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
         try SecretFile.makeDirectory(configuration.dataDirectoryURL)
-        let (token, profile) = try HSMBootstrap(configuration: configuration).openToken(createMissing: createMissing)
+        let bootstrap = HSMBootstrap(configuration: configuration)
+        let (setup, profile) = try bootstrap.openToken(createMissing: createMissing)
         do {
-            try TokenProbe.requireMechanisms(of: token, profile: profile)
+            try TokenProbe.requireMechanisms(of: setup, profile: profile)
+            if configuration.isEmbeddedToken {
+                try TokenKeys.ensure(in: setup, labels: configuration.tokenKeyLabels, profile: profile)
+            }
         } catch {
-            token.module.finalize()
+            setup.module.finalize()
             throw error
         }
-        if configuration.isEmbeddedToken {
-            try TokenKeys.ensure(in: token, labels: configuration.tokenKeyLabels, profile: profile)
-        }
-        let threadPool = NIOThreadPool(numberOfThreads: configuration.hsm.threads)
-        threadPool.start()
+        // The setup connection only checked the token; serving logs in on the HSMToken's own.
+        setup.retire()
+        let hsm = configuration.hsm
+        let token = try HSMToken(
+            module: setup.module,
+            settings: .init(
+                name: "token '\(hsm.tokenLabel)'", label: hsm.tokenLabel, pin: try bootstrap.readPIN(), profile: profile, threads: hsm.threads,
+                queueDepth: hsm.queueDepth, callTimeout: hsm.callTimeoutSeconds > 0 ? .milliseconds(Int64(hsm.callTimeoutSeconds * 1000)) : nil,
+                maxIdleSessions: max(64, hsm.threads * 2), handleCacheCapacity: hsm.handleCacheCapacity),
+            logger: logger, prepare: PKCS11KeyProvider.preparation(labels: configuration.tokenKeyLabels, profile: profile))
+        let keyStoreTokens = PKCS11CustomKeyStoreTokens(
+            declarations: try configuration.customKeyStoreDeclarations(mainModulePath: token.module.path),
+            settings: .init(callTimeout: token.settings.callTimeout), logger: logger)
         do {
             let provider = try PKCS11KeyProvider(
-                token: token,
-                configuration: .init(
-                    keyLabels: configuration.tokenKeyLabels, profile: profile, handleCacheCapacity: configuration.hsm.handleCacheCapacity),
-                threadPool: threadPool, logger: logger)
+                token: token, configuration: .init(keyLabels: configuration.tokenKeyLabels, profile: profile),
+                customKeyStores: keyStoreTokens, logger: logger)
             let store = try SQLiteMetadataStore(path: configuration.sqliteFile)
             let location = ServiceLocation(region: configuration.service.region, accountID: configuration.service.accountId)
-            let keyStoreTokens = PKCS11CustomKeyStoreTokens(
-                declarations: try configuration.customKeyStoreDeclarations(mainModulePath: token.module.path), threadPool: threadPool, logger: logger)
             let service = KeyManagementService(
                 configuration: .init(
                     location: location, nonceBudget: configuration.nonceBudget.perBackingKey,
                     nonceReservationBlock: configuration.nonceBudget.reservationBlock),
                 provider: provider, store: store, logger: logger, customKeyStoreTokens: keyStoreTokens)
             return TrentRuntime(
-                token: token, threadPool: threadPool, provider: provider, store: store, service: service,
+                token: token, customKeyStoreTokens: keyStoreTokens, provider: provider, store: store, service: service,
                 directory: IdentityDirectory(store: store, provider: provider), logger: logger)
         } catch {
-            try? await threadPool.shutdownGracefully()
-            token.module.finalize()
+            await token.close()
             throw error
         }
     }
 
+    /// For the commands: what the service group's graceful shutdown does for `serve`.
     func shutdown() async {
-        try? await threadPool.shutdownGracefully()
-        token.module.finalize()
+        for storeID in customKeyStoreTokens.connectedStores() { await customKeyStoreTokens.disconnect(storeID: storeID) }
+        await token.close()
     }
 }
 

@@ -49,6 +49,10 @@ struct TrentConfiguration: Codable, Equatable {
         var threads = 4
         /// Backing keys kept unwrapped in the token at once.
         var handleCacheCapacity = 10_000
+        /// HSM tasks that may wait for a thread; one more is refused at once (DependencyTimeoutException).
+        var queueDepth = 256
+        /// The deadline of each HSM task in seconds; 0 means the HSM profile's `deadlines.callSeconds`.
+        var callTimeoutSeconds: Double = 0
     }
 
     struct Store: Codable, Equatable {
@@ -189,6 +193,13 @@ struct TrentConfiguration: Codable, Equatable {
         string("TRENT_HSM_PROFILE_DIR") { hsm.profileDirectory = $0 }
         try number("TRENT_HSM_THREADS") { hsm.threads = $0 }
         try number("TRENT_HSM_HANDLE_CACHE") { hsm.handleCacheCapacity = $0 }
+        try number("TRENT_HSM_QUEUE_DEPTH") { hsm.queueDepth = $0 }
+        if let text = environment["TRENT_HSM_CALL_TIMEOUT_SECONDS"], !text.isEmpty {
+            guard let seconds = Double(text), seconds.isFinite, seconds >= 0 else {
+                throw StartupError("TRENT_HSM_CALL_TIMEOUT_SECONDS must be a number of seconds, not '\(text)'")
+            }
+            hsm.callTimeoutSeconds = seconds
+        }
         string("TRENT_SQLITE_PATH") { store.sqlitePath = $0 }
         string("TRENT_ACCESS_KEY_ID") { credentials.accessKeyId = $0 }
         string("TRENT_SECRET_ACCESS_KEY_FILE") { credentials.secretAccessKeyFile = $0 }
@@ -217,6 +228,10 @@ struct TrentConfiguration: Codable, Equatable {
             throw StartupError("hsm.embeddedToken must be softhsm2, nss-softoken or none, not '\(hsm.embeddedToken)'")
         }
         guard hsm.handleCacheCapacity >= 1 else { throw StartupError("hsm.handleCacheCapacity must be at least 1") }
+        guard hsm.queueDepth >= 0 else { throw StartupError("hsm.queueDepth must not be negative") }
+        guard hsm.callTimeoutSeconds >= 0, hsm.callTimeoutSeconds <= 3600 else {
+            throw StartupError("hsm.callTimeoutSeconds must be 0 (the profile's deadline) to 3600")
+        }
         guard nonceBudget.perBackingKey >= 1, nonceBudget.reservationBlock >= 1 else {
             throw StartupError("nonceBudget values must be at least 1")
         }

@@ -67,8 +67,7 @@ import TrentTestSupport
         let softhsm = try HSMProfile.find("softhsm2", in: [TestHSM.profileDirectory])
         let cluster = "cluster-swifttestsecond"
         let tokens = PKCS11CustomKeyStoreTokens(
-            declarations: [CustomKeyStoreTokenDeclaration(clusterID: cluster, modulePath: Self.softHSMModule, tokenLabel: label, profile: softhsm)],
-            threadPool: hsm.threadPool, logger: Logger(label: "trent.tests"))
+            declarations: [CustomKeyStoreTokenDeclaration(clusterID: cluster, modulePath: Self.softHSMModule, tokenLabel: label, profile: softhsm)], logger: Logger(label: "trent.tests"))
         let clock = ManualClock()
         let fixture = try await hsm.makeService(clock: clock, nonceBudget: 4, reservationBlock: 2, customKeyStoreTokens: tokens)
         let service = fixture.service

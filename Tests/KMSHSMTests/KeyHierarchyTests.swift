@@ -202,7 +202,7 @@ import TrentTestSupport
         func legacyProof(_ id: KeyID, _ kind: BackingKeyKind) async throws -> [UInt8] {
             let record = try #require(try await fixture.store.backingKey(id, version: 1))
             let data = PKCS11KeyProvider.bindingData(id, 1)
-            return try await fixture.provider.withWorkingKey(record, kind: kind, "legacy proof") { session, handle throws(PKCS11Error) in
+            return try await fixture.provider.withWorkingKey(record, kind: kind, "legacy proof") { session, handle, _ in
                 switch kind {
                 case .hmac(let algorithm): return try session.sign(data, key: handle, mechanism: .hmac(algorithm.mechanism))
                 default:
@@ -288,7 +288,7 @@ import TrentTestSupport
     }
 
     @Test func aSmallHandleCacheStillServesEveryKey() async throws {
-        let provider = try hsm.makeProvider(handleCacheCapacity: 2)
+        let provider = try hsm.makeProvider(ownConnection: true, handleCacheCapacity: 2)
         let fixture = try await hsm.makeService(provider: provider)
         var keys: [KeyRecord] = []
         for _ in 0..<6 { keys.append(try await fixture.service.createKey(.init(), caller: caller)) }

@@ -74,15 +74,13 @@ import TrentTestSupport
     func rawRSAIsAllowedOnlyWhereTheProfileNeedsIt(digests: [String]) async throws {
         var profile = hsm.profile
         profile.rsaOAEPDigests = digests
-        let provider = try PKCS11KeyProvider(
-            token: hsm.token, configuration: .init(keyLabels: TestHSM.keyLabels, profile: profile), threadPool: hsm.threadPool,
-            logger: Logger(label: "trent.tests"))
+        let provider = try hsm.makeProvider(profile: profile)
         let fixture = try await hsm.makeService(provider: provider)
         let key = try await fixture.service.createKey(.init(keyUsage: "ENCRYPT_DECRYPT", keySpec: "RSA_2048"), caller: caller)
         let record = try #require(try await fixture.store.backingKey(key.id, version: 1))
         let block = [0x00] + [UInt8](repeating: 0x42, count: 255)
         let raw: Result<[UInt8], PKCS11Error> = try await provider.withWorkingKey(record, kind: .keyPair(.rsa2048), "decrypt raw") {
-            session, handle throws(PKCS11Error) in
+            session, handle, _ in
             do throws(PKCS11Error) {
                 return .success(try session.decrypt(block, key: handle, mechanism: .rsaRaw))
             } catch {
@@ -172,7 +170,7 @@ import TrentTestSupport
         let key = try await fixture.service.createKey(.init(keyUsage: "SIGN_VERIFY", keySpec: "ECC_NIST_P256"), caller: caller)
         let record = try #require(try await fixture.store.backingKey(key.id, version: 1))
         let seen = try await fixture.provider.withWorkingKey(record, kind: .keyPair(.eccNistP256), "read attributes") {
-            session, handle throws(PKCS11Error) -> [Bool?] in
+            session, handle, _ -> [Bool?] in
             let value: Result<Attribute, PKCS11Error> = Result { () throws(PKCS11Error) in try session.attribute(.value, of: handle) }
             return [
                 try session.attribute(.sensitive, of: handle).boolValue, try session.attribute(.extractable, of: handle).boolValue,
@@ -231,7 +229,7 @@ import TrentTestSupport
             return (key.id.description, try #require(try await fixture.store.backingKey(key.id, version: 1)))
         }
         func tokenSays(_ key: BackingKeyRecord, _ spec: KeyPairSpec, _ type: AttributeType) async throws -> Bool? {
-            try await fixture.provider.withWorkingKey(key, kind: .keyPair(spec), "read an attribute") { session, handle throws(PKCS11Error) in
+            try await fixture.provider.withWorkingKey(key, kind: .keyPair(spec), "read an attribute") { session, handle, _ in
                 try session.attribute(type, of: handle).boolValue
             }
         }

@@ -199,12 +199,12 @@ import TrentTestSupport
     /// (SoftHSM crashes when two threads share one).
     @Test func concurrentOperationsEachGetTheirOwnSession() async throws {
         let token = hsm.token
-        let pool = hsm.threadPool
+        let pool = hsm.hsmToken
         let key = try token.withLongLivedSession { session throws(PKCS11Error) in try readableKey(session) }
         try await withThrowingTaskGroup(of: Int.self) { group in
             for _ in 0..<8 {
                 group.addTask {
-                    try await pool.runIfActive {
+                    try await pool.perform("run the test") { _ in
                         var done = 0
                         for _ in 0..<100 {
                             try token.withSession { session throws(PKCS11Error) in

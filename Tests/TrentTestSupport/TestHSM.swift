@@ -3,7 +3,6 @@ public import KMS
 public import KMSHSM
 public import KMSSQLite
 public import Logging
-public import NIOPosix
 public import PKCS11
 import Synchronization
 
@@ -29,8 +28,10 @@ public final class TestHSM: Sendable {
     public let directory: URL
     public let profile: HSMProfile
     public let module: PKCS11Module
+    /// A plain connection, for tests that look into the token themselves.
     public let token: Token
-    public let threadPool: NIOThreadPool
+    /// The connection providers use, as `trent serve` does (its own threads, deadline and recovery).
+    public let hsmToken: HSMToken
 
     private init() throws {
         profile = try HSMProfile.find(Self.profileName, in: [Self.profileDirectory])
@@ -41,18 +42,31 @@ public final class TestHSM: Sendable {
         try embedded.initialize(module, soPIN: { PIN("so-1234") }, userPIN: { PIN(Self.userPIN) })
         token = try Token(module: module, label: Self.tokenLabel, pin: PIN(Self.userPIN), gcm: profile.gcmConvention)
         try TokenKeys.ensure(in: token, labels: Self.keyLabels, profile: profile)
-        threadPool = NIOThreadPool(numberOfThreads: 4)
-        threadPool.start()
+        hsmToken = try Self.makeHSMToken(module: module, profile: profile, handleCacheCapacity: 10_000)
+    }
+
+    private static func makeHSMToken(module: PKCS11Module, profile: HSMProfile, handleCacheCapacity: Int) throws -> HSMToken {
+        try HSMToken(
+            module: module,
+            settings: .init(
+                name: "test token", label: tokenLabel, pin: PIN(userPIN), profile: profile, threads: 4, handleCacheCapacity: handleCacheCapacity,
+                finalizesModule: false),
+            logger: Logger(label: "trent.tests"), prepare: PKCS11KeyProvider.preparation(labels: keyLabels, profile: profile))
     }
 
     public static let userPIN = "user-1234"
 
-    /// A new provider over the shared token, with its own (empty) handle cache.
-    public func makeProvider(handleCacheCapacity: Int = 10_000) throws -> PKCS11KeyProvider {
-        try PKCS11KeyProvider(
-            token: token,
-            configuration: .init(keyLabels: Self.keyLabels, profile: profile, handleCacheCapacity: handleCacheCapacity),
-            threadPool: threadPool, logger: Logger(label: "trent.tests"))
+    /// A new provider over the shared connection, or with `ownConnection` (as after a restart: nothing unwrapped yet)
+    /// over a connection of its own whose working-key cache holds `handleCacheCapacity` keys. `profile` changes what
+    /// the provider does, not the connection.
+    public func makeProvider(
+        ownConnection: Bool = false, handleCacheCapacity: Int = 10_000, profile: HSMProfile? = nil,
+        customKeyStores: PKCS11CustomKeyStoreTokens? = nil
+    ) throws -> PKCS11KeyProvider {
+        let token = ownConnection ? try Self.makeHSMToken(module: module, profile: self.profile, handleCacheCapacity: handleCacheCapacity) : hsmToken
+        return try PKCS11KeyProvider(
+            token: token, configuration: .init(keyLabels: Self.keyLabels, profile: profile ?? self.profile), customKeyStores: customKeyStores,
+            logger: Logger(label: "trent.tests"))
     }
 
     /// A path for a new SQLite file in this process's test folder.
@@ -67,7 +81,8 @@ public final class TestHSM: Sendable {
         databasePath: String? = nil, provider: PKCS11KeyProvider? = nil,
         customKeyStoreTokens: any CustomKeyStoreTokens = NoCustomKeyStoreTokens()
     ) async throws -> ServiceFixture {
-        let provider = try provider ?? makeProvider()
+        // A restart (a second service on the same file) starts with nothing unwrapped, as `trent serve` does.
+        let provider = try provider ?? makeProvider(ownConnection: databasePath != nil, customKeyStores: customKeyStoreTokens as? PKCS11CustomKeyStoreTokens)
         let path = databasePath ?? makeDatabasePath()
         let store = try SQLiteMetadataStore(path: path)
         let service = KeyManagementService(

@@ -274,11 +274,15 @@ def _record_response_plaintext(parsed, **_):
         remember_plaintext(parsed.get("Plaintext"))
 
 
-def make_kms(server: TrentServer, *, access_key_id: str | None = None, secret_access_key: str | None = None):
+def make_kms(server: TrentServer, *, access_key_id: str | None = None, secret_access_key: str | None = None,
+             retries: dict | None = None, read_timeout: float = 30, max_pool_connections: int = 10):
     """A boto3 KMS client for `server`.
 
     Client-side parameter validation is off so bounds (Limit=0, NumberOfBytes=0, empty Plaintext, ...)
     reach the server and the server's own validation is what is tested. No retries.
+
+    `retries` is botocore's retry configuration; the default, {"max_attempts": 1}, is botocore's legacy mode
+    with one retry of a 5xx (max_attempts counts retries there). {"total_max_attempts": 1} means one attempt.
     """
     session = boto3.session.Session(botocore_session=_isolated_botocore_session())
     client = session.client(
@@ -288,10 +292,11 @@ def make_kms(server: TrentServer, *, access_key_id: str | None = None, secret_ac
         aws_access_key_id=access_key_id or server.access_key_id,
         aws_secret_access_key=secret_access_key or server.secret_access_key,
         config=Config(
-            retries={"max_attempts": 1},
+            retries=dict(retries) if retries is not None else {"max_attempts": 1},
             parameter_validation=False,
             connect_timeout=5,
-            read_timeout=30,
+            read_timeout=read_timeout,
+            max_pool_connections=max_pool_connections,
         ),
     )
     client.meta.events.register("before-parameter-build.kms", _record_request_plaintext)

@@ -183,6 +183,17 @@ public enum RotationType: String, Sendable, Codable {
 }
 
 /// A backing key (HSM backing key, HBK) version of a KMS key, as the store keeps it: only wrapped.
+/// A key object in a custom key store's token.
+public struct TokenObjectReference: Sendable, Equatable {
+    public var storeID: String
+    public var object: TokenObjectSelector
+
+    public init(storeID: String, object: TokenObjectSelector) {
+        self.storeID = storeID
+        self.object = object
+    }
+}
+
 public struct BackingKeyRecord: Sendable, Equatable {
     public var keyID: KeyID
     public var version: UInt32
@@ -199,6 +210,9 @@ public struct BackingKeyRecord: Sendable, Equatable {
     public var rotationType: RotationType?
     /// The DER SubjectPublicKeyInfo of an asymmetric key's pair; nil for secret keys.
     public var publicKey: [UInt8]?
+    /// For a key of a custom key store: its material is this object in the store's token, and the stored EKT is an
+    /// empty placeholder. Not stored with the row; the service fills it in from the key's link to its store.
+    public var tokenObject: TokenObjectReference?
 
     public init(
         keyID: KeyID, version: UInt32, wrappedKey: [UInt8], binding: [UInt8], wrappingKeyLabel: String,

@@ -29,7 +29,8 @@ public protocol CustomKeyStoreMetadata: Sendable {
 /// The PKCS#11 tokens behind custom key stores. Which tokens exist is the operator's decision, made in
 /// Trent's configuration (each declared under a cluster id); the API only names them. Implemented in KMSHSM.
 ///
-/// Connection state is per process: the implementation holds one logged-in token per connected store.
+/// Connection state is per process: the implementation holds one logged-in token per connected store. Encryption
+/// with a store's keys goes through the ``KeyProvider`` like any other key's (``BackingKeyRecord/tokenObject``).
 public protocol CustomKeyStoreTokens: Sendable {
     /// Whether the configuration declares `clusterID`.
     func isDeclared(_ clusterID: String) -> Bool
@@ -48,6 +49,9 @@ public protocol CustomKeyStoreTokens: Sendable {
     /// Logs out and closes the store's sessions.
     func disconnect(storeID: String) async
     func isConnected(storeID: String) -> Bool
+    /// Why a connected store cannot serve now (its token stopped answering and cannot be logged in again), or nil.
+    /// The store shows FAILED with this code, and its keys are unavailable, until the token recovers.
+    func connectionFailure(storeID: String) -> CustomKeyStoreConnectionError?
 
     /// Generates a persistent AES-256 key for `keyID` in the store's token (sensitive, non-extractable,
     /// labelled with the key id) and returns how to find it.
@@ -55,9 +59,6 @@ public protocol CustomKeyStoreTokens: Sendable {
     /// Finds an operator's object by label, else by `CKA_ID` in hex; throws `XksKeyNotFoundException` or
     /// `XksKeyInvalidConfigurationException`.
     func findKey(storeID: String, xksKeyID: String) async throws -> TokenObjectSelector
-    func encrypt(storeID: String, object: TokenObjectSelector, plaintext: [UInt8], additionalData: [UInt8]) async throws -> SealedData
-    /// A tag mismatch is `.invalidCiphertext`.
-    func decrypt(storeID: String, object: TokenObjectSelector, sealed: SealedData, additionalData: [UInt8]) async throws -> [UInt8]
     /// Destroys a key object Trent generated.
     func destroyKey(storeID: String, object: TokenObjectSelector) async throws
     func generateRandom(storeID: String, count: Int) async throws -> [UInt8]

@@ -187,18 +187,14 @@ extension KeyManagementService {
             }
             return try await provider.encrypt(plaintext, under: try await currentBackingKey(of: key), spec: pair, algorithm: rsa)
         }
-        let customKeyStoreLink = try await usableCustomKeyStoreLink(of: key)
+        let tokenObject = try await customKeyStoreObject(of: key)
         let version = try await ledger.claimEncryption(for: key)
-        guard let backingKey = try await store.backingKey(key.id, version: version) else {
+        guard var backingKey = try await store.backingKey(key.id, version: version) else {
             throw KMSError(.internalFailure, "Backing key version \(version) of \(arn(key)) is missing.")
         }
+        backingKey.tokenObject = tokenObject
         let aad = try CiphertextBlob.additionalData(keyID: key.id, backingKeyVersion: version, context: context)
-        let sealed =
-            if let customKeyStoreLink {
-                try await encrypt(plaintext, in: customKeyStoreLink, additionalData: aad)
-            } else {
-                try await provider.encrypt(plaintext, under: backingKey, additionalData: aad)
-            }
+        let sealed = try await provider.encrypt(plaintext, under: backingKey, additionalData: aad)
         return CiphertextBlob(keyID: key.id, backingKeyVersion: version, iv: sealed.iv, sealed: sealed.ciphertextAndTag).bytes
     }
 
@@ -251,18 +247,13 @@ extension KeyManagementService {
         try requireEnabled(key)
         try requireSymmetricEncryption(key)
         try rejectDryRun(dryRun)
-        let customKeyStoreLink = try await usableCustomKeyStoreLink(of: key)
-        guard let backingKey = try await store.backingKey(key.id, version: blob.backingKeyVersion) else {
+        let tokenObject = try await customKeyStoreObject(of: key)
+        guard var backingKey = try await store.backingKey(key.id, version: blob.backingKeyVersion) else {
             throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
         }
+        backingKey.tokenObject = tokenObject
         let aad = try CiphertextBlob.additionalData(keyID: key.id, backingKeyVersion: blob.backingKeyVersion, context: context)
-        let sealed = SealedData(iv: blob.iv, ciphertextAndTag: blob.sealed)
-        let plaintext =
-            if let customKeyStoreLink {
-                try await decrypt(sealed, in: customKeyStoreLink, additionalData: aad)
-            } else {
-                try await provider.decrypt(sealed, under: backingKey, additionalData: aad)
-            }
+        let plaintext = try await provider.decrypt(SealedData(iv: blob.iv, ciphertextAndTag: blob.sealed), under: backingKey, additionalData: aad)
         return (key, plaintext, algorithm)
     }
 }

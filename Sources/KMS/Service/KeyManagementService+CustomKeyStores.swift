@@ -137,7 +137,8 @@ extension KeyManagementService {
         let page = Array(records.prefix(limit))
         var described: [CustomKeyStoreDescription] = []
         for record in page {
-            let (state, error) = await stores.connections.state(of: record.id)
+            var (state, error) = await stores.connections.state(of: record.id)
+            if state == .connected, let failure = stores.tokens.connectionFailure(storeID: record.id) { (state, error) = (.failed, failure) }
             described.append(CustomKeyStoreDescription(record: record, state: state, connectionError: state == .failed ? error : nil))
         }
         return Page(items: described, nextMarker: records.count > page.count ? page.last?.id : nil)
@@ -345,9 +346,9 @@ extension KeyManagementService {
         logger.info("created key in custom key store", metadata: ["kms.key.id": "\(key.id)", "kms.custom_key_store.id": "\(storeID)"])
     }
 
-    /// The link of a key to its custom key store, checked usable: nil for keys Trent keeps itself; a key of a
-    /// store that is not connected is `KMSInvalidStateException`, as in AWS.
-    func usableCustomKeyStoreLink(of key: KeyRecord) async throws -> CustomKeyStoreKeyRecord? {
+    /// Where the material of a key of a custom key store is, checked usable: nil for keys Trent keeps itself. A key
+    /// of a store that is not connected, or whose token stopped answering, is `KMSInvalidStateException`, as in AWS.
+    func customKeyStoreObject(of key: KeyRecord) async throws -> TokenObjectReference? {
         guard key.origin == .awsCloudHSM || key.origin == .externalKeyStore else { return nil }
         let stores = try requireCustomKeyStores()
         guard let link = try await stores.metadata.customKeyStoreKey(key.id) else {
@@ -356,15 +357,10 @@ extension KeyManagementService {
         guard stores.tokens.isConnected(storeID: link.storeID) else {
             throw KMSError(.invalidState, "\(arn(key)) is unavailable: its custom key store \(link.storeID) is not connected.")
         }
-        return link
-    }
-
-    func encrypt(_ plaintext: [UInt8], in link: CustomKeyStoreKeyRecord, additionalData: [UInt8]) async throws -> SealedData {
-        try await requireCustomKeyStores().tokens.encrypt(storeID: link.storeID, object: link.object, plaintext: plaintext, additionalData: additionalData)
-    }
-
-    func decrypt(_ sealed: SealedData, in link: CustomKeyStoreKeyRecord, additionalData: [UInt8]) async throws -> [UInt8] {
-        try await requireCustomKeyStores().tokens.decrypt(storeID: link.storeID, object: link.object, sealed: sealed, additionalData: additionalData)
+        if let failure = stores.tokens.connectionFailure(storeID: link.storeID) {
+            throw KMSError(.invalidState, "\(arn(key)) is unavailable: the HSM of its custom key store \(link.storeID) is not answering (\(failure.rawValue)).")
+        }
+        return TokenObjectReference(storeID: link.storeID, object: link.object)
     }
 
     /// What DescribeKey and CreateKey show for a key of a custom key store; nil for other keys.
@@ -375,7 +371,7 @@ extension KeyManagementService {
         let store = try await stores.metadata.customKeyStore(link.storeID)
         return CustomKeyStoreKeyView(
             storeID: link.storeID, clusterID: link.xksKeyID == nil ? store?.clusterID : nil, xksKeyID: link.xksKeyID,
-            unavailable: !stores.tokens.isConnected(storeID: link.storeID))
+            unavailable: !stores.tokens.isConnected(storeID: link.storeID) || stores.tokens.connectionFailure(storeID: link.storeID) != nil)
     }
 
     /// Destroys the token object Trent generated for a key whose deletion window ended. Objects an operator
@@ -548,14 +544,9 @@ public struct NoCustomKeyStoreTokens: CustomKeyStoreTokens {
     public func connect(storeID: String, clusterID: String, pin: [UInt8]) async -> CustomKeyStoreConnectionError? { .clusterNotFound }
     public func disconnect(storeID: String) async {}
     public func isConnected(storeID: String) -> Bool { false }
+    public func connectionFailure(storeID: String) -> CustomKeyStoreConnectionError? { nil }
     public func generateKey(storeID: String, keyID: KeyID) async throws -> TokenObjectSelector { throw Self.unavailable }
     public func findKey(storeID: String, xksKeyID: String) async throws -> TokenObjectSelector { throw Self.unavailable }
-    public func encrypt(storeID: String, object: TokenObjectSelector, plaintext: [UInt8], additionalData: [UInt8]) async throws -> SealedData {
-        throw Self.unavailable
-    }
-    public func decrypt(storeID: String, object: TokenObjectSelector, sealed: SealedData, additionalData: [UInt8]) async throws -> [UInt8] {
-        throw Self.unavailable
-    }
     public func destroyKey(storeID: String, object: TokenObjectSelector) async throws { throw Self.unavailable }
     public func generateRandom(storeID: String, count: Int) async throws -> [UInt8] { throw Self.unavailable }
     static var unavailable: KMSError { KMSError(.customKeyStoreInvalidState, "The custom key store is not connected.") }

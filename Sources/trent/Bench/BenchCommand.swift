@@ -405,11 +405,12 @@ final class Bench: @unchecked Sendable {
             report.operations.append(row)
         }
 
-        if ceilings, let token = try? openToken() {
+        if ceilings, let bootstrap = try? HSMBootstrap(configuration: serverConfiguration()) {
             log("HSM ceiling: tight PKCS#11 loops on the server's token, \(options.hsmSeconds) s each with 1 and 2 threads")
             let largest = options.scaleKeys.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.max() ?? 0
-            report.hsmCeiling = try HSMCeiling(token: token, seconds: options.hsmSeconds, manyKeys: largest).measure()
-            token.module.finalize()
+            report.hsmCeiling = try bootstrap.withSetupToken(createMissing: false) { token, _ in
+                try HSMCeiling(token: token, seconds: options.hsmSeconds, manyKeys: largest).measure()
+            }
         }
 
         // The mix.
@@ -474,11 +475,6 @@ final class Bench: @unchecked Sendable {
             fill(&mix)
             report.mix = mix
         }
-    }
-
-    func openToken() throws -> Token {
-        let configuration = try serverConfiguration()
-        return try HSMBootstrap(configuration: configuration).openToken(createMissing: false).0
     }
 
     // MARK: moto
