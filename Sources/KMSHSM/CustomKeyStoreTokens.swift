@@ -219,9 +219,16 @@ public final class PKCS11CustomKeyStoreTokens: CustomKeyStoreTokens, Service {
 
     // MARK: Service
 
-    /// Until graceful shutdown: nothing (each store's token recovers on its own). Then disconnects every store.
+    /// Until graceful shutdown: every second, what ``HSMToken/run()`` does for Trent's own token, for each store's
+    /// token (an unavailable one is tried again, so a store whose HSM comes back is CONNECTED again by itself). Then
+    /// disconnects every store.
     public func run() async throws {
-        try? await gracefulShutdown()
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: HSMToken.recoveryInterval)
+                for token in self.connections.withLock({ Array($0.values) }) { await token.monitor() }
+            }
+        }
         for storeID in connectedStores() { await disconnect(storeID: storeID) }
     }
 
