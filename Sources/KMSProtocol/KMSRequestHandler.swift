@@ -224,9 +224,11 @@ public struct KMSRequestHandler: Sendable {
         }
     }
 
-    /// AWS answers client errors with 400 and its own failures with 500 (which SDKs retry).
+    static let serverFaults: Set<KMSError.Code> = [.internalFailure, .dependencyTimeout, .keyUnavailable]
+
+    /// AWS answers client errors with 400 and its own failures (the model's faults) with 500, which SDKs retry.
     public static func errorResponse(_ error: KMSError, status: Int? = nil, requestID: String) -> KMSResponse {
-        let status = status ?? (error.code == .internalFailure ? 500 : 400)
+        let status = status ?? (serverFaults.contains(error.code) ? 500 : 400)
         return KMSResponse(status: status, body: AWSJSON.errorBody(error), requestID: requestID)
     }
 }
