@@ -274,11 +274,14 @@ def _record_response_plaintext(parsed, **_):
         remember_plaintext(parsed.get("Plaintext"))
 
 
-def make_kms(server: TrentServer, *, access_key_id: str | None = None, secret_access_key: str | None = None):
+def make_kms(server: TrentServer, *, access_key_id: str | None = None, secret_access_key: str | None = None,
+             retries: dict | None = None):
     """A boto3 KMS client for `server`.
 
     Client-side parameter validation is off so bounds (Limit=0, NumberOfBytes=0, empty Plaintext, ...)
-    reach the server and the server's own validation is what is tested. No retries.
+    reach the server and the server's own validation is what is tested. No retries (botocore's legacy
+    `max_attempts: 1` still retries a 500 once); `retries` replaces that, e.g. {"mode": "standard",
+    "total_max_attempts": 1} for exactly one attempt or {"mode": "standard", "max_attempts": 5} as an SDK does.
     """
     session = boto3.session.Session(botocore_session=_isolated_botocore_session())
     client = session.client(
@@ -288,7 +291,7 @@ def make_kms(server: TrentServer, *, access_key_id: str | None = None, secret_ac
         aws_access_key_id=access_key_id or server.access_key_id,
         aws_secret_access_key=secret_access_key or server.secret_access_key,
         config=Config(
-            retries={"max_attempts": 1},
+            retries=retries or {"max_attempts": 1},
             parameter_validation=False,
             connect_timeout=5,
             read_timeout=30,
