@@ -18,13 +18,13 @@ What is checked, for each fault:
 
 from __future__ import annotations
 
-import base64
 import collections
 import json
 import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -47,6 +47,14 @@ def io_faults_library(tmp_path_factory) -> Path:
     if result.returncode != 0:
         pytest.fail(f"Tests/IOFaults/build.sh failed:\n{result.stderr}", pytrace=False)
     return Path(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_fault_library_passes_its_self_test():
+    """libtrent-io-faults does what its README says (including on the system libsqlite3) before it is trusted."""
+    result = subprocess.run([str(REPO / "Tests" / "IOFaults" / "selftest.sh")], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "PYTHON": sys.executable})
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert result.stdout.rstrip().endswith(" 0 failed"), result.stdout[-2000:]
 
 
 class Faults:
