@@ -121,8 +121,9 @@ final class AppendOnlyFile: @unchecked Sendable {
     private let handle: FileHandle
     /// The length of the durable content: where a failed write is cut back to.
     private(set) var size: UInt64
-    /// Set when a failed write could not be undone: nothing more may be appended after a torn line.
-    private(set) var isBroken = false
+    /// Set when a failed write could not be cut back yet: nothing may be appended after a torn line, so the next
+    /// append first tries the cut-back again (see ``append(_:)``).
+    private(set) var needsCutBack = false
     /// Tests: fail the writes (after writing half of the bytes, to exercise the roll-back) while set.
     var injectFailures = false
 
@@ -137,9 +138,22 @@ final class AppendOnlyFile: @unchecked Sendable {
     }
 
     /// Writes `bytes` at the end and fsyncs. On failure the file is cut back to its previous length so the
-    /// next call continues from the last durable line; if even that fails the file is marked broken.
+    /// next call continues from the last durable line.
+    ///
+    /// If the cut-back fails too (the disk still fails), the next call retries it before writing, and fails while
+    /// it cannot be done: the trail recovers by itself once the disk works again, instead of refusing every
+    /// request until a restart. After a failed fsync the kernel may have dropped the unwritten pages and a later
+    /// fsync may succeed without them, so nothing written by a failed call is ever kept: only what the last
+    /// successful fsync covered (`size`) survives, and the cut-back is fsynced before anything follows it.
     func append(_ bytes: [UInt8]) throws {
-        guard !isBroken else { throw AuditTrailError("\(url.lastPathComponent) has a torn write that could not be undone") }
+        if needsCutBack {
+            do {
+                try cutBack()
+            } catch {
+                throw AuditTrailError("\(url.lastPathComponent) has a torn write that could not be cut back yet: \(error)")
+            }
+            needsCutBack = false
+        }
         do {
             if injectFailures {
                 try handle.write(contentsOf: bytes.prefix(bytes.count / 2))
@@ -150,13 +164,18 @@ final class AppendOnlyFile: @unchecked Sendable {
             size += UInt64(bytes.count)
         } catch {
             do {
-                try handle.truncate(atOffset: size)
-                try handle.synchronize()
+                try cutBack()
             } catch {
-                isBroken = true
+                needsCutBack = true
             }
             throw error
         }
+    }
+
+    /// Truncates the file to its durable length, and fsyncs that.
+    private func cutBack() throws {
+        try handle.truncate(atOffset: size)
+        try handle.synchronize()
     }
 
     /// Creates `url` (0600) holding `bytes`, fsynced.

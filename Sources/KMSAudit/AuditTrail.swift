@@ -58,9 +58,11 @@ import Musl
 /// ## Durability
 ///
 /// Both files are opened with O_APPEND; every batch of lines is written and fsynced (`FileHandle.synchronize`)
-/// before any append in it returns. A failed write is cut back (truncated) to the last durable line and every
-/// append in that batch throws; the chain then continues from the last durable record. A torn last line left
-/// by a crash (never acknowledged) is cut off when the trail is reopened.
+/// before any append in it returns. A failed write or fsync is cut back (truncated, and the truncation fsynced)
+/// to the last durable line and every append in that batch throws; the chain then continues from the last durable
+/// record. If the cut-back fails as well, every later append tries it again first and throws until it succeeds,
+/// so the trail recovers by itself when the disk does (Tests/IOFaults, docs/reliability.md "Storage faults"). A
+/// torn last line left by a crash (never acknowledged) is cut off when the trail is reopened.
 ///
 /// Nothing here logs record contents: log entries carry counts and sequence numbers only.
 ///
@@ -218,7 +220,8 @@ public actor AuditTrail: AuditSink {
                 logger.error(
                     "Audit records could not be written",
                     metadata: ["audit.count": "\(written.count)", "audit.firstSequence": "\(first)", "error": "\(error)"])
-                let failure = KMSError(.internalFailure, "The audit record could not be stored; the request was not carried out.", cause: error)
+                // The request may have changed the store already: it is refused, not undone (docs/reliability.md).
+                let failure = KMSError(.internalFailure, "The audit record could not be stored; the request is not acknowledged.", cause: error)
                 for entry in written { entry.continuation.resume(throwing: failure) }
             }
         }

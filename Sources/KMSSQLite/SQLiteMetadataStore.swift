@@ -25,6 +25,12 @@ public final class SQLiteMetadataStore: MetadataStore {
         configuration.busyMode = .timeout(10)
         do {
             database = try DatabasePool(path: path, configuration: configuration)
+            // GRDB turns WAL on for the pool's writer *after* `prepareDatabase` ran, and sets `synchronous = NORMAL`
+            // with it: in WAL mode that commits without an fsync, so an acknowledged change could be lost to a power
+            // cut, and a failed fsync went unnoticed (CreateKey answered 200 while fdatasync failed; found with
+            // Tests/IOFaults). The pool has one writer connection for its whole life, so setting it back once is
+            // enough; ``synchronousModes()`` lets the tests check it.
+            try database.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
             try Self.migrator.migrate(database)
         } catch {
             throw KMSError(.internalFailure, "Cannot open the metadata store at \(path): \(error)", cause: error)
@@ -47,6 +53,14 @@ public final class SQLiteMetadataStore: MetadataStore {
 
     /// Number of rows in the read cache (tests).
     public var cachedRowCount: Int { cache.count }
+
+    /// `PRAGMA synchronous` of the connections that write: the pool's writer and the watch connection (tests:
+    /// both must be FULL, 2, so every commit is fsynced before it returns).
+    func synchronousModes() async throws -> (writer: Int, watch: Int?) {
+        let writer = try await database.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
+        let watch = try await watch?.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
+        return (writer, watch)
+    }
 
     /// A read through the cache: checks that nothing committed since the cache was filled, then answers from it
     /// or reads SQLite and keeps the answer.
