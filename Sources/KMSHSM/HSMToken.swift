@@ -184,8 +184,9 @@ public final class HSMToken: Service, Sendable {
     }
 
     /// Runs one task on this thread: with the gate held for reading, on the current login, then checks the token if
-    /// the task failed. Without a usable login (the token is unavailable, or the module was reset under it), it
-    /// recovers first, at most once per ``recoveryInterval``.
+    /// the task failed, and recovers it (this request still fails) when it lost its sessions or login. Without a
+    /// usable login (the token is unavailable, or the module was reset under it) the task fails at once, and a
+    /// recovery is tried at most once per ``recoveryInterval``.
     private func execute<R>(_ what: String, answers: @Sendable (PKCS11Error) -> KMSError?, _ work: (Login) throws -> R) -> Result<R, any Error> {
         var login: Login?
         var alive = true
