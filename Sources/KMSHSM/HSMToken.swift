@@ -68,15 +68,18 @@ public final class HSMToken: Service, Sendable {
     public final class Login: Sendable {
         public let token: Token
         let moduleGeneration: Int
+        /// What this token answers for a failed AES-GCM tag (its profile's `authenticationFailureCodes`).
+        let tagFailures: Set<PKCS11Error.ReturnValue>
         private let objects = Mutex<[ObjectName: ObjectHandle]>([:])
         /// Working copies of backing keys, unwrapped from their EKTs.
         let workingKeys: HandleCache
         /// Session objects of asymmetric keys' public halves.
         let publicKeys: HandleCache
 
-        init(token: Token, moduleGeneration: Int, cacheCapacity: Int) {
+        init(token: Token, moduleGeneration: Int, tagFailures: Set<PKCS11Error.ReturnValue>, cacheCapacity: Int) {
             self.token = token
             self.moduleGeneration = moduleGeneration
+            self.tagFailures = tagFailures
             self.workingKeys = HandleCache(capacity: cacheCapacity)
             self.publicKeys = HandleCache(capacity: cacheCapacity)
         }
@@ -256,7 +259,9 @@ public final class HSMToken: Service, Sendable {
     private func logIn() throws -> Login {
         let token = try Token(
             module: module, label: settings.label, pin: settings.pin, maxIdleSessions: settings.maxIdleSessions, gcm: settings.profile.gcmConvention)
-        let login = Login(token: token, moduleGeneration: shared.generation, cacheCapacity: settings.handleCacheCapacity)
+        let login = Login(
+            token: token, moduleGeneration: shared.generation, tagFailures: (try? settings.profile.authenticationFailures()) ?? [],
+            cacheCapacity: settings.handleCacheCapacity)
         do {
             try prepare(login)
         } catch {

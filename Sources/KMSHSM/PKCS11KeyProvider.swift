@@ -28,14 +28,13 @@ public final class PKCS11KeyProvider: KeyProvider {
     let customKeyStores: PKCS11CustomKeyStoreTokens?
     let configuration: Configuration
     let rfc3394: MechanismType
-    let tagFailureReturnValues: Set<PKCS11Error.ReturnValue>
     /// What `C_Verify` answers for a wrong signature on this token (the profile's `macFailureCodes`).
     let signatureFailureReturnValues: Set<PKCS11Error.ReturnValue>
     let logger: Logger
 
     public init(token: HSMToken, configuration: Configuration, customKeyStores: PKCS11CustomKeyStoreTokens? = nil, logger: Logger) throws {
         self.rfc3394 = try configuration.profile.rfc3394Mechanism()
-        self.tagFailureReturnValues = try configuration.profile.authenticationFailures()
+        _ = try configuration.profile.authenticationFailures()  // a profile naming an unknown code fails here, not per request
         self.signatureFailureReturnValues = try configuration.profile.macFailures()
         self.token = token
         self.customKeyStores = customKeyStores
@@ -229,8 +228,9 @@ public final class PKCS11KeyProvider: KeyProvider {
         return opened == Self.bindingPlaintext
     }
 
-    /// AES-GCM decryption that answers nil for a failed tag. A tag failure is checked once more on a fresh session
-    /// before it counts: some tokens (SoftHSM) report a failed tag and a device fault with the same code.
+    /// AES-GCM decryption that answers nil for a failed tag, as the login's token reports one (a custom key store's
+    /// token may differ from Trent's own). A tag failure is checked once more on a fresh session before it counts:
+    /// some tokens (SoftHSM) report a failed tag and a device fault with the same code.
     func decryptOrNil(
         _ sealed: [UInt8], key: ObjectHandle, iv: [UInt8], additionalData: [UInt8], _ login: HSMToken.Login
     ) throws(PKCS11Error) -> [UInt8]? {
@@ -239,7 +239,7 @@ public final class PKCS11KeyProvider: KeyProvider {
                 return try login.token.withSession { session throws(PKCS11Error) in
                     try session.decrypt(sealed, key: key, mechanism: .aesGCM(iv: iv, additionalData: additionalData))
                 }
-            } catch let error where error.function == .decrypt && tagFailureReturnValues.contains(error.returnValue) {
+            } catch let error where error.function == .decrypt && login.tagFailures.contains(error.returnValue) {
                 if attempt == 1 { return nil }
             }
         }
