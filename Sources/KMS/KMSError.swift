@@ -8,6 +8,9 @@ public struct KMSError: Error, Sendable, CustomStringConvertible {
     public var message: String
     /// The lower-level error, for operators' logs. Never serialised to a client.
     public var cause: (any Error & Sendable)?
+    /// For a retryable failure that will last a while (the HSM is unavailable): how long a client should wait before
+    /// retrying, sent as `x-amz-retry-after` (milliseconds), which the AWS SDKs' standard retries honour.
+    public var retryAfterMilliseconds: Int?
 
     public init(_ code: Code, _ message: String, cause: (any Error & Sendable)? = nil) {
         self.code = code

@@ -210,8 +210,12 @@ public final class HSMToken: Service, Sendable {
             if let answer = answers(error) { return .failure(answer) }
             guard alive else {
                 recover(from: login, after: login == nil ? nil : error)
-                let detail = state == .unavailable ? "The HSM is unavailable" : "The HSM could not \(what)"
-                return .failure(KMSError(.internalFailure, "\(detail); the request can be retried.", cause: error))
+                guard state == .unavailable else {
+                    return .failure(KMSError(.internalFailure, "The HSM could not \(what); the request can be retried.", cause: error))
+                }
+                var unavailable = KMSError(.internalFailure, "The HSM is unavailable; the request can be retried.", cause: error)
+                unavailable.retryAfterMilliseconds = Int(Self.recoveryInterval.components.seconds * 1000)
+                return .failure(unavailable)
             }
             noteFault("\(error) (the token still answers; that session was closed)")
             return .failure(KMSError(.internalFailure, "The HSM could not \(what); the request can be retried.", cause: error))
@@ -239,10 +243,11 @@ public final class HSMToken: Service, Sendable {
                 current.withLock { $0 = nil }
                 // After a module reset the old handles may already name other sessions: they are not closed then.
                 latest?.token.retire(closingSessions: latest?.moduleGeneration == shared.generation)
+                // A fresh login; then the module reset; then one more login, as a fault can also hit a login's own calls.
                 if let login = try? logIn() { return login }
                 guard (try? shared.reinitialize()) != nil else { return nil }
                 reset = true
-                return try? logIn()
+                return (try? logIn()) ?? (try? logIn())
             }
             current.withLock { $0 = recovered }
             if recovered != nil {

@@ -40,6 +40,8 @@ public struct KMSResponse: Sendable {
     public var status: Int
     public var body: [UInt8]
     public var requestID: String
+    /// `x-amz-retry-after`, in milliseconds (``KMSError/retryAfterMilliseconds``).
+    public var retryAfterMilliseconds: Int? = nil
     public static let contentType = AWSJSON.contentType
 }
 
@@ -229,6 +231,7 @@ public struct KMSRequestHandler: Sendable {
     /// AWS answers client errors with 400 and its own failures (the model's faults) with 500, which SDKs retry.
     public static func errorResponse(_ error: KMSError, status: Int? = nil, requestID: String) -> KMSResponse {
         let status = status ?? (serverFaults.contains(error.code) ? 500 : 400)
-        return KMSResponse(status: status, body: AWSJSON.errorBody(error), requestID: requestID)
+        return KMSResponse(
+            status: status, body: AWSJSON.errorBody(error), requestID: requestID, retryAfterMilliseconds: error.retryAfterMilliseconds)
     }
 }

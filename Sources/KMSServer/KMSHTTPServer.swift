@@ -22,6 +22,7 @@ public struct KMSHTTPServer: Sendable {
     /// request can make the server hold.
     public static let defaultMaximumBodySize = 1 << 20
     static let requestIDHeader = HTTPField.Name("x-amzn-RequestId")!
+    static let retryAfterHeader = HTTPField.Name("x-amz-retry-after")!
 
     let handler: KMSRequestHandler
     /// Bodies larger than this are answered 413 without being held.
@@ -66,6 +67,7 @@ public struct KMSHTTPServer: Sendable {
         }
         headerFields[.contentType] = KMSResponse.contentType
         headerFields[Self.requestIDHeader] = answer.requestID
+        if let milliseconds = answer.retryAfterMilliseconds { headerFields[Self.retryAfterHeader] = String(milliseconds) }
         return Response(
             status: HTTPResponse.Status(code: answer.status),
             headers: headerFields,
