@@ -121,10 +121,10 @@ struct TokenProbeCommand: AsyncParsableCommand {
                 for check in checks {
                     let verdict = check.passed ? "PASS" : (check.required ? "FAIL" : "n/a ")
                     lines.append("  \(verdict)  \(check.feature): \(check.detail)")
-            }
-            usable = checks.filter(\.required).allSatisfy(\.passed)
-            lines.append(usable ? "Trent can serve symmetric keys on this token." : "Trent cannot serve on this token as configured.")
-            print(lines.joined(separator: "\n"))
+                }
+                usable = checks.filter(\.required).allSatisfy(\.passed)
+                lines.append(usable ? "Trent can serve symmetric keys on this token." : "Trent cannot serve on this token as configured.")
+                print(lines.joined(separator: "\n"))
             }
         }
         if !usable { throw ExitCode.failure }
@@ -274,13 +274,19 @@ struct TrentRuntime {
         // The setup connection only checked the token; serving logs in on the HSMToken's own.
         setup.retire()
         let hsm = configuration.hsm
-        let token = try HSMToken(
-            module: setup.module,
-            settings: .init(
-                name: "token '\(hsm.tokenLabel)'", label: hsm.tokenLabel, pin: try bootstrap.readPIN(), profile: profile, threads: hsm.threads,
-                queueDepth: hsm.queueDepth, callTimeout: hsm.callTimeoutSeconds > 0 ? .milliseconds(Int64(hsm.callTimeoutSeconds * 1000)) : nil,
-                maxIdleSessions: max(64, hsm.threads * 2), handleCacheCapacity: hsm.handleCacheCapacity),
-            logger: logger, prepare: PKCS11KeyProvider.preparation(labels: configuration.tokenKeyLabels, profile: profile))
+        let token: HSMToken
+        do {
+            token = try HSMToken(
+                module: setup.module,
+                settings: .init(
+                    name: "token '\(hsm.tokenLabel)'", label: hsm.tokenLabel, pin: try bootstrap.readPIN(), profile: profile, threads: hsm.threads,
+                    queueDepth: hsm.queueDepth, callTimeout: hsm.callTimeoutSeconds > 0 ? .milliseconds(Int64(hsm.callTimeoutSeconds * 1000)) : nil,
+                    maxIdleSessions: max(64, hsm.threads * 2), handleCacheCapacity: hsm.handleCacheCapacity),
+                logger: logger, prepare: PKCS11KeyProvider.preparation(labels: configuration.tokenKeyLabels, profile: profile))
+        } catch {
+            setup.module.finalize()
+            throw error
+        }
         let keyStoreTokens = PKCS11CustomKeyStoreTokens(
             declarations: try configuration.customKeyStoreDeclarations(mainModulePath: token.module.path),
             settings: .init(callTimeout: token.settings.callTimeout), logger: logger)
