@@ -46,10 +46,18 @@ public struct EmbeddedToken: Sendable {
     }
 
     /// Creates the token and its user PIN unless they exist. The PINs are asked for only when needed.
+    ///
+    /// A process killed between `C_InitToken` and `C_InitPIN` leaves a token with no user PIN: the next call
+    /// finishes it with the PINs kept in the folder (both files are written before `C_InitToken`).
     public func initialize(_ module: PKCS11Module, soPIN: () throws -> PIN, userPIN: () throws -> PIN) throws {
         switch profile.tokenSetup {
         case .initToken:
-            guard try module.slot(forTokenLabel: label) == nil else { return }
+            if let slot = try module.slot(forTokenLabel: label) {
+                if try !module.tokenInfo(slot: slot).isUserPINInitialized {
+                    try module.initializeUserPIN(slot: slot, soPIN: try soPIN(), userPIN: try userPIN())
+                }
+                return
+            }
             guard let slot = try module.uninitializedSlot() else {
                 throw HSMSetupError("the module offers no free slot to create token '\(label)'")
             }
