@@ -329,6 +329,8 @@ class CrashRun:
         self.torn = Counter()
         self.sweep_kills = Counter()
         self.timeline: list[dict] = []
+        self.cycles_done = 0
+        self.just_destroyed: list[KeyModel] = []   # doomed keys found destroyed by this round of checks
         self.deadline = time.monotonic() + args.max_minutes * 60
 
     # ----------------------------------------------------------------- bookkeeping
@@ -610,6 +612,7 @@ class CrashRun:
                 self.server.wait_port_free()
                 self.server.start_or_abort()
                 self.verify_after_restart(cycle, record)
+                self.cycles_done += 1
                 self.verify_seconds = 0.5 * self.verify_seconds + 0.5 * (time.monotonic() - t0)
             self.final_checks()
         except HarnessAbort as error:
@@ -620,7 +623,7 @@ class CrashRun:
                 self.server.stop()
             except Exception:
                 pass
-        return self.summary(time.monotonic() - started, cycle + 1 if aborted is None else cycle, aborted)
+        return self.summary(time.monotonic() - started, self.cycles_done, aborted)
 
     def cycle(self, cycle: int, mode: str, due_at: float | None) -> dict:
         stop = threading.Event()
@@ -677,20 +680,29 @@ class CrashRun:
             out = None
         return proc.returncode, out, proc.stderr.strip()
 
-    def check_dead_trail(self, cycle: int) -> bool:
-        """`trent audit verify` on the killed server's trail: intact, or exactly a torn last line. True if torn."""
+    def torn_tails(self) -> dict[str, int]:
+        """The trail files the kill left ending without a newline, with the number of their torn line."""
+        torn = {}
+        for name in ("records.jsonl", "digests.jsonl"):
+            path = self.server.data_dir / "audit" / name
+            data = path.read_bytes() if path.exists() else b""
+            if data and not data.endswith(b"\n"):
+                torn[name] = data.count(b"\n") + 1
+        return torn
+
+    def check_dead_trail(self, cycle: int, torn: dict[str, int]) -> None:
+        """`trent audit verify` on the killed server's trail (run when the kill left a torn line; otherwise the trail is
+        what the restart continues, and the check after the restart covers it): exactly the torn lines reported."""
         rc, out, err = self.audit_verify()
         if out is None:
             self.stats.violation(f"cycle {cycle}: trent audit verify after the kill printed no report (status {rc}): {err}")
-            return False
-        problems = out["Problems"]
-        torn = [p for p in problems if "incomplete last line" in p]
-        other = [p for p in problems if p not in torn]
-        if other or (rc == 0) != (not problems):
-            self.stats.violation(f"cycle {cycle}: audit trail after the kill: status {rc}, problems {problems}")
-        if torn:
-            self.torn["natural"] += 1
-        return bool(torn)
+            return
+        expected = sorted(f"{name} line {line}: incomplete last line" for name, line in torn.items())
+        problems = sorted(out["Problems"])
+        if rc != 1 or len(problems) != len(expected) or not all(p.startswith(e) for p, e in zip(problems, expected)):
+            self.stats.violation(f"cycle {cycle}: the kill left torn lines {torn}; verify said status {rc}, {problems}")
+        else:
+            self.torn["left by a kill, reported exactly"] += len(torn)
 
     def inject_torn_line(self, cycle: int) -> None:
         """Writes half a record (no newline) at the end of records.jsonl, or of digests.jsonl: what a write cut by
@@ -743,7 +755,8 @@ class CrashRun:
         try:
             doomed = [k for k in self.live_keys() if k.kind == "doomed" and k.state.value == "PendingDeletion"
                       and not k.state.maybe and k.deletion_due is None and not k.unresolved]
-            rotating = [self.keys[k] for k in self.rotating_pool]
+            # Not a key whose last due date is still to be checked (a claim the kill cut must be seen waiting out its lease).
+            rotating = [self.keys[k] for k in self.rotating_pool if self.keys[k].rotation_due is None]
             with db:
                 if mode == "sweep-delete":
                     due_at = now() + self.rng.uniform(0.8, 1.8)
@@ -771,11 +784,13 @@ class CrashRun:
     def after_kill(self, cycle: int) -> str:
         """While the killed server is down: the trail, the store, how far background work had come; returns the next
         cycle's kill mode."""
-        torn = self.check_dead_trail(cycle)
-        if not torn and self.args.torn_every and cycle % self.args.torn_every == self.args.torn_every - 1:
+        torn = self.torn_tails()
+        if torn:
+            self.check_dead_trail(cycle, torn)
+        elif self.args.torn_every and cycle % self.args.torn_every == self.args.torn_every - 1:
             self.inject_torn_line(cycle)
             torn = True
-        self.expect_torn_repair = torn
+        self.expect_torn_repair = bool(torn)
         self.check_store(cycle)
         self.classify_background_at_kill(cycle, self.current_mode)
         doomed_waiting = sum(1 for k in self.live_keys() if k.kind == "doomed" and k.deletion_due is None
@@ -888,16 +903,17 @@ class CrashRun:
             except Refused as error:
                 if error.code == "NotFoundException" and key.kind == "doomed" and (key.deletion_due or now() + 1) <= now():
                     key.destroyed = True  # the sweep destroyed it while it was being checked
+                    self.just_destroyed.append(key)
                 else:
                     self.stats.violation(f"cycle {cycle}: checking {key.kind} key {key.key_id}: {error}")
             except Unknown as error:
                 self.stats.violation(f"cycle {cycle}: checking {key.kind} key {key.key_id}: {error}")
 
-        with concurrent.futures.ThreadPoolExecutor(self.args.threads) as pool:
-            list(pool.map(check, [k for k in models if not k.destroyed]))
         for key in models:
             if key.destroyed and key.key_id in listed:
                 self.stats.violation(f"cycle {cycle}: destroyed key {key.key_id} is listed again")
+        with concurrent.futures.ThreadPoolExecutor(self.args.threads) as pool:
+            list(pool.map(check, [k for k in models if not k.destroyed]))
 
     def check_key(self, cycle: int, kms, key: KeyModel, listed: set, alias_targets: dict) -> None:
         where = f"cycle {cycle}: {key.kind} key {key.key_id}"
@@ -907,13 +923,10 @@ class CrashRun:
             if refused.code != "NotFoundException":
                 raise
             if key.kind == "doomed" and key.deletion_due is not None and key.deletion_due <= now():
-                # Destroyed by the sweep: whole, with its aliases and tags.
+                # Destroyed by the sweep (perhaps since the listing above): that it went whole, with its aliases and
+                # tags, is checked by check_background_work on fresh listings.
                 key.destroyed = True
-                if key.key_id in listed:
-                    self.stats.violation(f"{where}: DescribeKey says NotFound but ListKeys lists it")
-                for name, target in alias_targets.items():
-                    if target == key.key_id:
-                        self.stats.violation(f"{where}: destroyed, but alias {name} still names it")
+                self.just_destroyed.append(key)
                 return
             self.stats.violation(f"{where}: LOST (DescribeKey: NotFoundException); acknowledged state {key.state.acceptable()}")
             key.destroyed = True
@@ -1085,10 +1098,16 @@ class CrashRun:
             if not key.destroyed:
                 self.stats.violation(f"cycle {cycle}: doomed key {key.key_id} is still there 20 s after the restart, "
                                      f"{now() - key.deletion_due:.0f} s past its deletion date")
-        if due_doomed:
-            names = {a["AliasName"] for a in self.paginate(kms, "ListAliases", "Aliases")}
-            for key in due_doomed:
-                for name in key.aliases & names:
+        gone = {k.key_id: k for k in due_doomed + self.just_destroyed if k.destroyed}.values()
+        self.just_destroyed = []
+        if gone:
+            # Destroyed whole: not listed, no alias names it, no tags (fresh listings, after the sweep).
+            listed = {k["KeyId"] for k in self.paginate(kms, "ListKeys", "Keys")}
+            names = {a["AliasName"]: a.get("TargetKeyId") for a in self.paginate(kms, "ListAliases", "Aliases")}
+            for key in gone:
+                if key.key_id in listed:
+                    self.stats.violation(f"cycle {cycle}: destroyed key {key.key_id} is still listed")
+                for name in [n for n, target in names.items() if target == key.key_id] + sorted(key.aliases & set(names)):
                     self.stats.violation(f"cycle {cycle}: alias {name} of destroyed key {key.key_id} is still there")
                 try:
                     self.vcall(kms, "ListResourceTags", KeyId=key.key_id)
@@ -1242,8 +1261,27 @@ class InitKills:
             self.stats.violation(f"trent token init on a fresh folder failed: status {proc.returncode}")
         return elapsed
 
+    def one_line(self, proc, what: str, command: str) -> bool:
+        """A failed command said why in exactly one line on stderr (no backtrace)."""
+        err = self.stderr(proc)
+        lines = [line for line in err.splitlines() if line.strip()]
+        if len(lines) == 1 and lines[0].startswith("trent: ") and "Fatal error" not in err:
+            self.outcomes[f"{command} stopped with one line"] += 1
+            self.lines[lines[0]] += 1
+            return True
+        self.stats.violation(f"{what}: {command} exited {proc.returncode} with {len(lines)} lines on stderr: {lines[-5:]}")
+        return False
+
     def after(self, server: CrashServer, what: str) -> None:
-        """Starts `trent serve` where the kill left the folder: it works, or says why in one line."""
+        """Where the kill left the folder: every other trial runs `trent token init` again first (it completes the
+        token, or says why in one line); then `trent serve` starts and works, or says why in one line."""
+        if self.trial % 2:
+            proc = self.popen(server, ["token", "init"])
+            self.finish(proc)
+            if proc.returncode == 0:
+                self.outcomes["token init again completed"] += 1
+            else:
+                self.one_line(proc, what, "token init again")
         proc = self.popen(server, ["serve"])
         t0 = time.monotonic()
         while time.monotonic() - t0 < 60:
@@ -1275,13 +1313,7 @@ class InitKills:
             proc.wait()
             self.stats.violation(f"{what}: serve neither started nor exited within 60 s")
             return
-        err = self.stderr(proc)
-        lines = [line for line in err.splitlines() if line.strip()]
-        if len(lines) == 1 and lines[0].startswith("trent: ") and "Fatal error" not in err:
-            self.outcomes["serve stopped with one line"] += 1
-            self.lines[lines[0]] += 1
-        else:
-            self.stats.violation(f"{what}: serve exited {proc.returncode} with {len(lines)} lines on stderr: {lines[-5:]}")
+        self.one_line(proc, what, "serve")
 
     def random_kills(self, command: str, count: int, duration: float) -> None:
         for _ in range(count):
@@ -1297,34 +1329,42 @@ class InitKills:
             server.wait_port_free()
             self.after(server, f"{command} killed after {delay:.3f} s")
 
-    def fixed_kills(self, library: Path) -> None:
+    def fixed_kills(self, library: Path, inside: int) -> None:
+        """At each PKCS#11 call that makes the token: a kill while the call hangs (just before it), and `inside` kills
+        0 to 10 ms after it began (the call is delayed 300 ms by the fault module, then runs; the kill comes at
+        300 ms + that offset), which is where SoftHSM writes the token's files."""
+        real = {"softhsm2": "/usr/lib/softhsm/libsofthsm2.so", "nss-softoken": "/usr/lib/x86_64-linux-gnu/libsoftokn3.so"}[self.token]
         for function, nth in FAULTS_POINTS[self.token]:
-            server = self.server()
-            control = server.data_dir / "faults.control"
-            control.write_text(f"hang {function} every {nth}\n" if nth > 1 else f"hang {function} count 1\n")
-            real = {"softhsm2": "/usr/lib/softhsm/libsofthsm2.so",
-                    "nss-softoken": "/usr/lib/x86_64-linux-gnu/libsoftokn3.so"}[self.token]
-            env = dict(server.env, TRENT_HSM_MODULE=str(library), TRENT_FAULTS_MODULE=real,
-                       TRENT_FAULTS_CONTROL=str(control), TRENT_FAULTS_LOG="1")
-            proc = self.popen(server, ["token", "init"], env=env)
-            hung = False
-            t0 = time.monotonic()
-            while time.monotonic() - t0 < 30 and proc.poll() is None:
-                if f"{function}: sleeping" in self.stderr(proc):
-                    hung = True
-                    time.sleep(0.05)
-                    break
-                time.sleep(0.01)
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            what = f"token init killed hanging in {function} (call {nth})"
-            if not hung:
-                self.stats.violation(f"{what}: the hang never came (status {proc.returncode}: {self.stderr(proc)[-400:]})")
-                continue
-            self.outcomes[f"token init killed in {function} #{nth}"] += 1
-            control.unlink()
-            self.after(server, what)
+            for trial in range(1 + inside):
+                offset = None if trial == 0 else self.rng.uniform(0, 0.010)
+                server = self.server()
+                control = server.data_dir / "faults.control"
+                action = f"hang {function}" if offset is None else f"delay {function} 300ms"
+                control.write_text(f"{action} every {nth}\n" if nth > 1 else f"{action} count 1\n")
+                env = dict(server.env, TRENT_HSM_MODULE=str(library), TRENT_FAULTS_MODULE=real,
+                           TRENT_FAULTS_CONTROL=str(control), TRENT_FAULTS_LOG="1")
+                proc = self.popen(server, ["token", "init"], env=env)
+                reached = False
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < 30 and proc.poll() is None:
+                    if f"{function}: sleeping" in self.stderr(proc):
+                        reached = True
+                        time.sleep(0.05 if offset is None else 0.3 + offset)
+                        break
+                    time.sleep(0.001)
+                finished = proc.poll() is not None
+                if not finished:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                where = f"before {function} #{nth}" if offset is None else f"{offset * 1000:.1f} ms into {function} #{nth}"
+                what = f"token init killed {where}"
+                if not reached:
+                    self.stats.violation(f"{what}: the call never came (status {proc.returncode}: {self.stderr(proc)[-400:]})")
+                    continue
+                self.outcomes[f"token init killed before {function} #{nth}" if offset is None else
+                              f"token init killed inside {function} #{nth}" + (" (it had finished)" if finished else "")] += 1
+                control.unlink()
+                self.after(server, what)
 
     def run(self) -> dict:
         t0 = time.monotonic()
@@ -1335,7 +1375,7 @@ class InitKills:
         self.random_kills("serve", max(1, self.args.init_kills // 2), serve_time)
         library = build_faults_module(self.workdir / "faults") if self.args.fixed_kill_points else None
         if library:
-            self.fixed_kills(library)
+            self.fixed_kills(library, self.args.inside_kills)
         for outcome, n in sorted(self.outcomes.items()):
             print(f"  {n:3d} x {outcome}", flush=True)
         for line, n in sorted(self.lines.items()):
@@ -1375,10 +1415,14 @@ def main(argv=None) -> int:
     parser.add_argument("--torn-every", type=int, default=4, help="write a torn audit line after every Nth kill (0: never)")
     parser.add_argument("--init-kills", type=int, default=6, help="random kills of `trent token init` per token")
     parser.add_argument("--no-fixed-kill-points", dest="fixed_kill_points", action="store_false")
+    parser.add_argument("--inside-kills", type=int, default=2,
+                        help="kills a few ms into each token-creation call, per call (through the fault module)")
     parser.add_argument("--max-minutes", type=float, default=120, help="time bound for each token's cycles")
     parser.add_argument("--workdir", help="where data folders go (default: a temporary folder, removed when all passed)")
     parser.add_argument("--json-out", help="write the figures here")
     args = parser.parse_args(argv)
+    # SIGTERM (make interrupted, a CI timeout) unwinds like an exception, so the server is stopped, not orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.binary = str(Path(args.binary).resolve())  # the server runs in its data folder
     if not Path(args.binary).is_file():
         print(f"crash harness: no trent binary at {args.binary} (build it, or pass --binary / TRENT_BIN)", file=sys.stderr)
