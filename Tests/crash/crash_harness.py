@@ -585,7 +585,7 @@ class CrashRun:
         started = time.monotonic()
         print(f"=== crash harness on {self.token}: {self.args.cycles} cycles, seed {self.args.seed}, "
               f"data folder {self.server.data_dir}", flush=True)
-        mode = "random"
+        mode = self.args.kill_modes[0] if self.args.kill_modes[0] == "random" else "random"
         aborted = None
         cycle = 0
         try:
@@ -653,6 +653,8 @@ class CrashRun:
                 while time.monotonic() - t0 < limit:
                     seen = seen[-200:] + log.read()
                     if marker in seen:
+                        # Up to 30 ms more: the kill falls anywhere in the next key's destruction or rotation.
+                        time.sleep(self.rng.uniform(0, 0.030))
                         killed_by = mode
                         break
                     time.sleep(0.002)
@@ -795,12 +797,9 @@ class CrashRun:
         self.classify_background_at_kill(cycle, self.current_mode)
         doomed_waiting = sum(1 for k in self.live_keys() if k.kind == "doomed" and k.deletion_due is None
                              and k.state.value == "PendingDeletion" and not k.state.maybe)
-        nxt = cycle + 1
-        mode = "random"
-        if nxt % 3 == 1 and doomed_waiting >= 1:
-            mode = "sweep-delete"
-        elif nxt % 3 == 2 and self.rotating_pool:
-            mode = "sweep-rotate"
+        mode = self.args.kill_modes[(cycle + 1) % len(self.args.kill_modes)]
+        if mode == "sweep-delete" and not doomed_waiting or mode == "sweep-rotate" and not self.rotating_pool:
+            mode = "random"
         self.restart_log_offset = self.server.log_size()
         if mode == "random":
             self.edit_due_dates(mode)
@@ -1071,7 +1070,14 @@ class CrashRun:
                     if abs(next_date - key.rotation_due) < 0.01:
                         states["not started"] += 1
                     elif next_date - now() <= ROTATION_LEASE + 5:
-                        states["claimed, cut by the kill" if rotations == key.db_rotations else "rotated, schedule not moved on"] += 1
+                        if rotations == key.db_rotations:
+                            states["claimed, cut by the kill"] += 1
+                        else:
+                            # The new version without its next date: the key would rotate again when the lease ends.
+                            self.stats.violation(f"cycle {cycle}: rotating key {key_id} rotated at the kill, but its next date "
+                                                 f"is still the claim's lease")
+                    elif rotations == key.db_rotations:
+                        self.stats.violation(f"cycle {cycle}: rotating key {key_id} rescheduled at the kill without a rotation")
                     else:
                         states["rotated"] += 1
                 summary = ", ".join(f"{n} {what}" for what, n in sorted(states.items()))
@@ -1407,6 +1413,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds-per-cycle", type=float, default=4.0, help="longest load before the kill (random within)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--binary", default=os.environ.get("TRENT_BIN") or str(REPO / ".build" / "debug" / "trent"))
+    parser.add_argument("--kill-modes", default="random,sweep-delete,sweep-rotate",
+                        help="the kill of cycle n is the (n mod count)th of these: random (at a random moment of the load), "
+                             "sweep-delete (right after the first key of a due batch is destroyed), sweep-rotate (rotated)")
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--keys-per-worker", type=int, default=25)
     parser.add_argument("--rotating-keys", type=int, default=5)
@@ -1421,6 +1430,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", help="where data folders go (default: a temporary folder, removed when all passed)")
     parser.add_argument("--json-out", help="write the figures here")
     args = parser.parse_args(argv)
+    args.kill_modes = args.kill_modes.split(",")
+    if not set(args.kill_modes) <= {"random", "sweep-delete", "sweep-rotate"}:
+        parser.error(f"unknown kill mode in {args.kill_modes}")
     # SIGTERM (make interrupted, a CI timeout) unwinds like an exception, so the server is stopped, not orphaned.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.binary = str(Path(args.binary).resolve())  # the server runs in its data folder
