@@ -21,8 +21,8 @@ public struct EmbeddedToken: Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         switch profile.tokenSetup {
         case .initToken:
-            let tokens = directory.appendingPathComponent("tokens", isDirectory: true)
             try FileManager.default.createDirectory(at: tokens, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try discardInterruptedCreation()
             let conf = directory.appendingPathComponent("softhsm2.conf")
             let text = """
                 # Written by trent for its embedded SoftHSM token.
@@ -53,7 +53,10 @@ public struct EmbeddedToken: Sendable {
             guard let slot = try module.uninitializedSlot() else {
                 throw HSMSetupError("the module offers no free slot to create token '\(label)'")
             }
-            try module.initializeToken(slot: slot, label: label, soPIN: try soPIN(), userPIN: try userPIN())
+            let (so, user) = (try soPIN(), try userPIN())
+            try markCreation()
+            try module.initializeToken(slot: slot, label: label, soPIN: so, userPIN: user)
+            try FileManager.default.removeItem(at: creationMarker)
         case .initPINWithEmptySOPIN:
             guard let slot = try module.slot(forTokenLabel: label, requireInitialized: false) else {
                 throw HSMSetupError("the module shows no token labelled '\(label)'")
@@ -63,5 +66,31 @@ public struct EmbeddedToken: Sendable {
         case .vendorTool:
             throw HSMSetupError("profile '\(profile.name)' tokens are created with the vendor's tools")
         }
+    }
+
+    // MARK: A SoftHSM token whose creation was cut short
+
+    private var tokens: URL { directory.appendingPathComponent("tokens", isDirectory: true) }
+
+    /// Present while a SoftHSM token is being made; it lists the token folders that existed before. SoftHSM's
+    /// C_InitToken writes a new token's folder and its token.object a piece at a time, and C_InitPIN comes after it:
+    /// a process killed in between leaves a token no one can log in to (C_GetTokenInfo fails, or the SO or user PIN
+    /// is missing), and the next start would stop on it for good.
+    private var creationMarker: URL { directory.appendingPathComponent("creating-token") }
+
+    private func markCreation() throws {
+        let existing = try FileManager.default.contentsOfDirectory(atPath: tokens.path).sorted()
+        try Data(existing.map { $0 + "\n" }.joined().utf8).write(to: creationMarker, options: .atomic)
+    }
+
+    /// Before the module is loaded: removes the token folders a cut-short creation made (they hold no keys: Trent
+    /// makes its keys only once the token's user PIN is set), so the token is made again from the start.
+    private func discardInterruptedCreation() throws {
+        guard let listing = FileManager.default.contents(atPath: creationMarker.path) else { return }
+        let before = Set(String(decoding: listing, as: UTF8.self).split(separator: "\n").map(String.init))
+        for name in try FileManager.default.contentsOfDirectory(atPath: tokens.path) where !before.contains(name) {
+            try FileManager.default.removeItem(at: tokens.appendingPathComponent(name, isDirectory: true))
+        }
+        try FileManager.default.removeItem(at: creationMarker)
     }
 }

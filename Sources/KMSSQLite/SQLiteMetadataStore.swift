@@ -418,12 +418,15 @@ public final class SQLiteMetadataStore: MetadataStore {
         }
     }
 
-    public func addBackingKey(_ backingKey: BackingKeyRecord) async throws {
+    public func addBackingKey(_ backingKey: BackingKeyRecord, with change: KeyChange?, if condition: KeyCondition) async throws {
         try await write { db in
             try Self.insert(backingKey, into: db)
             try db.execute(
                 sql: "UPDATE keys SET current_version = MAX(current_version, ?) WHERE key_id = ?",
                 arguments: [Int64(backingKey.version), backingKey.keyID.description])
+            if let change {
+                _ = try Self.updateKey(backingKey.keyID, set: Self.assignments(change), if: condition, in: db)
+            }
         }
     }
 

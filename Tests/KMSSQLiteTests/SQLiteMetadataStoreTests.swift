@@ -39,6 +39,33 @@ import TrentTestSupport
         #expect(try await reopened.alias(named: "alias/one", account: "111122223333")?.targetKeyID == key.id)
     }
 
+    /// A scheduled rotation stores its new version and its next date in one transaction (issue #12: a kill between two
+    /// writes left the claim's lease as the next date, and the key rotated a second time when it ended); the date is
+    /// written only where the condition holds, the version in any case.
+    @Test func aNewVersionAndTheChangeItCarriesAreOneWrite() async throws {
+        let store = try SQLiteMetadataStore(path: path)
+        let (key, backing) = makeKey()
+        try await store.insertKey(key, backingKey: backing, tags: [])
+        let lease = RotationSchedule(periodInDays: 90, nextRotationDate: Date(timeIntervalSince1970: 1_800_000_600))
+        let next = RotationSchedule(periodInDays: 90, nextRotationDate: Date(timeIntervalSince1970: 1_807_776_000))
+        _ = try await store.updateKey(key.id, .rotationSchedule(lease), if: .any)
+        var second = backing
+        (second.version, second.rotationType) = (2, .automatic)
+        try await store.addBackingKey(second, with: .rotationSchedule(next), if: KeyCondition(rotationSchedule: lease))
+        var loaded = try #require(try await store.key(key.id))
+        #expect(loaded.currentVersion == 2)
+        #expect(loaded.rotationSchedule == next)
+
+        var third = backing
+        (third.version, third.rotationType) = (3, .automatic)
+        let other = RotationSchedule(periodInDays: 90, nextRotationDate: Date(timeIntervalSince1970: 1_900_000_000))
+        try await store.addBackingKey(third, with: .rotationSchedule(other), if: KeyCondition(rotationSchedule: lease))
+        loaded = try #require(try await store.key(key.id))
+        #expect(loaded.currentVersion == 3)
+        #expect(loaded.rotationSchedule == next, "the schedule changed meanwhile: it stands")
+        #expect(try await store.backingKeys(of: key.id).map(\.version) == [1, 2, 3])
+    }
+
     @Test func keysPageInCreationOrderWithOpaqueMarkers() async throws {
         let store = try SQLiteMetadataStore(path: path)
         var ids: [KeyID] = []

@@ -40,8 +40,10 @@ public protocol MetadataStore: Sendable {
     func backingKey(_ keyID: KeyID, version: UInt32) async throws -> BackingKeyRecord?
     /// Every backing-key version of a key, oldest first.
     func backingKeys(of keyID: KeyID) async throws -> [BackingKeyRecord]
-    /// Adds a new backing-key version and makes it the key's current version, atomically.
-    func addBackingKey(_ backingKey: BackingKeyRecord) async throws
+    /// Adds a new backing-key version and makes it the key's current version and, in the same atomic step, applies
+    /// `change` to the key's row where `condition` holds for it (a scheduled rotation moves its schedule on: a crash
+    /// can never leave the one without the other).
+    func addBackingKey(_ backingKey: BackingKeyRecord, with change: KeyChange?, if condition: KeyCondition) async throws
     /// Secret backing keys still bound the way earlier versions bound them (by the key itself), listed once, when the
     /// store was upgraded to sealing-key bindings; ``KeyManagementService/carryOverLegacyBindings()`` empties the list.
     func legacyBoundBackingKeys() async throws -> [BackingKeyRecord]
@@ -184,4 +186,11 @@ public protocol KMSClock: Sendable {
 public struct SystemClock: KMSClock {
     public init() {}
     public func now() -> Date { Date() }
+}
+
+extension MetadataStore {
+    /// Adds a new backing-key version and makes it the key's current version, atomically.
+    public func addBackingKey(_ backingKey: BackingKeyRecord) async throws {
+        try await addBackingKey(backingKey, with: nil, if: .any)
+    }
 }

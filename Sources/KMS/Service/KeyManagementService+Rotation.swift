@@ -80,9 +80,10 @@ extension KeyManagementService {
     ///
     /// Each rotation is claimed first, by moving the next date a short lease ahead, written only if the key is still
     /// enabled, due and on the same schedule: of several schedulers sharing one store (nodes, processes) only one
-    /// rotates a key, and a rotation disabled or rescheduled meanwhile is left alone. After the rotation the next
-    /// date moves on by the period, unless the schedule was changed meanwhile (then the change stands). A rotation
-    /// that fails gives its claim back; one interrupted by a crash is due again when the lease ends.
+    /// rotates a key, and a rotation disabled or rescheduled meanwhile is left alone. With the new version (in the same
+    /// transaction) the next date moves on by the period, unless the schedule was changed meanwhile (then the change
+    /// stands). A rotation that fails gives its claim back; one interrupted by a crash before its new version was
+    /// stored is due again when the lease ends.
     @discardableResult
     public func rotateDueKeys() async throws -> [KeyID] {
         let now = clock.now()
@@ -92,17 +93,19 @@ extension KeyManagementService {
             let lease = RotationSchedule(periodInDays: current.periodInDays, nextRotationDate: now.addingTimeInterval(Self.rotationClaimLease))
             let claim = KeyCondition(states: [.enabled], rotationDueBy: now, rotationSchedule: current)
             guard try await store.updateKey(due.id, .rotationSchedule(lease), if: claim) != nil else { continue }
-            do {
-                _ = try await ledger.rotate(due.id, type: .automatic)
-            } catch {
-                _ = try? await store.updateKey(due.id, .rotationSchedule(current), if: KeyCondition(rotationSchedule: lease))
-                throw error
-            }
             let period = Double(current.periodInDays) * 86_400
             let next = RotationSchedule(
                 periodInDays: current.periodInDays,
                 nextRotationDate: max(current.nextRotationDate.addingTimeInterval(period), now.addingTimeInterval(period / 2)))
-            _ = try await store.updateKey(due.id, .rotationSchedule(next), if: KeyCondition(rotationSchedule: lease))
+            do {
+                // The next date is written with the new version, in one transaction: a crash between the two would
+                // leave the lease as the next date, and the key would rotate again when it ends.
+                _ = try await ledger.rotate(
+                    due.id, type: .automatic, with: .rotationSchedule(next), if: KeyCondition(rotationSchedule: lease))
+            } catch {
+                _ = try? await store.updateKey(due.id, .rotationSchedule(current), if: KeyCondition(rotationSchedule: lease))
+                throw error
+            }
             rotated.append(due.id)
             logger.info("rotated key on schedule", metadata: ["kms.key.id": "\(due.id)"])
         }

@@ -123,13 +123,17 @@ actor NonceLedger {
     }
 
     /// Rotates a key's material: a new backing-key version takes over new encryptions. Serialised with budget
-    /// refills, so two new versions never race for the same number.
-    func rotate(_ keyID: KeyID, type: RotationType) async throws -> BackingKeyRecord {
+    /// refills, so two new versions never race for the same number. `change` is written with the new version, in
+    /// the same transaction, where `condition` holds (a scheduled rotation's next date).
+    func rotate(
+        _ keyID: KeyID, type: RotationType, with change: KeyChange? = nil, if condition: KeyCondition = .any
+    ) async throws -> BackingKeyRecord {
         while let refill = refills[keyID] { try await refill.value }
         let work = Task { () throws -> BackingKeyRecord in
             let stored = try await self.store.key(keyID)?.currentVersion ?? 0
             let running = self.counts.withLock { $0.currentVersions[keyID] } ?? 0
-            return try await self.createVersion(of: keyID, after: max(stored, running), rotationType: type)
+            return try await self.createVersion(
+                of: keyID, after: max(stored, running), rotationType: type, with: change, if: condition)
         }
         refills[keyID] = Task { _ = try await work.value }
         defer { refills[keyID] = nil }
@@ -137,7 +141,10 @@ actor NonceLedger {
     }
 
     /// Generates the next backing-key version in the token, reserves its first block of budget, and makes it current.
-    private func createVersion(of keyID: KeyID, after version: UInt32, rotationType: RotationType?) async throws -> BackingKeyRecord {
+    private func createVersion(
+        of keyID: KeyID, after version: UInt32, rotationType: RotationType?, with change: KeyChange? = nil,
+        if condition: KeyCondition = .any
+    ) async throws -> BackingKeyRecord {
         let (next, overflow) = version.addingReportingOverflow(1)
         guard !overflow else { throw KMSError(.limitExceeded, "Key \(keyID) has no backing-key versions left.") }
         let material = try await provider.createBackingKey(for: keyID, version: next, kind: .aes256)
@@ -145,7 +152,7 @@ actor NonceLedger {
         let record = BackingKeyRecord(
             keyID: keyID, version: next, wrappedKey: material.wrappedKey, binding: material.binding,
             wrappingKeyLabel: material.wrappingKeyLabel, creationDate: clock.now(), noncesReserved: firstBlock, rotationType: rotationType)
-        try await store.addBackingKey(record)
+        try await store.addBackingKey(record, with: change, if: condition)
         counts.withLock { counts in
             counts.slots[VersionID(keyID: keyID, version: next)] = Slot(used: 0, reserved: firstBlock)
             counts.currentVersions[keyID] = next
