@@ -1091,7 +1091,9 @@ class CrashRun:
         """The next start finishes what the kill interrupted: every key past its deletion date is destroyed whole, every
         key past its rotation date is rotated (or waits out the claim lease of a rotation the kill cut)."""
         deadline = time.monotonic() + 20
-        due_doomed = [k for k in self.keys.values() if k.kind == "doomed" and k.deletion_due is not None and k.deletion_due <= now()]
+        # Keys destroyed in earlier rounds are checked by check_keys (never listed again).
+        due_doomed = [k for k in self.keys.values() if k.kind == "doomed" and k.deletion_due is not None
+                      and k.deletion_due <= now() and (not k.destroyed or k in self.just_destroyed)]
         for key in due_doomed:
             while not key.destroyed and time.monotonic() < deadline:
                 try:
