@@ -111,6 +111,8 @@ public final class PKCS11KeyProvider: KeyProvider {
 
     /// A failed tag is InvalidCiphertextException only once a fresh session confirms it (``decryptOrNil``).
     public func decrypt(_ sealed: SealedData, under key: BackingKeyRecord, additionalData: [UInt8]) async throws -> [UInt8] {
+        // Not on the lent session: a failure that only looks like a failed tag (a device fault with the same code) can
+        // leave its operation active, and a session that fails is closed, never lent again; decryptOrNil's own are.
         try await withWorkingKey(key, kind: .aes256, "decrypt") { [self] _, handle, login in
             guard let plaintext = try decryptOrNil(sealed.ciphertextAndTag, key: handle, iv: sealed.iv, additionalData: additionalData, login) else {
                 throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
@@ -232,18 +234,22 @@ public final class PKCS11KeyProvider: KeyProvider {
     /// token may differ from Trent's own). A tag failure is checked once more on a fresh session before it counts:
     /// some tokens (SoftHSM) report a failed tag and a device fault with the same code.
     func decryptOrNil(
-        _ sealed: [UInt8], key: ObjectHandle, iv: [UInt8], additionalData: [UInt8], _ login: HSMToken.Login
+        _ sealed: [UInt8], key: ObjectHandle, iv: [UInt8], additionalData: [UInt8], _ login: HSMToken.Login, attempts: Int = 2
     ) throws(PKCS11Error) -> [UInt8]? {
-        for attempt in 0..<2 {
+        for _ in 0..<attempts {
             do {
                 return try login.token.withSession { session throws(PKCS11Error) in
                     try session.decrypt(sealed, key: key, mechanism: .aesGCM(iv: iv, additionalData: additionalData))
                 }
-            } catch let error where error.function == .decrypt && login.tagFailures.contains(error.returnValue) {
-                if attempt == 1 { return nil }
+            } catch let error where isTagFailure(error, login) {
+                continue
             }
         }
         return nil
+    }
+
+    private func isTagFailure(_ error: PKCS11Error, _ login: HSMToken.Login) -> Bool {
+        error.function == .decrypt && login.tagFailures.contains(error.returnValue)
     }
 
     static func hasSealedBinding(_ binding: [UInt8]) -> Bool {

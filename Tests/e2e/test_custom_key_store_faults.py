@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from trent_e2e import TrentServer, expect_error, make_kms, remember_plaintext
 
@@ -83,7 +84,7 @@ def test_a_failed_store_token_makes_only_its_keys_unavailable_and_recovers(lab):
     set_faults(DEAD)
     # The request that meets the dead token is answered retryably; once the token cannot be logged in again, the
     # store's keys are unavailable, as in AWS, and the store says why.
-    with pytest.raises(Exception) as first:
+    with pytest.raises(ClientError) as first:
         kms.encrypt(KeyId=store_key, Plaintext=b"x")
     assert first.value.response["Error"]["Code"] in ("KMSInternalException", "KMSInvalidStateException")
     assert state(kms, store_id) == ("FAILED", "NETWORK_ERRORS")
