@@ -261,7 +261,7 @@ def test_the_healthcheck_names_a_subcommand_trent_lists():
     command = healthcheck_command()
     help_text = subprocess.run([str(os.environ.get("TRENT_BIN") or DEFAULT_BIN), "--help"],
                                capture_output=True, text=True, timeout=30).stdout
-    subcommands = re.findall(r"^\s{2,}([a-z][a-z-]*)\s", help_text.split("SUBCOMMANDS:")[-1], re.MULTILINE)
+    subcommands = re.findall(r"^ {2}([a-z][a-z-]*)\b", help_text.split("SUBCOMMANDS:")[-1], re.MULTILINE)
     assert command[1] in subcommands, f"trent --help lists {subcommands}"
 
 
