@@ -237,10 +237,12 @@ public actor AuditTrail: AuditSink {
 
             let first = lastSequence + 1
             if rotationIsDue() { await rotate() }
+            let startsFile = records.size == 0
             do {
                 try await onIOQueue { [records, bytes] in try records.append(bytes) }
                 (lastSequence, lastHash) = (sequence, hash)
-                if currentFileFirstSequence == nil { (currentFileFirstSequence, currentFileStarted) = (first, Date()) }
+                // A file whose first line did not parse keeps its name: it is not rotated under a sequence it does not start at.
+                if startsFile { (currentFileFirstSequence, currentFileStarted) = (first, Date()) }
                 batchesWritten += 1
                 logger.debug(
                     "Audit records committed",
