@@ -40,6 +40,11 @@ public enum SQLiteStoreBackup {
             throw StoreBackupError("there is no store at \(storePath): check store.sqlitePath / dataDirectory")
         }
         let targetURL = URL(fileURLWithPath: target).standardizedFileURL
+        let store = URL(fileURLWithPath: storePath).resolvingSymlinksInPath().path
+        let resolvedTarget = targetURL.resolvingSymlinksInPath().path
+        guard ![store, store + "-wal", store + "-shm", store + "-journal", store + ".lock"].contains(resolvedTarget) else {
+            throw StoreBackupError("\(target) is the store itself: write the backup to another file")
+        }
         let temporary = try createTemporaryFile(beside: targetURL)
         do {
             var configuration = Configuration()

@@ -109,6 +109,11 @@ def test_a_backup_under_load_restores_into_a_fresh_data_folder_on_the_same_token
         assert made.returncode == 0, made.stderr
         summary = json.loads(made.stdout)
 
+        # A backup over the store itself is refused.
+        over = run_store(original, "backup", str(original.data_dir / "trent.sqlite"))
+        assert (over.returncode, over.stderr.splitlines()) == (
+            1, [f"trent: {original.data_dir / 'trent.sqlite'} is the store itself: write the backup to another file"])
+
         # Refused while the server runs, with one line, and the store is left as it was.
         refused = run_store(original, "restore", str(backup))
         assert refused.returncode == 1
@@ -138,6 +143,9 @@ def test_a_backup_under_load_restores_into_a_fresh_data_folder_on_the_same_token
     assert acknowledged_before <= backed_up_keys
     assert sent_after & backed_up_keys == set()
 
+    print(f"backup under load: {len(acknowledged_before)} keys acknowledged before it, {summary['Keys']} keys in it, "
+          f"{len(load.keys)} created in all, {len(load.ciphertexts)} ciphertexts and data keys, "
+          f"backup took {backup_finished - backup_started:.2f} s")
     restored = on_the_same_token(original, tmp_path / "restored")
     done = run_store(restored, "restore", str(backup))
     assert done.returncode == 0, done.stderr
@@ -162,6 +170,7 @@ def test_a_backup_under_load_restores_into_a_fresh_data_folder_on_the_same_token
                 assert (answer["KeyId"].rsplit("/", 1)[-1], answer["Plaintext"]) == (key_id, plaintext)
                 checked += 1
         assert checked >= 10
+        print(f"after the restore: {checked} ciphertexts and data keys acknowledged before the backup decrypted")
         for key_id in sent_after:
             with expect_error("NotFoundException"):
                 kms.describe_key(KeyId=key_id)
