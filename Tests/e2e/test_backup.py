@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import stat
 import subprocess
@@ -226,3 +227,39 @@ def test_restore_refuses_a_store_with_a_newer_schema(tmp_path):
     server.start()
     make_kms(server).list_keys()
     server.stop()
+
+
+def test_restore_after_a_crash_moves_the_crashed_stores_log_aside_with_it(tmp_path):
+    """A store killed with kill -9 leaves its write-ahead log; it belongs to the old file and must never be applied
+    to the restored one."""
+    server = TrentServer(tmp_path / "data")
+    server.start()
+    backup = tmp_path / "backup.sqlite"
+    try:
+        kms = make_kms(server)
+        kept = kms.create_key(Description="in the backup")["KeyMetadata"]["KeyId"]
+        blob = kms.encrypt(KeyId=kept, Plaintext=b"kept")["CiphertextBlob"]
+        made = run_store(server, "backup", str(backup))
+        assert made.returncode == 0, made.stderr
+        lost = kms.create_key(Description="after the backup")["KeyMetadata"]["KeyId"]
+    finally:
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+        server.proc = None
+        server._close_log()
+    wal = server.data_dir / "trent.sqlite-wal"
+    assert wal.stat().st_size > 0, "the killed server left no write-ahead log to test with"
+
+    done = run_store(server, "restore", str(backup))
+    assert done.returncode == 0, done.stderr
+    replaced = Path(json.loads(done.stdout)["Replaced"])
+    assert replaced.is_file() and Path(f"{replaced}-wal").stat().st_size > 0
+    assert not wal.exists() or wal.stat().st_size == 0
+    server.start()
+    try:
+        kms = make_kms(server)
+        assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"kept"
+        with expect_error("NotFoundException"):
+            kms.describe_key(KeyId=lost)
+    finally:
+        server.stop()
