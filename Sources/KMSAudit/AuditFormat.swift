@@ -22,6 +22,34 @@ enum AuditFormat {
 
     static let chainKeyFileName = "chain-key.json"
 
+    /// A rotated records file: `records-<first sequence, 20 digits>.jsonl`, so names sort in sequence order.
+    static func rotatedRecordsFileName(firstSequence: Int) -> String {
+        let digits = String(firstSequence)
+        return "records-" + String(repeating: "0", count: max(0, 20 - digits.count)) + digits + ".jsonl"
+    }
+
+    /// The first sequence a rotated records file's name states; nil for any other name.
+    static func rotatedFirstSequence(fileName name: String) -> Int? {
+        guard name.hasPrefix("records-"), name.hasSuffix(".jsonl") else { return nil }
+        let digits = name.dropFirst("records-".count).dropLast(".jsonl".count)
+        guard digits.count == 20, digits.utf8.allSatisfy({ (0x30...0x39).contains($0) }), let value = Int(digits), value > 0 else { return nil }
+        return value
+    }
+
+    /// The rotated records files in `directory`, in the order their names state (oldest first).
+    static func rotatedRecordFiles(in directory: URL) throws -> [(name: String, firstSequence: Int)] {
+        guard FileManager.default.fileExists(atPath: directory.path) else { return [] }
+        return try FileManager.default.contentsOfDirectory(atPath: directory.path)
+            .compactMap { name in rotatedFirstSequence(fileName: name).map { (name: name, firstSequence: $0) } }
+            .sorted { $0.firstSequence < $1.firstSequence }
+    }
+
+    /// The `record.eventTime` of a records line (CloudTrail's ISO 8601 time), when it has one: a file's age.
+    static func eventTime(of line: [String: JSONValue]) -> Date? {
+        guard case .object(let record)? = line["record"], let text = string(record["eventTime"]) else { return nil }
+        return try? Date(text, strategy: .iso8601)
+    }
+
     /// hex(HMAC-SHA256(chain key, previousHash as ASCII hex || canonical bytes of the record)); without a key (records
     /// written before the trail had one), hex(SHA-256(...)) of the same bytes.
     static func chainHash(previousHash: String, recordBytes: [UInt8], key: SymmetricKey?) -> String {
@@ -106,6 +134,21 @@ enum AuditFormat {
         let last = pieces.removeLast()
         return (pieces, last.isEmpty ? nil : last)
     }
+}
+
+/// When `records.jsonl` is renamed aside and a new one started (AuditTrail.swift, "records.jsonl and its rotated
+/// files"); nil means never by that measure.
+public struct AuditRotation: Sendable, Equatable {
+    public var maximumBytes: UInt64?
+    /// Seconds.
+    public var maximumAge: Double?
+
+    public init(maximumBytes: UInt64?, maximumAge: Double?) {
+        self.maximumBytes = maximumBytes
+        self.maximumAge = maximumAge
+    }
+
+    public static let never = AuditRotation(maximumBytes: nil, maximumAge: nil)
 }
 
 /// Why the trail cannot be opened or written.
@@ -231,6 +274,22 @@ final class AppendOnlyFile: @unchecked Sendable {
         let tail = chunks.reversed().flatMap { $0 }
         let base = start
         return (Array(tail[Int(lineStart - base)..<Int(last - base)]), last + 1)
+    }
+
+    /// The first complete line of `url` (nil when it has none), read forwards in chunks up to
+    /// ``maximumLineLength``: the first record of the current file, which names it when it rotates.
+    static func firstCompleteLine(of url: URL) throws -> [UInt8]? {
+        guard FileManager.default.fileExists(atPath: url.path) else { return nil }
+        let reader = try FileHandle(forReadingFrom: url)
+        defer { try? reader.close() }
+        var bytes: [UInt8] = []
+        while bytes.count <= maximumLineLength {
+            guard let chunk = try reader.read(upToCount: 64 * 1024), !chunk.isEmpty else { return nil }
+            let start = bytes.count
+            bytes += chunk
+            if let end = bytes[start...].firstIndex(of: AuditFormat.newline) { return Array(bytes[..<end]) }
+        }
+        throw AuditTrailError("the first line of \(url.lastPathComponent) is longer than \(maximumLineLength) bytes")
     }
 
     /// Longer than any record Trent writes (parameters are bounded), far shorter than memory.

@@ -14,13 +14,18 @@ import Musl
 ///
 /// # The audit trail on disk
 ///
-/// A trail is a directory (created 0700) holding two append-only files (0600), one JSON object per line,
+/// A trail is a directory (created 0700) holding append-only files (0600), one JSON object per line,
 /// each line the compact, key-sorted serialisation of `JSONValue.canonicalBytes` followed by "\n".
 ///
-/// ## records.jsonl
+/// ## records.jsonl and its rotated files
 ///
 ///     {"hash":"<hex>","previousHash":"<hex>","record":<CloudTrail record>,"sequence":n}
 ///
+/// - Records are appended to `records.jsonl`. When it reaches ``AuditRotation/maximumBytes`` or its first record is
+///   older than ``AuditRotation/maximumAge``, it is renamed `records-<first sequence, 20 digits>.jsonl` before the
+///   next batch is written, and a new `records.jsonl` continues the same sequence and chain: the first record of
+///   a new file chains to the last record of the previous one. A digest is written first, so every rotated file is
+///   covered by a signed digest. Trent never deletes a rotated file; the verifier reads them all, in sequence order.
 /// - `sequence`: 1, 2, 3, … with no gaps, carried on across restarts.
 /// - `hash` = hex(HMAC-SHA256(chain key, `previousHash` as its 64 ASCII hex characters || canonical bytes of
 ///   `record`)), lowercase hex. Records written before the trail had a chain key use SHA-256 of the same bytes.
@@ -75,8 +80,14 @@ public actor AuditTrail: AuditSink {
     private let signer: any AuditDigestSigner
     private let recordsPerDigest: Int
     private let logger: Logger
-    private let records: AppendOnlyFile
+    private let rotation: AuditRotation
+    /// The current records file, `records.jsonl`; replaced when it rotates.
+    private var records: AppendOnlyFile
     private let digests: AppendOnlyFile
+    /// The first sequence in `records.jsonl` (nil while it is empty), which names it when it rotates, and when its
+    /// first record was written (its age).
+    private var currentFileFirstSequence: Int?
+    private var currentFileStarted: Date
     /// The key of the hash chain, and the first sequence chained with it.
     private let chainKey: SymmetricKey
     private let chainKeyFrom: Int
@@ -106,6 +117,8 @@ public actor AuditTrail: AuditSink {
     var batchesWritten = 0
     /// Digests written so far.
     var digestsWritten = 0
+    /// Records files rotated so far (tests).
+    var rotations = 0
 
     /// Opens (or continues) the trail in `directory`, created 0700 if missing. Continuing reads the last
     /// record's sequence and hash, the last digest and the chain key, so both chains carry on across restarts; a
@@ -114,11 +127,14 @@ public actor AuditTrail: AuditSink {
     /// - Throws: ``AuditTrailError`` when the files cannot be opened, their last lines cannot be read, the chain key
     ///   does not unseal, or the digests cover records the records file no longer holds (the trail was cut short:
     ///   investigate, do not write over it).
-    public init(directory: URL, signer: any AuditDigestSigner, recordsPerDigest: Int = 1_000, logger: Logger) async throws {
+    public init(
+        directory: URL, signer: any AuditDigestSigner, recordsPerDigest: Int = 1_000, rotation: AuditRotation = .never, logger: Logger
+    ) async throws {
         guard recordsPerDigest > 0 else { throw AuditTrailError("audit.recordsPerDigest must be positive") }
         self.directory = directory
         self.signer = signer
         self.recordsPerDigest = recordsPerDigest
+        self.rotation = rotation
         self.logger = logger
         self.io = DispatchQueue(label: "trent.audit.io")
 
@@ -132,6 +148,13 @@ public actor AuditTrail: AuditSink {
 
         let lastRecord = try AppendOnlyFile.lastCompleteLine(of: recordsURL)
         let lastDigest = try AppendOnlyFile.lastCompleteLine(of: digestsURL)
+        // An empty records.jsonl (or none: a crash between a rotation's rename and the new file) continues from the
+        // last rotated file. Rotated files are renamed only after their last batch was fsynced, so they are whole.
+        var lastRecordLine = lastRecord.line
+        if lastRecordLine == nil, let rotated = try AuditFormat.rotatedRecordFiles(in: directory).last {
+            lastRecordLine = try AppendOnlyFile.lastCompleteLine(of: directory.appendingPathComponent(rotated.name)).line
+        }
+        let firstRecord = try lastRecord.line == nil ? nil : AppendOnlyFile.firstCompleteLine(of: recordsURL)
         records = try AppendOnlyFile(url: recordsURL)
         digests = try AppendOnlyFile(url: digestsURL)
         if created { synchronizeDirectory(directory) }
@@ -142,13 +165,19 @@ public actor AuditTrail: AuditSink {
             try file.truncate(to: last.completeLength)
         }
 
-        if let line = lastRecord.line {
+        if let line = lastRecordLine {
             guard let object = AuditFormat.parse(line), let sequence = AuditFormat.integer(object["sequence"]), sequence > 0,
                 let hash = AuditFormat.string(object["hash"]), AuditFormat.isHash(hash)
             else { throw AuditTrailError("the last line of \(AuditFormat.recordsFileName) is not a valid audit record") }
             (lastSequence, lastHash) = (sequence, hash)
         } else {
             (lastSequence, lastHash) = (0, AuditFormat.zeroHash)
+        }
+        if let line = firstRecord, let object = AuditFormat.parse(line), let sequence = AuditFormat.integer(object["sequence"]) {
+            currentFileFirstSequence = sequence
+            currentFileStarted = AuditFormat.eventTime(of: object) ?? Date()
+        } else {
+            (currentFileFirstSequence, currentFileStarted) = (nil, Date())
         }
         if let line = lastDigest.line {
             guard let object = AuditFormat.parse(line), let covered = AuditFormat.integer(object["lastSequence"]) else {
@@ -207,9 +236,13 @@ public actor AuditTrail: AuditSink {
             }
 
             let first = lastSequence + 1
+            if rotationIsDue() { await rotate() }
+            let startsFile = records.size == 0
             do {
                 try await onIOQueue { [records, bytes] in try records.append(bytes) }
                 (lastSequence, lastHash) = (sequence, hash)
+                // A file whose first line did not parse keeps its name: it is not rotated under a sequence it does not start at.
+                if startsFile { (currentFileFirstSequence, currentFileStarted) = (first, Date()) }
                 batchesWritten += 1
                 logger.debug(
                     "Audit records committed",
@@ -226,6 +259,61 @@ public actor AuditTrail: AuditSink {
             }
         }
         drainTask = nil
+    }
+
+    // MARK: Rotation
+
+    private func rotationIsDue() -> Bool {
+        guard currentFileFirstSequence != nil, records.size > 0 else { return false }
+        if let maximumBytes = rotation.maximumBytes, records.size >= maximumBytes { return true }
+        if let maximumAge = rotation.maximumAge, Date().timeIntervalSince(currentFileStarted) >= maximumAge { return true }
+        return false
+    }
+
+    /// Writes a digest covering the file, renames `records.jsonl` to `records-<first sequence>.jsonl` and starts a new
+    /// `records.jsonl`, fsyncing the directory after each step, so a crash leaves either the old name or both files
+    /// (or the rotated file alone, which opening continues from). A failure is logged and the trail keeps appending
+    /// to the file it has: rotation never costs a record.
+    private func rotate() async {
+        guard let first = currentFileFirstSequence else { return }
+        do {
+            try await writeDigest()
+        } catch {
+            logger.error("The audit digest before rotating the records file failed; rotating anyway", metadata: ["error": "\(error)"])
+        }
+        let (current, directory, last) = (records, directory, lastSequence)
+        let rotatedName = AuditFormat.rotatedRecordsFileName(firstSequence: first)
+        do {
+            let next = try await onIOQueue { () throws -> AppendOnlyFile in
+                let rotatedURL = directory.appendingPathComponent(rotatedName)
+                guard !FileManager.default.fileExists(atPath: rotatedURL.path) else {
+                    throw AuditTrailError("\(rotatedName) already exists")
+                }
+                guard rename(current.url.path, rotatedURL.path) == 0 else {
+                    throw AuditTrailError("cannot rename \(AuditFormat.recordsFileName) to \(rotatedName): \(String(cString: strerror(errno)))")
+                }
+                synchronizeDirectory(directory)
+                do {
+                    let next = try AppendOnlyFile(url: current.url)
+                    synchronizeDirectory(directory)
+                    return next
+                } catch {
+                    // Back to the one file, so appends carry on where they were.
+                    _ = rename(rotatedURL.path, current.url.path)
+                    synchronizeDirectory(directory)
+                    throw error
+                }
+            }
+            try? await onIOQueue { try current.close() }
+            records = next
+            (currentFileFirstSequence, currentFileStarted) = (nil, Date())
+            rotations += 1
+            logger.info(
+                "Audit records file rotated",
+                metadata: ["audit.file": "\(rotatedName)", "audit.firstSequence": "\(first)", "audit.lastSequence": "\(last)"])
+        } catch {
+            logger.error("Rotating the audit records file failed; appending to it still", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Reads the trail's chain key, or makes one for records from `next` on: written to a temporary file, fsynced and

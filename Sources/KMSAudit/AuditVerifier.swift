@@ -38,7 +38,7 @@ public enum AuditVerifier {
         }
         var problems: [String] = []
         let chainKey = try await readChainKey(directory, signer: signer, &problems)
-        let records = try readLines(directory, AuditFormat.recordsFileName, &problems)
+        let records = try readRecordLines(directory, &problems)
         let chain = verifyRecords(records, chainKey: chainKey, &problems)
         let digests = try readLines(directory, AuditFormat.digestsFileName, &problems)
         try await verifyDigests(digests, chain: chain, chainKeyFrom: chainKey?.from, signer: signer, &problems)
@@ -53,6 +53,32 @@ public enum AuditVerifier {
             problems.append("\(name) line \(lines.count + 1): incomplete last line (no newline; an interrupted write or an edit)")
         }
         return lines
+    }
+
+    /// One line of a records file, with where it came from for the problems that name it.
+    private struct RecordLine {
+        var file: String
+        var lineNumber: Int
+        var bytes: ArraySlice<UInt8>
+    }
+
+    /// The lines of every records file in sequence order: the rotated files by the first sequence their names state,
+    /// then `records.jsonl`. A rotated file whose first record is not the sequence its name states was renamed or
+    /// swapped; one missing from the middle shows as a gap in the sequence, where the chain also breaks.
+    private static func readRecordLines(_ directory: URL, _ problems: inout [String]) throws -> [RecordLine] {
+        var files = try AuditFormat.rotatedRecordFiles(in: directory).map { (name: $0.name, stated: Optional($0.firstSequence)) }
+        files.append((name: AuditFormat.recordsFileName, stated: nil))
+        var result: [RecordLine] = []
+        for file in files {
+            let lines = try readLines(directory, file.name, &problems)
+            if let stated = file.stated, let first = lines.first.flatMap(AuditFormat.parse).flatMap({ AuditFormat.integer($0["sequence"]) }),
+                first != stated
+            {
+                problems.append("\(file.name): its first record is sequence \(first), not \(stated) as its name states (files renamed or reordered)")
+            }
+            result += lines.enumerated().map { RecordLine(file: file.name, lineNumber: $0.offset + 1, bytes: $0.element) }
+        }
+        return result
     }
 
     /// The chain key and the first sequence it chains; nil when the trail has none (written before chain keys).
@@ -82,14 +108,12 @@ public enum AuditVerifier {
     /// - Parameter chainKey: nil for a trail without a key; a nil `key` when the key file did not unseal, so hashes
     ///   from `from` on cannot be checked (reported once already).
     private static func verifyRecords(
-        _ lines: [ArraySlice<UInt8>], chainKey: (key: SymmetricKey?, from: Int)?, _ problems: inout [String]
+        _ lines: [RecordLine], chainKey: (key: SymmetricKey?, from: Int)?, _ problems: inout [String]
     ) -> Chain {
-        let file = AuditFormat.recordsFileName
         var chain = Chain()
         var expectedSequence = 1
         var previousHash = AuditFormat.zeroHash
-        for (index, bytes) in lines.enumerated() {
-            let lineNumber = index + 1
+        for (file, lineNumber, bytes) in lines.map({ ($0.file, $0.lineNumber, $0.bytes) }) {
             guard let line = AuditFormat.parse(bytes) else {
                 problems.append("\(file) line \(lineNumber): not a JSON object")
                 continue
@@ -105,7 +129,9 @@ public enum AuditVerifier {
                 problems.append("\(place): unexpected members \(line.keys.filter { !["sequence", "hash", "previousHash", "record"].contains($0) }.sorted())")
             }
             if sequence != expectedSequence {
-                let why = sequence > expectedSequence ? "records are missing" : "records are repeated or out of order"
+                let why = sequence > expectedSequence
+                    ? (lineNumber == 1 ? "records are missing: the records file before this one, or this file's first lines" : "records are missing")
+                    : "records are repeated or out of order"
                 problems.append("\(place): sequence \(sequence) where \(expectedSequence) was expected (\(why))")
             }
             if statedPrevious != previousHash {

@@ -44,3 +44,11 @@ struct AuditCommand: AsyncParsableCommand {
         }
     }
 }
+
+extension TrentConfiguration.Audit {
+    /// audit.rotateBytes and audit.rotateSeconds, 0 meaning never.
+    var rotation: AuditRotation {
+        AuditRotation(
+            maximumBytes: rotateBytes > 0 ? UInt64(rotateBytes) : nil, maximumAge: rotateSeconds > 0 ? Double(rotateSeconds) : nil)
+    }
+}

@@ -18,7 +18,7 @@ struct Trent: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trent",
         abstract: "A key management service that speaks the AWS KMS API and keeps its keys in a PKCS#11 token.",
-        subcommands: [Serve.self, TokenCommand.self, IdentityCommand.self, AuditCommand.self, BenchCommand.self],
+        subcommands: [Serve.self, TokenCommand.self, IdentityCommand.self, AuditCommand.self, StoreCommand.self, BenchCommand.self],
         defaultSubcommand: Serve.self)
 
     /// Runs `body`, printing a startup failure as one line on stderr and exiting 1, never a stack trace.
@@ -141,6 +141,8 @@ struct TrentServer {
     let configuration: TrentConfiguration
 
     func run() async throws {
+        let storeLock = try Self.lockStore(configuration)
+        defer { withExtendedLifetime(storeLock) {} }
         let runtime = try await TrentRuntime.open(configuration, createMissing: configuration.isEmbeddedToken)
         do {
             try await serve(runtime)
@@ -161,7 +163,7 @@ struct TrentServer {
         let verifier = SigV4Verifier(region: location.region, credentials: DirectoryCredentialProvider(directory: runtime.directory))
         let trail = try await AuditTrail(
             directory: configuration.auditDirectoryURL, signer: TokenDigestSigner(provider: runtime.provider),
-            recordsPerDigest: configuration.audit.recordsPerDigest, logger: logger)
+            recordsPerDigest: configuration.audit.recordsPerDigest, rotation: configuration.audit.rotation, logger: logger)
         let http = KMSHTTPServer(
             handler: KMSRequestHandler(service: runtime.service, verifier: verifier, audit: trail, logger: logger),
             maximumBodySize: configuration.server.maxBodyBytes)

@@ -80,6 +80,10 @@ struct TrentConfiguration: Codable, Equatable {
         var recordsPerDigest = 1_000
         /// ...and at least this often while records arrive, and at shutdown.
         var digestIntervalSeconds = 300
+        /// records.jsonl is rotated once it holds this many bytes (0: never by size)...
+        var rotateBytes = 256 << 20
+        /// ...or once its first record is this old (0: never by age); checked as records arrive.
+        var rotateSeconds = 86_400
     }
 
     struct NonceBudget: Codable, Equatable {
@@ -208,6 +212,8 @@ struct TrentConfiguration: Codable, Equatable {
         string("TRENT_AUDIT_DIR") { audit.directory = $0 }
         try number("TRENT_AUDIT_RECORDS_PER_DIGEST") { audit.recordsPerDigest = $0 }
         try number("TRENT_AUDIT_DIGEST_SECONDS") { audit.digestIntervalSeconds = $0 }
+        try number("TRENT_AUDIT_ROTATE_BYTES") { audit.rotateBytes = $0 }
+        try number("TRENT_AUDIT_ROTATE_SECONDS") { audit.rotateSeconds = $0 }
         try number("TRENT_NONCE_BUDGET") { nonceBudget.perBackingKey = $0 }
         try number("TRENT_NONCE_RESERVATION_BLOCK") { nonceBudget.reservationBlock = $0 }
         string("TRENT_LOG_LEVEL") { logLevel = $0 }
@@ -241,6 +247,9 @@ struct TrentConfiguration: Codable, Equatable {
         guard keyDeletion.sweepIntervalSeconds >= 1 else { throw StartupError("keyDeletion.sweepIntervalSeconds must be at least 1") }
         guard audit.recordsPerDigest >= 1, audit.digestIntervalSeconds >= 1 else {
             throw StartupError("audit.recordsPerDigest and audit.digestIntervalSeconds must be at least 1")
+        }
+        guard audit.rotateBytes >= 0, audit.rotateSeconds >= 0 else {
+            throw StartupError("audit.rotateBytes and audit.rotateSeconds must be 0 (never) or more")
         }
         try validateKeyStores()
     }

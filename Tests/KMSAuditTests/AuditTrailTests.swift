@@ -26,8 +26,9 @@ import JSON
     var digestsURL: URL { directory.appendingPathComponent("digests.jsonl") }
     var keyURL: URL { directory.appendingPathComponent("chain-key.json") }
 
-    func openTrail(recordsPerDigest: Int = 1_000, logger: Logger? = nil) async throws -> AuditTrail {
-        try await AuditTrail(directory: directory, signer: signer, recordsPerDigest: recordsPerDigest, logger: logger ?? self.logger)
+    func openTrail(recordsPerDigest: Int = 1_000, rotation: AuditRotation = .never, logger: Logger? = nil) async throws -> AuditTrail {
+        try await AuditTrail(
+            directory: directory, signer: signer, recordsPerDigest: recordsPerDigest, rotation: rotation, logger: logger ?? self.logger)
     }
 
     /// A CloudTrail-like record with every kind of JSON value, so round trips through the file are exercised.
@@ -416,6 +417,120 @@ import JSON
         #expect(!text.contains(marker))
         #expect(!text.contains("Encrypt"))
     }
+
+    // MARK: Rotation
+
+    /// The rotated files' names, oldest first.
+    func rotatedFiles() throws -> [String] { try AuditFormat.rotatedRecordFiles(in: directory).map(\.name) }
+
+    /// Writes `count` records one at a time into a trail that rotates past `maximumBytes`, then closes.
+    func writeRotatingTrail(_ count: Int, maximumBytes: UInt64 = 800) async throws -> Int {
+        let trail = try await openTrail(rotation: AuditRotation(maximumBytes: maximumBytes, maximumAge: nil))
+        for n in 1...count { try await trail.append(Self.record(n)) }
+        let rotations = await trail.rotations
+        try await trail.close()
+        return rotations
+    }
+
+    @Test func aRotatedTrailChainsAcrossFilesAndVerifies() async throws {
+        let rotations = try await writeRotatingTrail(12)
+        let files = try rotatedFiles()
+        #expect(rotations >= 3)
+        #expect(files.count == rotations)
+        var sequences: [Int] = []
+        var previousHash = AuditFormat.zeroHash
+        for name in files + ["records.jsonl"] {
+            let lines = try Self.lines(directory.appendingPathComponent(name)).map(Self.object)
+            if let stated = AuditFormat.rotatedFirstSequence(fileName: name) {
+                #expect(AuditFormat.integer(lines.first?["sequence"]) == stated, "\(name) is named after its first record")
+                let attributes = try FileManager.default.attributesOfItem(atPath: directory.appendingPathComponent(name).path)
+                #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+            }
+            // The first record of each file chains to the last record of the file before.
+            #expect(lines.first?["previousHash"] == .string(previousHash), "\(name)")
+            previousHash = AuditFormat.string(lines.last?["hash"]) ?? ""
+            sequences += lines.compactMap { AuditFormat.integer($0["sequence"]) }
+        }
+        #expect(sequences == Array(1...12))
+        // A digest is written before each rotation, so every rotated file ends at a digest's lastSequence.
+        let digested = Set(try Self.lines(digestsURL).map(Self.object).compactMap { AuditFormat.integer($0["lastSequence"]) })
+        let rotatedFirsts = files.compactMap(AuditFormat.rotatedFirstSequence(fileName:))
+        for next in rotatedFirsts.dropFirst() + [try Self.sequences(recordsURL).first ?? 0] {
+            #expect(digested.contains(next - 1), "the file ending at \(next - 1) is covered by a digest ending there: \(digested.sorted())")
+        }
+        let report = try await verify()
+        #expect(report.isIntact, "\(report.problems)")
+        #expect(report.recordCount == 12)
+    }
+
+    @Test func aMissingMiddleFileIsDetected() async throws {
+        _ = try await writeRotatingTrail(12)
+        let files = try rotatedFiles()
+        try #require(files.count >= 3)
+        try FileManager.default.removeItem(at: directory.appendingPathComponent(files[1]))
+        let report = try await verify()
+        let third = AuditFormat.rotatedFirstSequence(fileName: files[2]) ?? 0
+        let second = AuditFormat.rotatedFirstSequence(fileName: files[1]) ?? 0
+        expectProblem(
+            report,
+            "\(files[2]) line 1 (sequence \(third)): sequence \(third) where \(second) was expected (records are missing: the records file before this one")
+        expectProblem(report, "hash chain broken")
+    }
+
+    @Test func reorderedFilesAreDetected() async throws {
+        _ = try await writeRotatingTrail(12)
+        let files = try rotatedFiles()
+        try #require(files.count >= 3)
+        let (a, b) = (directory.appendingPathComponent(files[0]), directory.appendingPathComponent(files[1]))
+        let swap = directory.appendingPathComponent("swap")
+        try FileManager.default.moveItem(at: a, to: swap)
+        try FileManager.default.moveItem(at: b, to: a)
+        try FileManager.default.moveItem(at: swap, to: b)
+        let report = try await verify()
+        expectProblem(report, "\(files[0]): its first record is sequence \(AuditFormat.rotatedFirstSequence(fileName: files[1]) ?? 0), not 1")
+        expectProblem(report, "records are repeated or out of order")
+    }
+
+    @Test func aTrailRotatesByAge() async throws {
+        let trail = try await openTrail(rotation: AuditRotation(maximumBytes: nil, maximumAge: 0.05))
+        for n in 1...3 {
+            try await trail.append(Self.record(n))
+            try await Task.sleep(for: .milliseconds(80))
+        }
+        #expect(await trail.rotations == 2)
+        try await trail.close()
+        #expect(try rotatedFiles() == [AuditFormat.rotatedRecordsFileName(firstSequence: 1), AuditFormat.rotatedRecordsFileName(firstSequence: 2)])
+        #expect(try Self.sequences(recordsURL) == [3])
+        #expect(try await verify().isIntact)
+    }
+
+    /// A crash between a rotation's rename and the new records.jsonl (or one that leaves only a torn line in the new
+    /// file) is continued from the last rotated file: the chain carries on and the torn line is cut off.
+    @Test func reopeningAfterARotationContinuesFromTheLastRotatedFile() async throws {
+        _ = try await writeRotatingTrail(6)
+        let lastSequence = try Self.sequences(recordsURL).last ?? 0
+        let first = try Self.sequences(recordsURL).first ?? 0
+        // As if the crash came right after the rename: no records.jsonl.
+        try FileManager.default.moveItem(at: recordsURL, to: directory.appendingPathComponent(AuditFormat.rotatedRecordsFileName(firstSequence: first)))
+        var trail = try await openTrail()
+        try await trail.append(Self.record(lastSequence + 1))
+        try await trail.close()
+        #expect(try Self.sequences(recordsURL) == [lastSequence + 1])
+
+        // As if the crash tore the first write into a new records.jsonl.
+        try FileManager.default.moveItem(
+            at: recordsURL, to: directory.appendingPathComponent(AuditFormat.rotatedRecordsFileName(firstSequence: lastSequence + 1)))
+        try Data(#"{"hash":"0a"#.utf8).write(to: recordsURL)
+        expectProblem(try await verify(), "records.jsonl line 1: incomplete last line")
+        trail = try await openTrail()
+        try await trail.append(Self.record(lastSequence + 2))
+        try await trail.close()
+        #expect(try Self.sequences(recordsURL) == [lastSequence + 2])
+        let report = try await verify()
+        #expect(report.isIntact, "\(report.problems)")
+        #expect(report.recordCount == lastSequence + 2)
+    }
+
 }
 
 /// A log handler that keeps every message and its metadata as text.

@@ -16,7 +16,8 @@ cycle since the first:
 - `trent audit verify` right after the kill reports the trail intact or exactly its torn last line, and after the
   restart reports it intact (the torn line is cut off, and the server's log says so); every few cycles a torn line
   is written on purpose after the kill to check both;
-- records.jsonl holds a record, with the operation's name and no error, for every acknowledged request id;
+- the trail's records files (records.jsonl and the files it rotated into, kept small here so kills land around
+  rotations too) hold a record, with the operation's name and no error, for every acknowledged request id;
 - the SQLite store passes `PRAGMA integrity_check`, every key's current backing-key version is its newest one, and
   no alias, tag, grant or backing key outlives its key.
 
@@ -68,7 +69,7 @@ from botocore.config import Config  # noqa: E402
 from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
 
 import trent_e2e  # noqa: E402
-from trent_e2e import ACCOUNT_ID, REGION, TrentServer, free_port, _port_open  # noqa: E402
+from trent_e2e import ACCOUNT_ID, REGION, TrentServer, audit_record_files, free_port, _port_open  # noqa: E402
 
 TOKENS = ("softhsm2", "nss-softoken")
 ROOT_ARN = f"arn:aws:iam::{ACCOUNT_ID}:root"
@@ -306,6 +307,7 @@ class CrashRun:
             TRENT_NONCE_BUDGET=str(NONCE_BUDGET),
             TRENT_NONCE_RESERVATION_BLOCK=str(NONCE_BLOCK),
             TRENT_AUDIT_RECORDS_PER_DIGEST="200",  # digests written under load too
+            TRENT_AUDIT_ROTATE_BYTES=str(256 * 1024),  # rotations under load too, so kills land around them
         )
         self.stats = Stats()
         self.keys: dict[str, KeyModel] = {}
@@ -315,7 +317,7 @@ class CrashRun:
         self.acks: list[tuple[str, str, str | None]] = []  # (request id, operation, error code) not yet checked
         self.acks_lock = threading.Lock()
         self.acks_checked = 0
-        self.trail_offset = 0
+        self.trail_sequence = 0  # the last record check_trail read
         self.trail_ids: dict[str, tuple[str, str | None]] = {}
         self.trail_duplicates = 0
         self.iv_seen: dict[tuple[str, int], dict[bytes, str]] = defaultdict(dict)
@@ -839,19 +841,23 @@ class CrashRun:
         record["check_steps"] = steps
 
     def check_trail(self, cycle: int) -> None:
-        """Every acknowledged request id has its record (same operation, no error) in records.jsonl."""
-        path = self.server.data_dir / "audit" / "records.jsonl"
-        with open(path, "rb") as f:
-            f.seek(self.trail_offset)
-            data = f.read()
-        end = data.rfind(b"\n") + 1
-        for line in data[:end].splitlines():
-            record = json.loads(line)["record"]
-            rid = record.get("requestID")
-            if rid in self.trail_ids:
-                self.trail_duplicates += 1
-            self.trail_ids[rid] = (record.get("eventName"), record.get("errorCode"))
-        self.trail_offset += end
+        """Every acknowledged request id has its record (same operation, no error) in the trail's records files."""
+        files = audit_record_files(self.server.data_dir / "audit")
+        for index, path in enumerate(files):
+            following = files[index + 1].name if index + 1 < len(files) else ""
+            if following.startswith("records-") and int(following[len("records-"):-len(".jsonl")]) <= self.trail_sequence + 1:
+                continue  # read already: the file after it starts at or before the next record to read
+            data = path.read_bytes()
+            for line in data[: data.rfind(b"\n") + 1].splitlines():
+                entry = json.loads(line)
+                if entry["sequence"] <= self.trail_sequence:
+                    continue
+                self.trail_sequence = entry["sequence"]
+                record = entry["record"]
+                rid = record.get("requestID")
+                if rid in self.trail_ids:
+                    self.trail_duplicates += 1
+                self.trail_ids[rid] = (record.get("eventName"), record.get("errorCode"))
         with self.acks_lock:
             pending, self.acks = self.acks, []
         missing = []

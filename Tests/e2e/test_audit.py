@@ -8,11 +8,12 @@ import subprocess
 
 import pytest
 
-from trent_e2e import ACCESS_KEY_ID, ACCOUNT_ID, RawClient, expect_error, key_arn, make_kms
+from trent_e2e import ACCESS_KEY_ID, ACCOUNT_ID, RawClient, audit_record_files, expect_error, key_arn, make_kms
 
 
 def records(server) -> list[dict]:
-    return [json.loads(line) for line in (server.data_dir / "audit" / "records.jsonl").read_text().splitlines()]
+    """Every record of the trail, across its rotated files."""
+    return [json.loads(line) for path in audit_record_files(server.data_dir / "audit") for line in path.read_text().splitlines()]
 
 
 def verify(server):

@@ -669,6 +669,13 @@ def expect_denied(principal_arn: str | None = None, action: str | None = None, r
 
 # --------------------------------------------------------------------------- crashes
 
+def audit_record_files(audit_dir: Path) -> list[Path]:
+    """The audit trail's records files in sequence order: the rotated records-<first sequence, 20 digits>.jsonl
+    (audit.rotateBytes / audit.rotateSeconds), then the current records.jsonl."""
+    current = Path(audit_dir) / "records.jsonl"
+    return sorted(Path(audit_dir).glob("records-*.jsonl")) + ([current] if current.exists() else [])
+
+
 def crash_summary(server: TrentServer, wait: float = 10.0) -> str | None:
     """None if the server is still running after `wait` seconds; otherwise its exit status and the lines of its
     log that say why: the Swift runtime error and the crashed thread's first frame in Trent's own sources.
