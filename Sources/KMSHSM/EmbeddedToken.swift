@@ -56,7 +56,6 @@ public struct EmbeddedToken: Sendable {
             let (so, user) = (try soPIN(), try userPIN())
             try markCreation()
             try module.initializeToken(slot: slot, label: label, soPIN: so, userPIN: user)
-            try FileManager.default.removeItem(at: creationMarker)
         case .initPINWithEmptySOPIN:
             guard let slot = try module.slot(forTokenLabel: label, requireInitialized: false) else {
                 throw HSMSetupError("the module shows no token labelled '\(label)'")
@@ -68,14 +67,23 @@ public struct EmbeddedToken: Sendable {
         }
     }
 
+    /// Ends a creation ``initialize(_:soPIN:userPIN:)`` began, once Trent's keys are in the token: until then a kill
+    /// leaves the marker, and the next start makes the token again (SoftHSM writes a generated key's object file in
+    /// pieces too; a key cut short answered `CKR_MECHANISM_INVALID` to every later C_EncryptInit).
+    public func finishCreation() throws {
+        guard FileManager.default.fileExists(atPath: creationMarker.path) else { return }
+        try FileManager.default.removeItem(at: creationMarker)
+    }
+
     // MARK: A SoftHSM token whose creation was cut short
 
     private var tokens: URL { directory.appendingPathComponent("tokens", isDirectory: true) }
 
-    /// Present while a SoftHSM token is being made; it lists the token folders that existed before. SoftHSM's
-    /// C_InitToken writes a new token's folder and its token.object a piece at a time, and C_InitPIN comes after it:
-    /// a process killed in between leaves a token no one can log in to (C_GetTokenInfo fails, or the SO or user PIN
-    /// is missing), and the next start would stop on it for good.
+    /// Present while a SoftHSM token is being made, from before C_InitToken until Trent's keys are in it; it lists
+    /// the token folders that existed before. SoftHSM's C_InitToken writes a new token's folder and its token.object a
+    /// piece at a time, and C_InitPIN and the keys come after it: a process killed in between leaves a token no one can
+    /// log in to (C_GetTokenInfo fails, or the SO or user PIN is missing) or a key that cannot be used, and the next
+    /// start would stop on it for good.
     private var creationMarker: URL { directory.appendingPathComponent("creating-token") }
 
     private func markCreation() throws {
@@ -83,8 +91,9 @@ public struct EmbeddedToken: Sendable {
         try Data(existing.map { $0 + "\n" }.joined().utf8).write(to: creationMarker, options: .atomic)
     }
 
-    /// Before the module is loaded: removes the token folders a cut-short creation made (they hold no keys: Trent
-    /// makes its keys only once the token's user PIN is set), so the token is made again from the start.
+    /// Before the module is loaded: removes the token folders a cut-short creation made (no key of theirs wraps
+    /// anything yet: the marker goes only once Trent's keys exist, before the store is used), so the token is made
+    /// again from the start.
     private func discardInterruptedCreation() throws {
         guard let listing = FileManager.default.contents(atPath: creationMarker.path) else { return }
         let before = Set(String(decoding: listing, as: UTF8.self).split(separator: "\n").map(String.init))

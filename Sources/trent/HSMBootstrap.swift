@@ -59,6 +59,15 @@ struct HSMBootstrap {
         }
     }
 
+    /// Creates Trent's keys in the token where they are missing. An embedded token's creation ends only here, once
+    /// its keys exist (``EmbeddedToken/finishCreation()``).
+    @discardableResult
+    func ensureKeys(in token: Token, profile: HSMProfile) throws -> [String] {
+        let created = try TokenKeys.ensure(in: token, labels: configuration.tokenKeyLabels, profile: profile)
+        if configuration.isEmbeddedToken { try embeddedToken(profile).finishCreation() }
+        return created
+    }
+
     /// Opens the token for a setup command (`trent token init`, `probe`), runs `body` on it, and finalises the module.
     func withSetupToken<R>(createMissing: Bool, _ body: (Token, HSMProfile) throws -> R) throws -> R {
         let (token, profile) = try openToken(createMissing: createMissing)

@@ -81,9 +81,10 @@ struct TokenInit: AsyncParsableCommand {
     func run() async throws {
         try await Trent.runReportingFailures {
             let configuration = try options.load()
-            try HSMBootstrap(configuration: configuration).withSetupToken(createMissing: configuration.isEmbeddedToken) { token, profile in
+            let bootstrap = HSMBootstrap(configuration: configuration)
+            try bootstrap.withSetupToken(createMissing: configuration.isEmbeddedToken) { token, profile in
                 try TokenProbe.requireMechanisms(of: token, profile: profile)
-                let created = try TokenKeys.ensure(in: token, labels: configuration.tokenKeyLabels, profile: profile)
+                let created = try bootstrap.ensureKeys(in: token, profile: profile)
                 print(created.isEmpty
                     ? "Token '\(token.label)' already holds Trent's keys ('\(configuration.hsm.domainKeyLabel)', '\(configuration.hsm.sealingKeyLabel)')."
                     : "Created \(created.map { "'\($0)'" }.joined(separator: " and ")) in token '\(token.label)'.")
@@ -267,7 +268,7 @@ struct TrentRuntime {
         do {
             try TokenProbe.requireMechanisms(of: setup, profile: profile)
             if configuration.isEmbeddedToken {
-                try TokenKeys.ensure(in: setup, labels: configuration.tokenKeyLabels, profile: profile)
+                try bootstrap.ensureKeys(in: setup, profile: profile)
             }
         } catch {
             setup.module.finalize()

@@ -42,6 +42,7 @@ public final class TestHSM: Sendable {
         try embedded.initialize(module, soPIN: { PIN("so-1234") }, userPIN: { PIN(Self.userPIN) })
         token = try Token(module: module, label: Self.tokenLabel, pin: PIN(Self.userPIN), gcm: profile.gcmConvention)
         try TokenKeys.ensure(in: token, labels: Self.keyLabels, profile: profile)
+        try embedded.finishCreation()
         hsmToken = try Self.makeHSMToken(module: module, profile: profile, handleCacheCapacity: 10_000)
     }
 
