@@ -31,7 +31,16 @@ public final class SQLiteMetadataStore: MetadataStore {
             // Tests/IOFaults). The pool has one writer connection for its whole life, so setting it back once is
             // enough; ``synchronousModes()`` lets the tests check it.
             try database.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+            // A store a newer Trent migrated holds what this one does not know: serving it could lose or misread it.
+            let unknown = try database.read { db in try Self.migrator.appliedIdentifiers(db).subtracting(Self.migrator.migrations) }
+            guard unknown.isEmpty else {
+                throw KMSError(
+                    .internalFailure,
+                    "The metadata store at \(path) was migrated by a newer Trent (\(unknown.sorted().map { "'\($0)'" }.joined(separator: ", "))): run that version, or restore a backup taken before the upgrade.")
+            }
             try Self.migrator.migrate(database)
+        } catch let error as KMSError {
+            throw error
         } catch {
             throw KMSError(.internalFailure, "Cannot open the metadata store at \(path): \(error)", cause: error)
         }
