@@ -106,6 +106,7 @@ let package = Package(
                 "JSON", "KMS", "KMSAudit", "KMSHSM", "KMSProtocol", "KMSSQLite", "KMSServer", "PKCS11",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
