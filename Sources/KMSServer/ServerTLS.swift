@@ -117,6 +117,10 @@ extension HTTPServerBuilder {
         var tls = TLSConfiguration.makeServerConfiguration(
             certificateChain: pair.chain.map { .certificate($0) }, privateKey: .privateKey(pair.key))
         tls.minimumTLSVersion = .tlsv12
+        // When Trent closes a connection (idle, read deadline, shutdown) it sends close_notify and waits this long for
+        // the client's; most clients just drop the socket, and swift-nio-ssl's 5 s would hold each closed connection
+        // (its slot among maxConnections, and a graceful shutdown) that long.
+        tls.shutdownTimeout = .seconds(1)
         if let authorities = clientCertificateAuthorities {
             tls.certificateVerification = .noHostnameVerification
             tls.trustRoots = .certificates(authorities.certificates)

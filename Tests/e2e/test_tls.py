@@ -228,6 +228,7 @@ def test_a_client_that_does_not_trust_the_ca_is_refused(https_server, tmp_path):
     assert "CERTIFICATE_VERIFY_FAILED" in str(excinfo.value), excinfo.value
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 def test_tls_1_2_and_1_3_are_served_and_1_1_is_refused(https_server):
     ca = Path(https_server.ca_bundle)
     for version, name in ((ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")):
@@ -239,7 +240,7 @@ def test_tls_1_2_and_1_3_are_served_and_1_1_is_refused(https_server):
     old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
     with pytest.raises(ssl.SSLError) as excinfo:
         handshake(https_server, old)
-    assert "TLSV1_ALERT_PROTOCOL_VERSION" in str(excinfo.value) or "UNSUPPORTED_PROTOCOL" in str(excinfo.value), excinfo.value
+    assert "TLSV1_ALERT_PROTOCOL_VERSION" in str(excinfo.value), excinfo.value  # the server's alert
 
 
 def test_plain_http_to_the_https_port_gets_no_answer(https_server):
@@ -253,6 +254,68 @@ def test_plain_http_to_the_https_port_gets_no_answer(https_server):
         except ConnectionResetError:
             pass
     assert b"HTTP/1.1" not in answer, answer
+
+
+def closed_after(sock, timeout: float = 10.0) -> float:
+    """Seconds until the server closes `sock` (reads and drops whatever arrives first)."""
+    started = time.monotonic()
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(4096):
+            pass
+    except (ConnectionResetError, ssl.SSLError):
+        pass
+    return time.monotonic() - started
+
+
+def test_connection_limits_hold_under_tls(tmp_path, pki):
+    """The connection count, the read deadline (which, starting at a connection's first byte, bounds the handshake
+    too), the idle timeout and the header limits, over HTTPS."""
+    server = tls_server(tmp_path / "data", pki)
+    server.env.update(TRENT_MAX_CONNECTIONS="2", TRENT_READ_TIMEOUT_SECONDS="1", TRENT_IDLE_TIMEOUT_SECONDS="3",
+                      TRENT_MAX_HEADER_FIELDS="20")
+    server.start()
+    context = client_context(Path(server.ca_bundle))
+    try:
+        # Two connections open: a third is closed at once, and the two go on working.
+        first = http.client.HTTPSConnection(server.host, server.port, timeout=10, context=context)
+        second = http.client.HTTPSConnection(server.host, server.port, timeout=10, context=context)
+        assert list_keys_on(server, first) == 200 and list_keys_on(server, second) == 200
+        with socket.create_connection((server.host, server.port), timeout=5) as third:
+            assert closed_after(third) < 1
+        assert list_keys_on(server, first) == 200 and list_keys_on(server, second) == 200
+        first.close()
+        second.close()
+        # A closed TLS connection keeps its slot until the close_notify exchange ends (at most 1 s).
+        time.sleep(1.2)
+        # A client that starts a handshake and stalls is closed at the read deadline, not left to the idle timeout.
+        with socket.create_connection((server.host, server.port), timeout=5) as stalled:
+            stalled.sendall(b"\x16\x03\x01\x00\xc8\x01")  # the first bytes of a ClientHello
+            assert 0.5 < closed_after(stalled) < 3
+        # A handshaken client that sends half a request: the read deadline.
+        with context.wrap_socket(socket.create_connection((server.host, server.port), timeout=5),
+                                 server_hostname="127.0.0.1") as half:
+            half.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            assert 0.5 < closed_after(half) < 3
+        # The deadline runs from the handshake's first byte: a client that handshakes and sends no request is closed
+        # at it too.
+        with context.wrap_socket(socket.create_connection((server.host, server.port), timeout=5),
+                                 server_hostname="127.0.0.1") as silent:
+            assert 0.5 < closed_after(silent) < 3
+        # A keep-alive connection after its request: the idle timeout.
+        idle = http.client.HTTPSConnection(server.host, server.port, timeout=10, context=context)
+        assert list_keys_on(server, idle) == 200
+        assert 2.5 < closed_after(idle.sock) < 5.5
+        idle.close()
+        # Too many header fields: 400, as over plain HTTP.
+        with context.wrap_socket(socket.create_connection((server.host, server.port), timeout=5),
+                                 server_hostname="127.0.0.1") as fields:
+            many = "".join(f"X-Field-{i}: {i}\r\n" for i in range(40))
+            fields.sendall(f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n{many}Content-Length: 2\r\n\r\n{{}}".encode())
+            fields.settimeout(5)
+            assert fields.recv(64).startswith(b"HTTP/1.1 400")
+    finally:
+        assert server.stop() == 0
 
 
 # --------------------------------------------------------------------------- mutual TLS
