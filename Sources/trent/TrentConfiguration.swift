@@ -198,9 +198,9 @@ struct TrentConfiguration: Codable, Equatable {
         string("TRENT_TLS_PRIVATE_KEY_FILE") { server.tls.privateKeyFile = $0 }
         string("TRENT_TLS_CLIENT_CA_FILE") { server.tls.clientCAFile = $0 }
         if let text = environment["TRENT_ALLOW_PLAINTEXT"], !text.isEmpty {
-            switch text.lowercased() {
-            case "true", "1", "yes": server.allowPlaintext = true
-            case "false", "0", "no": server.allowPlaintext = false
+            switch text {
+            case "true": server.allowPlaintext = true
+            case "false": server.allowPlaintext = false
             default: throw StartupError("TRENT_ALLOW_PLAINTEXT must be true or false, not '\(text)'")
             }
         }

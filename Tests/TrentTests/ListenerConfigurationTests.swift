@@ -40,7 +40,7 @@ import Testing
     }
 
     @Test(arguments: [
-        ["TRENT_ALLOW_PLAINTEXT": "maybe"], ["TRENT_TLS_CERTIFICATE_FILE": "a.pem"], ["TRENT_TLS_PRIVATE_KEY_FILE": "a.key"],
+        ["TRENT_ALLOW_PLAINTEXT": "maybe"], ["TRENT_ALLOW_PLAINTEXT": "1"], ["TRENT_TLS_CERTIFICATE_FILE": "a.pem"], ["TRENT_TLS_PRIVATE_KEY_FILE": "a.key"],
         ["TRENT_TLS_CLIENT_CA_FILE": "ca.pem"], ["TRENT_SHUTDOWN_GRACE_SECONDS": "-1"], ["TRENT_SHUTDOWN_GRACE_SECONDS": "3601"],
     ])
     func inconsistentSettingsAreRefused(environment: [String: String]) {
