@@ -142,11 +142,13 @@ struct TrentServer {
     let configuration: TrentConfiguration
 
     func run() async throws {
+        // Read before the token opens, so a bad file stops startup at once.
+        let tls = try configuration.listenerTLS()
         let storeLock = try Self.lockStore(configuration)
         defer { withExtendedLifetime(storeLock) {} }
         let runtime = try await TrentRuntime.open(configuration, createMissing: configuration.isEmbeddedToken)
         do {
-            try await serve(runtime)
+            try await serve(runtime, tls: tls)
         } catch {
             // A failure before the service group ran; once it runs, its shutdown closes the tokens.
             await runtime.shutdown()
@@ -154,7 +156,7 @@ struct TrentServer {
         }
     }
 
-    private func serve(_ runtime: TrentRuntime) async throws {
+    private func serve(_ runtime: TrentRuntime, tls: ListenerTLS?) async throws {
         let logger = runtime.logger
         let location = runtime.service.location
         let administrator = try await bootstrapAdministrator(runtime)
@@ -168,11 +170,11 @@ struct TrentServer {
         let http = KMSHTTPServer(
             handler: KMSRequestHandler(service: runtime.service, verifier: verifier, audit: trail, logger: logger),
             maximumBodySize: configuration.server.maxBodyBytes)
-        let endpoint = "http://\(configuration.server.host):\(configuration.server.port)"
+        let endpoint = configuration.endpoint
         raiseOpenFileLimit(logger: logger)
         let app = Application(
             router: http.router(),
-            server: .http1(limits: configuration.connectionLimits, logger: logger),
+            server: try configuration.listener(tls: tls, logger: logger),
             configuration: .init(address: .hostname(configuration.server.host, port: configuration.server.port), serverName: "Trent"),
             onServerRunning: { _ in
                 Self.printBanner(endpoint: endpoint, region: location.region, administrator: administrator)
@@ -181,13 +183,19 @@ struct TrentServer {
         let sweeper = KeyMaintenance(
             service: runtime.service, interval: .seconds(configuration.keyDeletion.sweepIntervalSeconds), logger: logger)
         let digests = AuditDigestService(trail: trail, interval: .seconds(configuration.audit.digestIntervalSeconds), logger: logger)
+        let listener = BoundedShutdown(
+            listener: app, grace: .seconds(configuration.server.shutdownGraceSeconds), closing: BoundedShutdown.closingTime, logger: logger)
         // Services stop in reverse order: the server first, then the digest writer closes the trail (signing its last
         // digest in the token), then the custom key stores' tokens, and Trent's own token last.
         let group = ServiceGroup(
             configuration: .init(
-                services: [runtime.token, runtime.customKeyStoreTokens, digests, sweeper, app], gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
+                services: [
+                    runtime.token, runtime.customKeyStoreTokens, digests, sweeper, CertificateReloader(certificate: tls?.certificate, logger: logger),
+                    listener,
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+        logger.notice("shutdown complete: the audit trail is closed and digested, the token closed")
     }
 
     /// Each connection holds a file descriptor, and a soft open-file limit is often 1024: raises it (within the hard

@@ -21,6 +21,21 @@ struct TrentConfiguration: Codable, Equatable {
         /// A connection with no request under way is closed after this long.
         var idleTimeoutSeconds = 60
         var maxConnections = 4096
+        /// HTTPS on the API listener: both files set, or neither (plain HTTP).
+        var tls = TLS()
+        /// Plain HTTP on a non-loopback address, for use behind a proxy that terminates TLS.
+        var allowPlaintext = false
+        /// After SIGTERM or SIGINT, how long requests in flight have to finish before their connections are closed.
+        var shutdownGraceSeconds = 20
+    }
+
+    struct TLS: Codable, Equatable {
+        /// PEM: the server certificate first, then its intermediates.
+        var certificateFile = ""
+        /// PEM, unencrypted.
+        var privateKeyFile = ""
+        /// PEM CA bundle; when set, clients must present a certificate that chains to it (mutual TLS).
+        var clientCAFile = ""
     }
 
     struct Service: Codable, Equatable {
@@ -183,6 +198,17 @@ struct TrentConfiguration: Codable, Equatable {
         try number("TRENT_READ_TIMEOUT_SECONDS") { server.readTimeoutSeconds = $0 }
         try number("TRENT_IDLE_TIMEOUT_SECONDS") { server.idleTimeoutSeconds = $0 }
         try number("TRENT_MAX_CONNECTIONS") { server.maxConnections = $0 }
+        string("TRENT_TLS_CERTIFICATE_FILE") { server.tls.certificateFile = $0 }
+        string("TRENT_TLS_PRIVATE_KEY_FILE") { server.tls.privateKeyFile = $0 }
+        string("TRENT_TLS_CLIENT_CA_FILE") { server.tls.clientCAFile = $0 }
+        if let text = environment["TRENT_ALLOW_PLAINTEXT"], !text.isEmpty {
+            switch text {
+            case "true": server.allowPlaintext = true
+            case "false": server.allowPlaintext = false
+            default: throw StartupError("TRENT_ALLOW_PLAINTEXT must be true or false, not '\(text)'")
+            }
+        }
+        try number("TRENT_SHUTDOWN_GRACE_SECONDS") { server.shutdownGraceSeconds = $0 }
         string("TRENT_REGION") { service.region = $0 }
         string("TRENT_ACCOUNT_ID") { service.accountId = $0 }
         string("TRENT_DATA_DIR") { dataDirectory = $0 }
@@ -229,6 +255,7 @@ struct TrentConfiguration: Codable, Equatable {
         ] where value < 1 {
             throw StartupError("server.\(name) must be at least 1, not \(value)")
         }
+        try validateListener()
         guard hsm.threads >= 1 else { throw StartupError("hsm.threads must be at least 1") }
         guard ["softhsm2", "nss-softoken", "none"].contains(hsm.embeddedToken) else {
             throw StartupError("hsm.embeddedToken must be softhsm2, nss-softoken or none, not '\(hsm.embeddedToken)'")

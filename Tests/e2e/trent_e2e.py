@@ -168,12 +168,22 @@ class TrentServer:
             TRENT_HSM_EMBEDDED_TOKEN=TOKEN,
         )
         self.env = base
+        # Set by use_tls: the CA bundle clients verify the server with (make_kms passes it as verify=).
+        self.ca_bundle: str | None = None
         self.proc: subprocess.Popen | None = None
         self._log_file = None
         ALL_SERVERS.append(self)
 
     def __repr__(self) -> str:
         return f"TrentServer({self.endpoint}, data_dir={self.data_dir})"
+
+    def use_tls(self, certificate_file, private_key_file, ca_bundle, client_ca_file=None) -> None:
+        """Serve HTTPS with these PEM files (and mutual TLS with `client_ca_file`); clients trust `ca_bundle`."""
+        self.env.update(TRENT_TLS_CERTIFICATE_FILE=str(certificate_file), TRENT_TLS_PRIVATE_KEY_FILE=str(private_key_file))
+        if client_ca_file is not None:
+            self.env["TRENT_TLS_CLIENT_CA_FILE"] = str(client_ca_file)
+        self.ca_bundle = str(ca_bundle)
+        self.endpoint = f"https://{self.host}:{self.port}"
 
     def log_text(self) -> str:
         try:
@@ -275,7 +285,8 @@ def _record_response_plaintext(parsed, **_):
 
 
 def make_kms(server: TrentServer, *, access_key_id: str | None = None, secret_access_key: str | None = None,
-             retries: dict | None = None, read_timeout: float = 30, max_pool_connections: int = 10):
+             retries: dict | None = None, read_timeout: float = 30, max_pool_connections: int = 10,
+             verify=None, client_cert=None):
     """A boto3 KMS client for `server`.
 
     Client-side parameter validation is off so bounds (Limit=0, NumberOfBytes=0, empty Plaintext, ...)
@@ -283,6 +294,8 @@ def make_kms(server: TrentServer, *, access_key_id: str | None = None, secret_ac
 
     `retries` is botocore's retry configuration; the default, {"max_attempts": 1}, is botocore's legacy mode
     with one retry of a 5xx (max_attempts counts retries there). {"total_max_attempts": 1} means one attempt.
+
+    Over HTTPS, `verify` defaults to the server's CA bundle; `client_cert` is (certificate file, key file).
     """
     session = boto3.session.Session(botocore_session=_isolated_botocore_session())
     client = session.client(
@@ -291,7 +304,9 @@ def make_kms(server: TrentServer, *, access_key_id: str | None = None, secret_ac
         endpoint_url=server.endpoint,
         aws_access_key_id=access_key_id or server.access_key_id,
         aws_secret_access_key=secret_access_key or server.secret_access_key,
+        verify=verify if verify is not None else server.ca_bundle,
         config=Config(
+            client_cert=client_cert,
             retries=dict(retries) if retries is not None else {"max_attempts": 1},
             parameter_validation=False,
             connect_timeout=5,
@@ -357,6 +372,8 @@ class RawClient:
     def __init__(self, server: TrentServer):
         self.server = server
         self.session = requests.Session()
+        if server.ca_bundle:
+            self.session.verify = server.ca_bundle
 
     def __call__(
         self,
