@@ -84,7 +84,7 @@ enum TrentLogging {
             guard current == nil else { return }
             current = requested
             if requested == "json" {
-                LoggingSystem.bootstrap { label, provider in JSONLogHandler(label: label, metadataProvider: provider) }
+                LoggingSystem.bootstrap { label in JSONLogHandler(label: label) }
             }
         }
     }

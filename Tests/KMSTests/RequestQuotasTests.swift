@@ -13,32 +13,35 @@ import Testing
         var now: @Sendable () -> Double { { self.seconds.withLock { $0 } } }
     }
 
+    /// How many of `count` requests at `now` the bucket admits.
+    func admitted(_ bucket: inout TokenBucket, _ count: Int, now: Double) -> Int {
+        var admitted = 0
+        for _ in 0..<count where bucket.take(now: now) { admitted += 1 }
+        return admitted
+    }
+
     @Test func aFullBucketAllowsItsBurstThenRefusesUntilItRefills() {
         var bucket = TokenBucket(rate: 10, burst: 10, now: 0)
-        #expect((0..<10).allSatisfy { _ in bucket.take(now: 0) })
-        #expect(!bucket.take(now: 0))
+        let burst = admitted(&bucket, 11, now: 0)
         // A tenth of a second brings back exactly one token.
-        #expect(bucket.take(now: 0.1))
-        #expect(!bucket.take(now: 0.1))
+        let refilled = admitted(&bucket, 2, now: 0.1)
         // Idle time refills up to the burst, never beyond.
-        #expect((0..<10).allSatisfy { _ in bucket.take(now: 100) })
-        #expect(!bucket.take(now: 100))
+        let afterIdle = admitted(&bucket, 20, now: 100)
+        #expect([burst, refilled, afterIdle] == [10, 1, 10] as [Int])
     }
 
     @Test func aRateBelowOneAllowsOneRequestPerInterval() {
         var bucket = TokenBucket(rate: 0.25, burst: 1, now: 0)
-        #expect(bucket.take(now: 0))
-        #expect(!bucket.take(now: 3.9))
-        #expect(bucket.take(now: 4.0))
-        #expect(!bucket.take(now: 4.0))
+        let counts = [admitted(&bucket, 2, now: 0), admitted(&bucket, 1, now: 3.9), admitted(&bucket, 2, now: 4.0)]
+        #expect(counts == [1, 0, 1] as [Int])
     }
 
     @Test func aClockGoingBackwardsAddsNothing() {
         var bucket = TokenBucket(rate: 1, burst: 1, now: 10)
-        #expect(bucket.take(now: 10))
-        #expect(!bucket.take(now: 5))
-        #expect(!bucket.take(now: 10.5))
-        #expect(bucket.take(now: 11))
+        let counts = [
+            admitted(&bucket, 1, now: 10), admitted(&bucket, 1, now: 5), admitted(&bucket, 1, now: 10.5), admitted(&bucket, 1, now: 11),
+        ]
+        #expect(counts == [1, 0, 0, 1] as [Int])
     }
 
     @Test func accountsAndQuotasHaveBucketsOfTheirOwn() {

@@ -1,4 +1,5 @@
 import Foundation
+import KMS
 import Testing
 @testable import trent
 
