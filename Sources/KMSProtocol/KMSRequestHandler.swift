@@ -49,7 +49,8 @@ public struct KMSResponse: Sendable {
 /// AWS JSON 1.1, SigV4.
 ///
 /// Order of checks, as AWS applies them: body size, authentication, operation name, request shape, the request
-/// quota (``RequestQuotas``), then the operation itself. Every response carries a request id; every failure is an AWS error body, never a stack trace.
+/// quota (``RequestQuotas``), then the operation itself. Every response carries a request id; every failure is an
+/// AWS error body, never a stack trace.
 /// Every request, refused or not, gets one audit record, and is answered only once that record is durable.
 public struct KMSRequestHandler: Sendable {
     static let targetPrefix = "TrentService."
