@@ -61,6 +61,16 @@ import Testing
         #expect(configuration.log == .init(level: "debug", format: "text"))
     }
 
+    /// Quotas are on by default, at AWS's published rates; logs are text at info, as before.
+    @Test func quotasAreOnByDefaultAtAWSRates() throws {
+        let defaults = TrentConfiguration()
+        #expect(defaults.quotas.enabled && defaults.quotas.rates == RequestQuotas.awsDefaultRates && defaults.quotas.accounts.isEmpty)
+        let quotas = try #require(defaults.requestQuotas)
+        #expect(quotas.rate(account: "111122223333", quota: "CreateKey") == 5)
+        #expect(quotas.rate(account: "111122223333", quota: "symmetric") == 10_000)
+        #expect(defaults.log == .init(level: "info", format: "text"))
+    }
+
     @Test func badQuotaAndLogSettingsStopStartupWithOneLine() {
         for yaml in [
             "quotas:\n  rates:\n    CreatKey: 5\n",
