@@ -49,6 +49,8 @@ public struct KMSError: Error, Sendable, CustomStringConvertible {
         public static let notAuthorized = Code(rawValue: "NotAuthorizedException")
         public static let notFound = Code(rawValue: "NotFoundException")
         public static let tag = Code(rawValue: "TagException")
+        /// Not in the KMS model: the AWS-wide throttling error, which the SDKs' retries back off on.
+        public static let throttling = Code(rawValue: "ThrottlingException")
         public static let unsupportedOperation = Code(rawValue: "UnsupportedOperationException")
         public static let validation = Code(rawValue: "ValidationException")
     }

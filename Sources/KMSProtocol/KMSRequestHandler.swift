@@ -48,8 +48,9 @@ public struct KMSResponse: Sendable {
 /// The KMS endpoint's logic, independent of the transport: `POST /` with `X-Amz-Target: TrentService.<Operation>`,
 /// AWS JSON 1.1, SigV4.
 ///
-/// Order of checks, as AWS applies them: body size, authentication, operation name, request shape, then the
-/// operation itself. Every response carries a request id; every failure is an AWS error body, never a stack trace.
+/// Order of checks, as AWS applies them: body size, authentication, operation name, request shape, the request
+/// quota (``RequestQuotas``), then the operation itself. Every response carries a request id; every failure is an
+/// AWS error body, never a stack trace.
 /// Every request, refused or not, gets one audit record, and is answered only once that record is durable.
 public struct KMSRequestHandler: Sendable {
     static let targetPrefix = "TrentService."
@@ -62,15 +63,20 @@ public struct KMSRequestHandler: Sendable {
     let verifier: SigV4Verifier
     let operations: [String: Operation]
     let audit: (any AuditSink)?
+    let quotas: RequestQuotas?
     let logger: Logger
 
     /// - Parameter audit: receives one CloudTrail record per request, allowed or denied, successful or not;
     ///   the response waits until the record is durable.
-    public init(service: KeyManagementService, verifier: SigV4Verifier, audit: (any AuditSink)?, logger: Logger) {
+    /// - Parameter quotas: the request quotas; nil means none.
+    public init(
+        service: KeyManagementService, verifier: SigV4Verifier, audit: (any AuditSink)?, quotas: RequestQuotas? = nil, logger: Logger
+    ) {
         self.service = service
         self.verifier = verifier
         self.operations = service.operations()
         self.audit = audit
+        self.quotas = quotas
         self.logger = logger
     }
 
@@ -127,7 +133,9 @@ public struct KMSRequestHandler: Sendable {
                     }
                     let json = try AWSJSON.parseBody(request.body)
                     exchange.request = json
-                    exchange.output = try await operation.handle(json, caller)
+                    exchange.output = try await withQuota(operation: operationName, request: json, caller: caller) {
+                        try await operation.handle(json, caller)
+                    }
                 } catch let error as KMSError {
                     exchange.error = error
                 } catch {
@@ -142,8 +150,14 @@ public struct KMSRequestHandler: Sendable {
             if logger.logLevel <= .info {
                 var metadata: Logger.Metadata = ["kms.error": "\(error.code)", "kms.error.message": "\(CloudTrailRecord.bounded(error.message, limit: 1024))"]
                 if let cause = error.cause { metadata["kms.error.cause"] = "\(cause)" }
+                if let caller = exchange.caller { metadata["kms.principal"] = "\(caller.principalARN)" }
                 log(.info, "request failed", metadata)
             }
+        } else if logger.logLevel <= .debug {
+            // The access log: every successful request at debug, with the same fields as a failure's line.
+            var metadata: Logger.Metadata = [:]
+            if let caller = exchange.caller { metadata["kms.principal"] = "\(caller.principalARN)" }
+            log(.debug, "request succeeded", metadata)
         }
 
         if let audit {
@@ -168,6 +182,35 @@ public struct KMSRequestHandler: Sendable {
             return Self.errorResponse(error, status: exchange.status, requestID: requestID)
         }
         return KMSResponse(status: 200, body: exchange.output?.canonicalBytes ?? [], requestID: requestID)
+    }
+
+    /// Runs `body` under the request quota of the caller's account: a quota of the operation is charged before
+    /// it runs; a quota of the key's type once the authorizer allowed the key (``QuotaGate``). An integrated service
+    /// calling on its own behalf belongs to no account and is counted by its principal.
+    private func withQuota(
+        operation: String, request: JSONValue, caller: Caller, _ body: () async throws -> JSONValue?
+    ) async throws -> JSONValue? {
+        guard let quotas else { return try await body() }
+        let account = caller.accountID.isEmpty ? caller.principalARN : caller.accountID
+        let gate: QuotaGate
+        switch RequestQuotas.plan(operation: operation, request: request) {
+        case .unlimited:
+            return try await body()
+        case .quota(let name):
+            try quotas.charge(account: account, quota: name)
+            return try await body()
+        case .byKey:
+            gate = QuotaGate(quotas: quotas, account: account)
+        }
+        let output: JSONValue?
+        do {
+            output = try await QuotaGate.$current.withValue(gate) { try await body() }
+        } catch {
+            if !gate.finish() { throw RequestQuotas.throttled }
+            throw error
+        }
+        _ = gate.finish()
+        return output
     }
 
     /// Verifies the signature, then, when an integrated service calls on behalf of a principal, that

@@ -21,26 +21,27 @@ struct Trent: AsyncParsableCommand {
         subcommands: [Serve.self, TokenCommand.self, IdentityCommand.self, AuditCommand.self, StoreCommand.self, BenchCommand.self],
         defaultSubcommand: Serve.self)
 
-    /// Runs `body`, printing a startup failure as one line on stderr and exiting 1, never a stack trace.
+    /// Runs `body`, printing a startup failure as one line (on stderr, or a JSON log line under `log.format: json`)
+    /// and exiting 1, never a stack trace.
     static func runReportingFailures(_ body: () async throws -> Void) async throws {
         do {
             try await body()
         } catch let error as StartupError {
-            FileHandle.standardError.write(Data("trent: \(error.description)\n".utf8))
+            TrentLogging.writeFailure("\(error.description)")
             throw ExitCode.failure
         } catch let error as HSMSetupError {
-            FileHandle.standardError.write(Data("trent: \(error.description)\n".utf8))
+            TrentLogging.writeFailure("\(error.description)")
             throw ExitCode.failure
         } catch let error as KMSError {
-            FileHandle.standardError.write(Data("trent: \(error.message)\n".utf8))
+            TrentLogging.writeFailure("\(error.message)")
             throw ExitCode.failure
         } catch let error as PKCS11Error {
-            FileHandle.standardError.write(Data("trent: PKCS#11 failure: \(error)\n".utf8))
+            TrentLogging.writeFailure("PKCS#11 failure: \(error)")
             throw ExitCode.failure
         } catch let error as ExitCode {
             throw error
         } catch {
-            FileHandle.standardError.write(Data("trent: \(error)\n".utf8))
+            TrentLogging.writeFailure("\(error)")
             throw ExitCode.failure
         }
     }
@@ -168,7 +169,8 @@ struct TrentServer {
             directory: configuration.auditDirectoryURL, signer: TokenDigestSigner(provider: runtime.provider),
             recordsPerDigest: configuration.audit.recordsPerDigest, rotation: configuration.audit.rotation, logger: logger)
         let http = KMSHTTPServer(
-            handler: KMSRequestHandler(service: runtime.service, verifier: verifier, audit: trail, logger: logger),
+            handler: KMSRequestHandler(
+                service: runtime.service, verifier: verifier, audit: trail, quotas: configuration.requestQuotas, logger: logger),
             maximumBodySize: configuration.server.maxBodyBytes)
         let endpoint = configuration.endpoint
         raiseOpenFileLimit(logger: logger)
@@ -177,7 +179,11 @@ struct TrentServer {
             server: try configuration.listener(tls: tls, logger: logger),
             configuration: .init(address: .hostname(configuration.server.host, port: configuration.server.port), serverName: "Trent"),
             onServerRunning: { _ in
-                Self.printBanner(endpoint: endpoint, region: location.region, administrator: administrator)
+                if TrentLogging.isJSON {
+                    Self.logBanner(endpoint: endpoint, region: location.region, administrator: administrator, logger: logger)
+                } else {
+                    Self.printBanner(endpoint: endpoint, region: location.region, administrator: administrator)
+                }
             },
             logger: logger)
         let sweeper = KeyMaintenance(
@@ -236,6 +242,21 @@ struct TrentServer {
         var newSecret: String?
     }
 
+    /// The banner as one log line, for `log.format: json`. A generated secret is not written: JSON logs are meant for
+    /// log shippers, where a secret would be kept and copied; the line says how to make a usable key instead.
+    static func logBanner(endpoint: String, region: String, administrator: Administrator, logger: Logger) {
+        var metadata: Logger.Metadata = [
+            "endpoint": "\(endpoint)", "region": "\(region)", "administrator": "\(administrator.principalARN)",
+        ]
+        if let accessKeyID = administrator.accessKeyID { metadata["accessKeyId"] = "\(accessKeyID)" }
+        logger.notice("Trent is serving the AWS KMS API", metadata: metadata)
+        if administrator.newSecret != nil {
+            logger.warning(
+                "created the administrator; its secret is not written to a JSON log: make a key with trent identity create-access-key",
+                metadata: ["administrator": "\(administrator.principalARN)"])
+        }
+    }
+
     /// What a developer needs to point the AWS CLI at this server. A secret is shown only the one time Trent
     /// generates it; it is stored sealed in the token and never printed again.
     static func printBanner(endpoint: String, region: String, administrator: Administrator) {
@@ -268,8 +289,9 @@ struct TrentRuntime {
     let logger: Logger
 
     static func open(_ configuration: TrentConfiguration, createMissing: Bool) async throws -> TrentRuntime {
+        TrentLogging.bootstrap(format: configuration.log.format)
         var logger = Logger(label: "trent")
-        logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
+        logger.logLevel = Logger.Level(rawValue: configuration.log.level) ?? .info
         try SecretFile.makeDirectory(configuration.dataDirectoryURL)
         let bootstrap = HSMBootstrap(configuration: configuration)
         let (setup, profile) = try bootstrap.openToken(createMissing: createMissing)

@@ -1,6 +1,8 @@
 import Foundation
+import KMS
 import KMSHSM
 import KMSServer
+import Logging
 import Yams
 
 /// Every setting of Trent. Defaults are compiled in (and documented, key by key, in `Config/trent.yaml`);
@@ -108,6 +110,27 @@ struct TrentConfiguration: Codable, Equatable {
         var reservationBlock: UInt64 = 1 << 16
     }
 
+    /// Request quotas as AWS KMS has them (Config/trent.yaml and docs/operations.md say why they are on).
+    struct Quotas: Codable, Equatable {
+        var enabled = true
+        /// Requests a second per account, by quota (RequestQuotas.swift); 0 means not limited.
+        var rates: [String: Double] = RequestQuotas.awsDefaultRates
+        /// Accounts whose quotas differ: each entry's rates replace `rates` for that account.
+        var accounts: [AccountQuotas] = []
+    }
+
+    struct AccountQuotas: Codable, Equatable {
+        var account: String
+        var rates: [String: Double]
+    }
+
+    struct Log: Codable, Equatable {
+        /// trace, debug (adds a line per successful request), info (a line per failed one), notice, warning, error, critical.
+        var level = "info"
+        /// `text` (swift-log's lines) or `json` (one JSON object per line, for log shippers).
+        var format = "text"
+    }
+
     var server = Server()
     var service = Service()
     var dataDirectory = ".trent"
@@ -117,7 +140,8 @@ struct TrentConfiguration: Codable, Equatable {
     var keyDeletion = KeyDeletion()
     var audit = Audit()
     var nonceBudget = NonceBudget()
-    var logLevel = "info"
+    var quotas = Quotas()
+    var log = Log()
     /// PKCS#11 tokens offered to custom key stores (KeyStoreConfiguration.swift); none by default.
     var keyStores: [KeyStore] = []
 
@@ -242,7 +266,15 @@ struct TrentConfiguration: Codable, Equatable {
         try number("TRENT_AUDIT_ROTATE_SECONDS") { audit.rotateSeconds = $0 }
         try number("TRENT_NONCE_BUDGET") { nonceBudget.perBackingKey = $0 }
         try number("TRENT_NONCE_RESERVATION_BLOCK") { nonceBudget.reservationBlock = $0 }
-        string("TRENT_LOG_LEVEL") { logLevel = $0 }
+        string("TRENT_LOG_LEVEL") { log.level = $0 }
+        string("TRENT_LOG_FORMAT") { log.format = $0 }
+        if let text = environment["TRENT_QUOTAS_ENABLED"], !text.isEmpty {
+            switch text.lowercased() {
+            case "true", "1", "yes": quotas.enabled = true
+            case "false", "0", "no": quotas.enabled = false
+            default: throw StartupError("TRENT_QUOTAS_ENABLED must be true or false, not '\(text)'")
+            }
+        }
         try validate()
     }
 
@@ -278,7 +310,40 @@ struct TrentConfiguration: Codable, Equatable {
         guard audit.rotateBytes >= 0, audit.rotateSeconds >= 0 else {
             throw StartupError("audit.rotateBytes and audit.rotateSeconds must be 0 (never) or more")
         }
+        guard Logger.Level(rawValue: log.level) != nil else {
+            throw StartupError("log.level must be trace, debug, info, notice, warning, error or critical, not '\(log.level)'")
+        }
+        guard ["text", "json"].contains(log.format) else { throw StartupError("log.format must be text or json, not '\(log.format)'") }
+        try validateQuotas()
         try validateKeyStores()
+    }
+
+    private func validateQuotas() throws {
+        func check(_ rates: [String: Double], _ path: String) throws {
+            for (name, rate) in rates.sorted(by: { $0.key < $1.key }) {
+                guard RequestQuotas.quotaNames.contains(name) else {
+                    throw StartupError("\(path).\(name) is not a request quota (see Config/trent.yaml for their names)")
+                }
+                guard rate.isFinite, rate >= 0 else { throw StartupError("\(path).\(name) must be 0 (no limit) or a positive rate") }
+            }
+        }
+        try check(quotas.rates, "quotas.rates")
+        var seen: Set<String> = []
+        for entry in quotas.accounts {
+            guard Account.isValidID(entry.account) else {
+                throw StartupError("quotas.accounts: '\(entry.account)' is not an account id (12 digits)")
+            }
+            guard seen.insert(entry.account).inserted else { throw StartupError("quotas.accounts names account \(entry.account) twice") }
+            try check(entry.rates, "quotas.accounts[\(entry.account)].rates")
+        }
+    }
+
+    /// The request quotas the handler applies; nil when `quotas.enabled` is false.
+    var requestQuotas: RequestQuotas? {
+        guard quotas.enabled else { return nil }
+        var accountRates: [String: [String: Double]] = [:]
+        for entry in quotas.accounts { accountRates[entry.account] = entry.rates }
+        return RequestQuotas(rates: quotas.rates, accountRates: accountRates)
     }
 
     var dataDirectoryURL: URL { URL(fileURLWithPath: dataDirectory, isDirectory: true).standardizedFileURL }

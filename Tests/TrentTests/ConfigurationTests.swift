@@ -1,4 +1,5 @@
 import Foundation
+import KMS
 import Testing
 @testable import trent
 
@@ -33,6 +34,57 @@ import Testing
             var fresh = TrentConfiguration()
             #expect(throws: StartupError.self, "\(name)=0") { try fresh.applyEnvironment([name: "0"]) }
         }
+    }
+
+    @Test func quotasAndLogSettingsComeFromTheFileAndTheEnvironment() throws {
+        var configuration = try TrentConfiguration.parse(
+            """
+            log:
+              format: json
+            quotas:
+              rates:
+                CreateKey: 50
+              accounts:
+                - account: "444455556666"
+                  rates: {symmetric: 20, GenerateDataKeyPair_RSA_2048: 0.5}
+            """, source: "test")
+        #expect(configuration.log == .init(level: "info", format: "json"))
+        #expect(configuration.quotas.enabled)
+        #expect(configuration.quotas.rates["CreateKey"] == 50)
+        #expect(configuration.quotas.rates["symmetric"] == 10_000)
+        #expect(configuration.quotas.accounts == [.init(account: "444455556666", rates: ["symmetric": 20, "GenerateDataKeyPair_RSA_2048": 0.5])])
+        let quotas = try #require(configuration.requestQuotas)
+        #expect(quotas.rate(account: "444455556666", quota: "symmetric") == 20)
+        #expect(quotas.rate(account: "111122223333", quota: "symmetric") == 10_000)
+        try configuration.applyEnvironment(["TRENT_QUOTAS_ENABLED": "false", "TRENT_LOG_LEVEL": "debug", "TRENT_LOG_FORMAT": "text"])
+        #expect(configuration.requestQuotas == nil)
+        #expect(configuration.log == .init(level: "debug", format: "text"))
+    }
+
+    /// Quotas are on by default, at AWS's published rates; logs are text at info, as before.
+    @Test func quotasAreOnByDefaultAtAWSRates() throws {
+        let defaults = TrentConfiguration()
+        #expect(defaults.quotas.enabled && defaults.quotas.rates == RequestQuotas.awsDefaultRates && defaults.quotas.accounts.isEmpty)
+        let quotas = try #require(defaults.requestQuotas)
+        #expect(quotas.rate(account: "111122223333", quota: "CreateKey") == 5)
+        #expect(quotas.rate(account: "111122223333", quota: "symmetric") == 10_000)
+        #expect(defaults.log == .init(level: "info", format: "text"))
+    }
+
+    @Test func badQuotaAndLogSettingsStopStartupWithOneLine() {
+        for yaml in [
+            "quotas:\n  rates:\n    CreatKey: 5\n",
+            "quotas:\n  rates:\n    CreateKey: -1\n",
+            "quotas:\n  accounts:\n    - account: \"12\"\n      rates: {}\n",
+            "quotas:\n  accounts:\n    - account: \"444455556666\"\n      rates: {symetric: 1}\n",
+            "log:\n  format: xml\n",
+            "log:\n  level: loud\n",
+            "logLevel: info\n",
+        ] {
+            #expect(throws: StartupError.self, "\(yaml)") { try TrentConfiguration.parse(yaml, source: "test") }
+        }
+        var configuration = TrentConfiguration()
+        #expect(throws: StartupError.self) { try configuration.applyEnvironment(["TRENT_QUOTAS_ENABLED": "maybe"]) }
     }
 
     /// Each connection limit has its TRENT_* variable (the end-to-end tests show each reaches the listener).

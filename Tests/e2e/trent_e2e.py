@@ -166,6 +166,9 @@ class TrentServer:
             TRENT_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY,
             TRENT_LOG_LEVEL="info",
             TRENT_HSM_EMBEDDED_TOKEN=TOKEN,
+            # Quotas are on by default (AWS's rates, e.g. CreateKey 5/s) and the suite does not retry: only the quota
+            # tests (test_quotas.py) turn them on.
+            TRENT_QUOTAS_ENABLED="false",
         )
         self.env = base
         # Set by use_tls: the CA bundle clients verify the server with (make_kms passes it as verify=).

@@ -44,6 +44,8 @@ struct Authorizer: Sendable {
         let outcome = try await evaluate(request, caller: caller, keyPolicy: nil)
         switch outcome {
         case .allowed:
+            // The request's quota class is that of the first key the caller may use (RequestQuotas.swift).
+            if let key = request.key { try QuotaGate.current?.allowed(key) }
             return
         case .denied(let reason), .explicitlyDenied(let reason):
             let resource = request.key.map(location.keyARN) ?? "*"

@@ -225,6 +225,8 @@ final class Bench: @unchecked Sendable {
         environment["TRENT_ACCESS_KEY_ID"] = accessKeyID
         environment["TRENT_SECRET_ACCESS_KEY"] = secret
         environment["TRENT_LOG_LEVEL"] = "warning"
+        // The benchmark measures Trent's ceilings, not AWS's quotas.
+        environment["TRENT_QUOTAS_ENABLED"] = "false"
         environment["TRENT_HSM_EMBEDDED_TOKEN"] = ProcessInfo.processInfo.environment["TRENT_HSM_EMBEDDED_TOKEN"] ?? "softhsm2"
         environment["TRENT_HSM_HANDLE_CACHE"] = String(handleCache)
         if let threads = options.hsmThreads { environment["TRENT_HSM_THREADS"] = String(threads) }
