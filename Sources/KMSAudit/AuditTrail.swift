@@ -1,3 +1,4 @@
+import CoreMetrics
 import Crypto
 public import Foundation
 import JSON
@@ -104,6 +105,9 @@ public actor AuditTrail: AuditSink {
 
     /// Write + fsync batches of records so far (tests: group commit).
     var batchesWritten = 0
+    /// Why the last batch could not be written, until one is: the trail cannot append now (readiness).
+    private var lastWriteFailure: String?
+    private let metrics = AuditMetrics()
     /// Digests written so far.
     var digestsWritten = 0
 
@@ -182,6 +186,7 @@ public actor AuditTrail: AuditSink {
         guard state == .open else { throw KMSError(.internalFailure, "The audit trail is closed.") }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             pending.append(Pending(recordBytes: recordBytes, continuation: continuation))
+            metrics.queueDepth.set(pending.count)
             if drainTask == nil {
                 drainTask = Task { await self.drain() }
             }
@@ -193,6 +198,8 @@ public actor AuditTrail: AuditSink {
         while !pending.isEmpty {
             let written = pending
             pending.removeAll(keepingCapacity: true)
+            metrics.queueDepth.set(0)
+            metrics.batchSize.record(written.count)
 
             var sequence = lastSequence
             var hash = lastHash
@@ -208,9 +215,14 @@ public actor AuditTrail: AuditSink {
 
             let first = lastSequence + 1
             do {
-                try await onIOQueue { [records, bytes] in try records.append(bytes) }
+                try await onIOQueue { [records, bytes, metrics] in
+                    let start = ContinuousClock.now
+                    defer { metrics.writeDuration.recordNanoseconds((ContinuousClock.now - start).nanoseconds) }
+                    try records.append(bytes)
+                }
                 (lastSequence, lastHash) = (sequence, hash)
                 batchesWritten += 1
+                lastWriteFailure = nil
                 logger.debug(
                     "Audit records committed",
                     metadata: ["audit.firstSequence": "\(first)", "audit.lastSequence": "\(sequence)", "audit.count": "\(written.count)"])
@@ -220,6 +232,8 @@ public actor AuditTrail: AuditSink {
                 logger.error(
                     "Audit records could not be written",
                     metadata: ["audit.count": "\(written.count)", "audit.firstSequence": "\(first)", "error": "\(error)"])
+                lastWriteFailure = "\(error)"
+                metrics.writeFailures.increment()
                 // The request may have changed the store already: it is refused, not undone (docs/reliability.md).
                 let failure = KMSError(.internalFailure, "The audit record could not be stored; the request is not acknowledged.", cause: error)
                 for entry in written { entry.continuation.resume(throwing: failure) }
@@ -318,6 +332,19 @@ public actor AuditTrail: AuditSink {
         if state == .open { scheduleAutomaticDigestIfDue() }
     }
 
+    // MARK: Readiness
+
+    /// The readiness probe: nil when the trail can append (it is open, its last write succeeded, and its records file
+    /// is writable), otherwise why not. Adds no record: a probe every few seconds must not grow the chain.
+    public func readinessProblem() -> String? {
+        guard state == .open else { return "the audit trail is closed" }
+        if let lastWriteFailure { return "the last audit write failed: \(lastWriteFailure)" }
+        guard access(records.url.path, W_OK) == 0 else {
+            return "\(records.url.lastPathComponent) is not writable: \(String(cString: strerror(errno)))"
+        }
+        return nil
+    }
+
     // MARK: Shutdown
 
     /// Waits for pending appends, writes a final digest and closes the files; later appends throw.
@@ -349,5 +376,22 @@ public actor AuditTrail: AuditSink {
                 continuation.resume(with: Result { try work() })
             }
         }
+    }
+}
+
+/// The trail's metrics: the size of each group-committed batch, the time its write and fsync took, records waiting
+/// for the next batch, and failed writes. Counts and durations only, never record contents.
+struct AuditMetrics: Sendable {
+    let batchSize = Recorder(label: "trent_audit_batch_records", aggregate: true)
+    let writeDuration = CoreMetrics.Timer(label: "trent_audit_write_fsync_duration_seconds")
+    let queueDepth = Meter(label: "trent_audit_queue_depth")
+    let writeFailures = Counter(label: "trent_audit_write_failures_total")
+}
+
+extension Duration {
+    /// Whole nanoseconds, for a metrics timer.
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds.multipliedReportingOverflow(by: 1_000_000_000).partialValue &+ attoseconds / 1_000_000_000
     }
 }

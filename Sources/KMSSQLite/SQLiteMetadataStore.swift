@@ -1,3 +1,4 @@
+import CoreMetrics
 public import Foundation
 import GRDB
 public import KMS
@@ -204,7 +205,23 @@ public final class SQLiteMetadataStore: MetadataStore {
                         SELECT key_id, version FROM backing_keys WHERE public_key IS NULL AND length(wrapped_key) > 0;
                     """)
         }
+        // One row, rewritten by every readiness probe: proof that the store accepts a committed write.
+        migrator.registerMigration("heartbeat") { db in
+            try db.execute(sql: "CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), written_at REAL NOT NULL)")
+        }
         return migrator
+    }
+
+    /// The readiness probe's write: one tiny committed (fsynced) transaction on a table of its own. It goes through
+    /// the watch connection, whose own commits leave the read cache alone, so probes every few seconds cost no
+    /// cache refills. Throws what the write threw.
+    public func writeHeartbeat() async throws {
+        let now = Date().timeIntervalSince1970
+        try await writeOnWatch(invalidating: []) { db in
+            try db.execute(
+                sql: "INSERT INTO heartbeat (id, written_at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET written_at = excluded.written_at",
+                arguments: [now])
+        }
     }
 
     // MARK: Keys
@@ -846,6 +863,8 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        let start = ContinuousClock.now
+        defer { StoreMetrics.read.record(since: start) }
         do {
             return try await database.read(body)
         } catch let error as KMSError {
@@ -860,6 +879,8 @@ public final class SQLiteMetadataStore: MetadataStore {
     private func writeOnWatch(invalidating ids: [ReadCache.BackingKeyID], _ body: @escaping @Sendable (Database) throws -> Void) async throws {
         guard let watch else { return try await write(body) }
         defer { cache.invalidate(backingKeys: ids) }
+        let start = ContinuousClock.now
+        defer { StoreMetrics.watchWrite.record(since: start) }
         do {
             try await watch.write(body)
         } catch {
@@ -882,6 +903,8 @@ public final class SQLiteMetadataStore: MetadataStore {
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         // Whatever this write changes, no cached row survives it (the data_version check would catch it too).
         defer { cache.invalidate() }
+        let start = ContinuousClock.now
+        defer { StoreMetrics.write.record(since: start) }
         do {
             return try await database.write(body)
         } catch let error as KMSError {
@@ -899,5 +922,20 @@ private struct KeyAssignments {
     init(_ sql: String, _ arguments: StatementArguments) {
         self.sql = sql
         self.arguments = arguments
+    }
+}
+
+/// `trent_store_duration_seconds{operation}`: the time of each SQLite read and committed write (write: the pool's
+/// writer; watch_write: nonce reservations and readiness heartbeats on the watch connection), failed ones included.
+enum StoreMetrics {
+    static let read = CoreMetrics.Timer(label: "trent_store_duration_seconds", dimensions: [("operation", "read")])
+    static let write = CoreMetrics.Timer(label: "trent_store_duration_seconds", dimensions: [("operation", "write")])
+    static let watchWrite = CoreMetrics.Timer(label: "trent_store_duration_seconds", dimensions: [("operation", "watch_write")])
+}
+
+extension CoreMetrics.Timer {
+    func record(since start: ContinuousClock.Instant) {
+        let (seconds, attoseconds) = (ContinuousClock.now - start).components
+        recordNanoseconds(seconds.multipliedReportingOverflow(by: 1_000_000_000).partialValue &+ attoseconds / 1_000_000_000)
     }
 }

@@ -18,7 +18,7 @@ struct Trent: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trent",
         abstract: "A key management service that speaks the AWS KMS API and keeps its keys in a PKCS#11 token.",
-        subcommands: [Serve.self, TokenCommand.self, IdentityCommand.self, AuditCommand.self, BenchCommand.self],
+        subcommands: [Serve.self, TokenCommand.self, IdentityCommand.self, AuditCommand.self, BenchCommand.self, HealthcheckCommand.self],
         defaultSubcommand: Serve.self)
 
     /// Runs `body`, printing a startup failure as one line on stderr and exiting 1, never a stack trace.
@@ -141,6 +141,8 @@ struct TrentServer {
     let configuration: TrentConfiguration
 
     func run() async throws {
+        // First, so that every metric object (PKCS#11 calls from the first login on) is made in the registry.
+        if configuration.admin.port != 0 { TrentMetrics.bootstrap() }
         let runtime = try await TrentRuntime.open(configuration, createMissing: configuration.isEmbeddedToken)
         do {
             try await serve(runtime)
@@ -178,11 +180,16 @@ struct TrentServer {
         let sweeper = KeyMaintenance(
             service: runtime.service, interval: .seconds(configuration.keyDeletion.sweepIntervalSeconds), logger: logger)
         let digests = AuditDigestService(trail: trail, interval: .seconds(configuration.audit.digestIntervalSeconds), logger: logger)
-        // Services stop in reverse order: the server first, then the digest writer closes the trail (signing its last
-        // digest in the token), then the custom key stores' tokens, and Trent's own token last.
+        let admin: [any Service] = configuration.admin.port == 0 ? [] : [
+            AdminServer(readiness: Readiness(token: runtime.token, store: runtime.store, trail: trail), registry: TrentMetrics.registry)
+                .application(host: configuration.admin.host, port: configuration.admin.port, logger: logger)
+        ]
+        // Services stop in reverse order: the server first, then the admin listener (probes answer until the API has
+        // stopped), then the digest writer closes the trail (signing its last digest in the token), then the custom key
+        // stores' tokens, and Trent's own token last.
         let group = ServiceGroup(
             configuration: .init(
-                services: [runtime.token, runtime.customKeyStoreTokens, digests, sweeper, app], gracefulShutdownSignals: [.sigterm, .sigint],
+                services: [runtime.token, runtime.customKeyStoreTokens, digests, sweeper] + admin + [app], gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         try await group.run()
     }
