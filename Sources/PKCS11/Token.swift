@@ -105,7 +105,11 @@ public final class Token: Sendable {
     public func isLoggedIn() -> Bool {
         longLived.withLock { handle in
             var info = CK_SESSION_INFO()
-            guard functions.list.C_GetSessionInfo?(handle, &info) == CK_RV(CKR_OK) else { return false }
+            do {
+                try call(.getSessionInfo) { functions.list.C_GetSessionInfo?(handle, &info) }
+            } catch {
+                return false
+            }
             return info.state == CK_STATE(CKS_RW_USER_FUNCTIONS) || info.state == CK_STATE(CKS_RO_USER_FUNCTIONS)
         }
     }

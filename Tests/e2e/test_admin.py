@@ -195,7 +195,7 @@ def test_health_ready_and_nothing_else(scraped):
     assert body["ready"] is True
     assert set(body["checks"]) == {"token", "store", "audit"}
     assert all(check["ready"] is True for check in body["checks"].values()), body
-    for path in ("/", "/metrics/x", "/healthz", "/ready/", "/admin"):
+    for path in ("/", "/metrics/x", "/healthz", "/admin", "/health/ready"):
         assert get(f"{server.admin_url}{path}")[0] == 404, path
     assert get(f"{server.admin_url}/metrics", method="POST")[0] in (404, 405)
 
