@@ -334,11 +334,26 @@ public actor AuditTrail: AuditSink {
 
     // MARK: Readiness
 
-    /// The readiness probe: nil when the trail can append (it is open, its last write succeeded, and its records file
-    /// is writable), otherwise why not. Adds no record: a probe every few seconds must not grow the chain.
-    public func readinessProblem() -> String? {
+    /// The readiness probe: nil when the trail can append (it is open, its records file is writable, and its last
+    /// write succeeded or a test write does now), otherwise why not. Adds no record: a probe every few seconds must not
+    /// grow the chain.
+    ///
+    /// After a failed batch only a write tells whether the disk takes one again, and a server taken out of service
+    /// for it gets no request that would: so the probe itself cuts the records file back if it must, and writes and
+    /// fsyncs a scratch file (`.ready-probe`) beside it.
+    public func readinessProblem() async -> String? {
         guard state == .open else { return "the audit trail is closed" }
-        if let lastWriteFailure { return "the last audit write failed: \(lastWriteFailure)" }
+        if let failure = lastWriteFailure {
+            do {
+                try await onIOQueue { [records, directory] in
+                    try records.append([])
+                    try AppendOnlyFile.writeDurably([UInt8(ascii: "\n")], to: directory.appendingPathComponent(".ready-probe"))
+                }
+                lastWriteFailure = nil
+            } catch {
+                return "the last audit write failed (\(failure)), and a test write fails too: \(error)"
+            }
+        }
         guard access(records.url.path, W_OK) == 0 else {
             return "\(records.url.lastPathComponent) is not writable: \(String(cString: strerror(errno)))"
         }

@@ -318,3 +318,25 @@ def test_ready_names_the_store_when_it_cannot_be_written(make_server, io_faults_
     faults.clear()
     status, body, _ = wait_ready(server, 200, timeout=5)
     assert status == 200, body
+
+
+def test_ready_names_the_audit_trail_after_a_failed_write_and_recovers_without_traffic(make_server, io_faults_library):
+    server = make_server(start=False)
+    faults = Faults(server, io_faults_library)
+    faults.clear()
+    server.start()
+    kms = make_kms(server, retries=NO_RETRIES)
+    assert wait_ready(server, 200, timeout=5)[0] == 200
+    faults.set("fail EIO write {audit}")
+    with expect_error("KMSInternalException"):
+        kms.generate_random(NumberOfBytes=16)
+    status, body = ready(server)
+    assert status == 503, body
+    assert body["checks"]["audit"]["ready"] is False, body
+    assert body["checks"]["store"]["ready"] is True and body["checks"]["token"]["ready"] is True, body
+    assert Scrape(server).value("trent_audit_write_failures_total") == 1
+    # No request arrives while the server is out of service: the probe's own test write brings it back.
+    faults.clear()
+    status, body, _ = wait_ready(server, 200, timeout=5)
+    assert status == 200, body
+    assert len(kms.generate_random(NumberOfBytes=16)["Plaintext"]) == 16
