@@ -1,9 +1,9 @@
-import CoreMetrics
 import Crypto
 public import Foundation
 import JSON
 public import KMS
 public import Logging
+import Metrics
 
 #if canImport(Glibc)
 import Glibc
@@ -217,7 +217,7 @@ public actor AuditTrail: AuditSink {
             do {
                 try await onIOQueue { [records, bytes, metrics] in
                     let start = ContinuousClock.now
-                    defer { metrics.writeDuration.recordNanoseconds((ContinuousClock.now - start).nanoseconds) }
+                    defer { metrics.writeDuration.record(duration: ContinuousClock.now - start) }
                     try records.append(bytes)
                 }
                 (lastSequence, lastHash) = (sequence, hash)
@@ -398,15 +398,7 @@ public actor AuditTrail: AuditSink {
 /// for the next batch, and failed writes. Counts and durations only, never record contents.
 struct AuditMetrics: Sendable {
     let batchSize = Recorder(label: "trent_audit_batch_records", aggregate: true)
-    let writeDuration = CoreMetrics.Timer(label: "trent_audit_write_fsync_duration_seconds")
+    let writeDuration = Metrics.Timer(label: "trent_audit_write_fsync_duration_seconds")
     let queueDepth = Meter(label: "trent_audit_queue_depth")
     let writeFailures = Counter(label: "trent_audit_write_failures_total")
-}
-
-extension Duration {
-    /// Whole nanoseconds, for a metrics timer.
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds.multipliedReportingOverflow(by: 1_000_000_000).partialValue &+ attoseconds / 1_000_000_000
-    }
 }

@@ -1,8 +1,8 @@
-import CoreMetrics
 public import Foundation
 public import JSON
 public import KMS
 public import Logging
+import Metrics
 import Synchronization
 
 /// One request as it arrived, whatever the HTTP library: what SigV4 covers, the peer, and the body.
@@ -255,13 +255,13 @@ public struct KMSRequestHandler: Sendable {
 final class RequestMetrics: Sendable {
     final class PerOperation: Sendable {
         let name: String
-        let duration: CoreMetrics.Timer
+        let duration: Metrics.Timer
         let succeeded: Counter
         private let failed = Mutex<[KMSError.Code: Counter]>([:])
 
         init(name: String) {
             self.name = name
-            duration = CoreMetrics.Timer(label: "trent_request_duration_seconds", dimensions: [("operation", name)])
+            duration = Metrics.Timer(label: "trent_request_duration_seconds", dimensions: [("operation", name)])
             succeeded = Counter(label: "trent_requests_total", dimensions: [("operation", name), ("outcome", "ok")])
         }
 
@@ -286,8 +286,7 @@ final class RequestMetrics: Sendable {
 
     func record(_ operation: String, outcome: KMSError.Code?, since started: ContinuousClock.Instant) {
         let metrics = operations[operation] ?? unknown
-        let (seconds, attoseconds) = (ContinuousClock.now - started).components
-        metrics.duration.recordNanoseconds(seconds.multipliedReportingOverflow(by: 1_000_000_000).partialValue &+ attoseconds / 1_000_000_000)
+        metrics.duration.record(duration: ContinuousClock.now - started)
         (outcome.map(metrics.counter(for:)) ?? metrics.succeeded).increment()
     }
 }

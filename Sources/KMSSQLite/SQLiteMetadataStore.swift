@@ -1,7 +1,7 @@
-import CoreMetrics
 public import Foundation
 import GRDB
 public import KMS
+import Metrics
 
 /// The embedded metadata store: one SQLite file in WAL mode with `synchronous=FULL`, so every
 /// acknowledged change is on disk before the call returns, and `secure_delete`, so destroyed key material
@@ -864,7 +864,7 @@ public final class SQLiteMetadataStore: MetadataStore {
 
     func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         let start = ContinuousClock.now
-        defer { StoreMetrics.read.record(since: start) }
+        defer { StoreMetrics.read.record(duration: ContinuousClock.now - start) }
         do {
             return try await database.read(body)
         } catch let error as KMSError {
@@ -880,7 +880,7 @@ public final class SQLiteMetadataStore: MetadataStore {
         guard let watch else { return try await write(body) }
         defer { cache.invalidate(backingKeys: ids) }
         let start = ContinuousClock.now
-        defer { StoreMetrics.watchWrite.record(since: start) }
+        defer { StoreMetrics.watchWrite.record(duration: ContinuousClock.now - start) }
         do {
             try await watch.write(body)
         } catch {
@@ -904,7 +904,7 @@ public final class SQLiteMetadataStore: MetadataStore {
         // Whatever this write changes, no cached row survives it (the data_version check would catch it too).
         defer { cache.invalidate() }
         let start = ContinuousClock.now
-        defer { StoreMetrics.write.record(since: start) }
+        defer { StoreMetrics.write.record(duration: ContinuousClock.now - start) }
         do {
             return try await database.write(body)
         } catch let error as KMSError {
@@ -928,14 +928,7 @@ private struct KeyAssignments {
 /// `trent_store_duration_seconds{operation}`: the time of each SQLite read and committed write (write: the pool's
 /// writer; watch_write: nonce reservations and readiness heartbeats on the watch connection), failed ones included.
 enum StoreMetrics {
-    static let read = CoreMetrics.Timer(label: "trent_store_duration_seconds", dimensions: [("operation", "read")])
-    static let write = CoreMetrics.Timer(label: "trent_store_duration_seconds", dimensions: [("operation", "write")])
-    static let watchWrite = CoreMetrics.Timer(label: "trent_store_duration_seconds", dimensions: [("operation", "watch_write")])
-}
-
-extension CoreMetrics.Timer {
-    func record(since start: ContinuousClock.Instant) {
-        let (seconds, attoseconds) = (ContinuousClock.now - start).components
-        recordNanoseconds(seconds.multipliedReportingOverflow(by: 1_000_000_000).partialValue &+ attoseconds / 1_000_000_000)
-    }
+    static let read = Metrics.Timer(label: "trent_store_duration_seconds", dimensions: [("operation", "read")])
+    static let write = Metrics.Timer(label: "trent_store_duration_seconds", dimensions: [("operation", "write")])
+    static let watchWrite = Metrics.Timer(label: "trent_store_duration_seconds", dimensions: [("operation", "watch_write")])
 }

@@ -50,7 +50,8 @@ enum CallMetrics {
 }
 
 extension ContinuousClock.Instant {
-    /// Nanoseconds from this instant to now, for a metrics timer.
+    /// Nanoseconds from this instant to now, for a metrics timer: what swift-metrics' `Timer.record(duration:)` does
+    /// elsewhere in Trent, which this target does without so that the C boundary depends on CoreMetrics alone.
     var nanosecondsElapsed: Int64 {
         let (seconds, attoseconds) = (ContinuousClock.now - self).components
         return seconds.multipliedReportingOverflow(by: 1_000_000_000).partialValue &+ attoseconds / 1_000_000_000
