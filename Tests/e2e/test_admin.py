@@ -207,6 +207,22 @@ def test_metrics_are_not_served_on_the_api_port(scraped):
         assert status == 404 and b"trent_" not in body, (path, status, body[:200])
 
 
+def test_a_client_cannot_add_label_values(make_server):
+    """Whatever X-Amz-Target a client sends, its requests count under the known operations or "unknown"."""
+    server = make_server()
+    targets = [f"TrentService.Evil{uuid.uuid4().hex}", "Evil.Encrypt", ""]
+    for target in targets:
+        request = urllib.request.Request(server.endpoint + "/", method="POST", data=b"{}",
+                                         headers={"X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.1"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 400
+    scrape = Scrape(server)
+    assert scrape.total("trent_requests_total", operation="unknown") == len(targets)
+    assert scrape.total("trent_requests_total") == len(targets)
+    assert "Evil" not in scrape.text
+
+
 # --------------------------------------------------------------------------- healthcheck
 
 def test_healthcheck_exits_0_when_ready_and_1_on_a_closed_port(scraped):
