@@ -29,13 +29,15 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // C boundary: p11-kit's pkcs11.h, imported only by PKCS11.
         .systemLibrary(name: "CPKCS11", pkgConfig: "p11-kit-1", providers: [.apt(["libp11-kit-dev"])]),
         .target(
             name: "PKCS11",
-            dependencies: ["CPKCS11"],
+            dependencies: ["CPKCS11", .product(name: "CoreMetrics", package: "swift-metrics")],
             swiftSettings: swiftSettings,
             linkerSettings: [.linkedLibrary("dl")]
         ),
@@ -44,7 +46,9 @@ let package = Package(
         // The KMS domain: model, rules, ports. No C, no SQL, no HTTP, no NIO.
         .target(
             name: "KMS",
-            dependencies: ["JSON", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "JSON", .product(name: "Logging", package: "swift-log"), .product(name: "CoreMetrics", package: "swift-metrics"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -55,12 +59,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: swiftSettings
         ),
         .target(
             name: "KMSSQLite",
-            dependencies: ["KMS", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["KMS", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Metrics", package: "swift-metrics")],
             swiftSettings: swiftSettings
         ),
         // The tamper-evident audit trail: a SHA-256 hash chain of records plus digests signed in the token.
@@ -70,6 +75,7 @@ let package = Package(
                 "KMS", "JSON",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -81,6 +87,7 @@ let package = Package(
                 "KMS", "JSON",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -115,6 +122,8 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: swiftSettings
         ),

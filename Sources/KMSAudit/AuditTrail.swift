@@ -3,6 +3,7 @@ public import Foundation
 import JSON
 public import KMS
 public import Logging
+import Metrics
 
 #if canImport(Glibc)
 import Glibc
@@ -115,6 +116,9 @@ public actor AuditTrail: AuditSink {
 
     /// Write + fsync batches of records so far (tests: group commit).
     var batchesWritten = 0
+    /// Why the last batch could not be written, until one is: the trail cannot append now (readiness).
+    private var lastWriteFailure: String?
+    private let metrics = AuditMetrics()
     /// Digests written so far.
     var digestsWritten = 0
     /// Records files rotated so far (tests).
@@ -211,6 +215,7 @@ public actor AuditTrail: AuditSink {
         guard state == .open else { throw KMSError(.internalFailure, "The audit trail is closed.") }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             pending.append(Pending(recordBytes: recordBytes, continuation: continuation))
+            metrics.queueDepth.set(pending.count)
             if drainTask == nil {
                 drainTask = Task { await self.drain() }
             }
@@ -222,6 +227,8 @@ public actor AuditTrail: AuditSink {
         while !pending.isEmpty {
             let written = pending
             pending.removeAll(keepingCapacity: true)
+            metrics.queueDepth.set(0)
+            metrics.batchSize.record(written.count)
 
             var sequence = lastSequence
             var hash = lastHash
@@ -239,11 +246,16 @@ public actor AuditTrail: AuditSink {
             if rotationIsDue() { await rotate() }
             let startsFile = records.size == 0
             do {
-                try await onIOQueue { [records, bytes] in try records.append(bytes) }
+                try await onIOQueue { [records, bytes, metrics] in
+                    let start = ContinuousClock.now
+                    defer { metrics.writeDuration.record(duration: ContinuousClock.now - start) }
+                    try records.append(bytes)
+                }
                 (lastSequence, lastHash) = (sequence, hash)
                 // A file whose first line did not parse keeps its name: it is not rotated under a sequence it does not start at.
                 if startsFile { (currentFileFirstSequence, currentFileStarted) = (first, Date()) }
                 batchesWritten += 1
+                lastWriteFailure = nil
                 logger.debug(
                     "Audit records committed",
                     metadata: ["audit.firstSequence": "\(first)", "audit.lastSequence": "\(sequence)", "audit.count": "\(written.count)"])
@@ -253,6 +265,8 @@ public actor AuditTrail: AuditSink {
                 logger.error(
                     "Audit records could not be written",
                     metadata: ["audit.count": "\(written.count)", "audit.firstSequence": "\(first)", "error": "\(error)"])
+                lastWriteFailure = "\(error)"
+                metrics.writeFailures.increment()
                 // The request may have changed the store already: it is refused, not undone (docs/reliability.md).
                 let failure = KMSError(.internalFailure, "The audit record could not be stored; the request is not acknowledged.", cause: error)
                 for entry in written { entry.continuation.resume(throwing: failure) }
@@ -406,6 +420,34 @@ public actor AuditTrail: AuditSink {
         if state == .open { scheduleAutomaticDigestIfDue() }
     }
 
+    // MARK: Readiness
+
+    /// The readiness probe: nil when the trail can append (it is open, its records file is writable, and its last
+    /// write succeeded or a test write does now), otherwise why not. Adds no record: a probe every few seconds must not
+    /// grow the chain.
+    ///
+    /// After a failed batch only a write tells whether the disk takes one again, and a server taken out of service
+    /// for it gets no request that would: so the probe itself cuts the records file back if it must, and writes and
+    /// fsyncs a scratch file (`.ready-probe`) beside it.
+    public func readinessProblem() async -> String? {
+        guard state == .open else { return "the audit trail is closed" }
+        if let failure = lastWriteFailure {
+            do {
+                try await onIOQueue { [records, directory] in
+                    try records.append([])
+                    try AppendOnlyFile.writeDurably([UInt8(ascii: "\n")], to: directory.appendingPathComponent(".ready-probe"))
+                }
+                lastWriteFailure = nil
+            } catch {
+                return "the last audit write failed (\(failure)), and a test write fails too: \(error)"
+            }
+        }
+        guard access(records.url.path, W_OK) == 0 else {
+            return "\(records.url.lastPathComponent) is not writable: \(String(cString: strerror(errno)))"
+        }
+        return nil
+    }
+
     // MARK: Shutdown
 
     /// Waits for pending appends, writes a final digest and closes the files; later appends throw.
@@ -438,4 +480,13 @@ public actor AuditTrail: AuditSink {
             }
         }
     }
+}
+
+/// The trail's metrics: the size of each group-committed batch, the time its write and fsync took, records waiting
+/// for the next batch, and failed writes. Counts and durations only, never record contents.
+struct AuditMetrics: Sendable {
+    let batchSize = Recorder(label: "trent_audit_batch_records", aggregate: true)
+    let writeDuration = Metrics.Timer(label: "trent_audit_write_fsync_duration_seconds")
+    let queueDepth = Meter(label: "trent_audit_queue_depth")
+    let writeFailures = Counter(label: "trent_audit_write_failures_total")
 }

@@ -1,3 +1,4 @@
+import CoreMetrics
 @preconcurrency import Dispatch
 public import KMS
 public import Logging
@@ -80,8 +81,8 @@ public final class HSMToken: Service, Sendable {
             self.token = token
             self.moduleGeneration = moduleGeneration
             self.tagFailures = tagFailures
-            self.workingKeys = HandleCache(capacity: cacheCapacity)
-            self.publicKeys = HandleCache(capacity: cacheCapacity)
+            self.workingKeys = HandleCache(capacity: cacheCapacity, metrics: .workingKeys)
+            self.publicKeys = HandleCache(capacity: cacheCapacity, metrics: .publicKeys)
         }
 
         public enum ObjectName: Hashable, Sendable {
@@ -130,14 +131,46 @@ public final class HSMToken: Service, Sendable {
         self.prepare = prepare
         self.logger = logger
         self.health = Mutex(Health())
+        var gauges: [State: Meter] = [:]
+        for state in [State.ready, .degraded, .unavailable] {
+            gauges[state] = Meter(label: "trent_token_state", dimensions: [("token", settings.name), ("state", state.rawValue)])
+        }
+        self.stateGauges = gauges
         self.threadPool = NIOThreadPool(numberOfThreads: settings.threads)
         self.current = Mutex(nil)
         let login = try shared.gate.withWriteLock { () throws -> Login in try self.logIn() }
         current.withLock { $0 = login }
         threadPool.start()
+        publish(.ready)
     }
 
     public var state: State { health.withLock { $0.state } }
+
+    /// `trent_token_state{token, state}`: 1 for the current state, 0 for the others.
+    private let stateGauges: [State: Meter]
+
+    private func publish(_ state: State) {
+        for (each, gauge) in stateGauges { gauge.set(each == state ? 1 : 0) }
+    }
+
+    /// The readiness probe: nil when the token answers `C_GetSessionInfo` on its long-lived session, logged in, within
+    /// `timeout`; otherwise why not. Runs on the token's own threads like any task, so a hung token times out here too,
+    /// and a token found logged out is recovered as after a failed request.
+    public func checkReadiness(timeout: Duration) async -> String? {
+        if state == .unavailable { return "the token is unavailable: it cannot be logged in (retrying every second)" }
+        do {
+            try await perform("answer a readiness check", timeout: timeout) { login in
+                guard login.token.isLoggedIn() else {
+                    throw PKCS11Error(.userNotLoggedIn, in: .getSessionInfo, detail: "the long-lived session is gone or logged out")
+                }
+            }
+            return nil
+        } catch let error as KMSError {
+            return error.cause.map { "\(error.message) (\($0))" } ?? error.message
+        } catch {
+            return "\(error)"
+        }
+    }
 
     /// The current connection, for callers that run no task through ``perform(_:answers:_:)`` (setup commands).
     public var login: Login? { current.withLock { $0 } }
@@ -148,8 +181,9 @@ public final class HSMToken: Service, Sendable {
     /// fails: `answers` turns failures that answer the request (a curve the token lacks) into the caller's error;
     /// a ``KMSError`` thrown by `work` passes through; any other PKCS#11 failure is a retryable
     /// `KMSInternalException` and makes the token check itself.
+    /// - Parameter timeout: a deadline shorter than the token's (a readiness probe); nil means `settings.callTimeout`.
     public func perform<R: Sendable>(
-        _ what: String, answers: @escaping @Sendable (PKCS11Error) -> KMSError? = { _ in nil },
+        _ what: String, timeout: Duration? = nil, answers: @escaping @Sendable (PKCS11Error) -> KMSError? = { _ in nil },
         _ work: @escaping @Sendable (Login) throws -> R
     ) async throws -> R {
         let limit = settings.threads + settings.queueDepth
@@ -157,7 +191,7 @@ public final class HSMToken: Service, Sendable {
             inFlight.subtract(1, ordering: .relaxed)
             throw KMSError(.dependencyTimeout, "The HSM is busy: \(limit) requests are already waiting for it; the request can be retried.")
         }
-        let timeout = settings.callTimeout
+        let timeout = timeout.map { min($0, settings.callTimeout) } ?? settings.callTimeout
         let outcome = OnceResult<R>()
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<R, any Error>) in
             outcome.attach(continuation)
@@ -302,6 +336,7 @@ public final class HSMToken: Service, Sendable {
             return (health.state, ContinuousClock.now - health.since)
         }
         guard let (from, lasted) = previous else { return }
+        publish(state)
         let metadata: Logger.Metadata = [
             "hsm.token": "\(settings.name)", "hsm.state": "\(state.rawValue)", "hsm.previous_state": "\(from.rawValue)",
             "hsm.previous_state_seconds": "\(Double(lasted.components.seconds) + Double(lasted.components.attoseconds) / 1e18)",
@@ -350,6 +385,8 @@ public final class HSMToken: Service, Sendable {
         }
         login?.token.retire()
         if settings.finalizesModule { module.finalize() }
+        // A closed token (a disconnected custom key store) is in no state.
+        for gauge in stateGauges.values { gauge.set(0) }
     }
 }
 

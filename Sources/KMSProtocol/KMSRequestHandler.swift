@@ -2,6 +2,8 @@ public import Foundation
 public import JSON
 public import KMS
 public import Logging
+import Metrics
+import Synchronization
 
 /// One request as it arrived, whatever the HTTP library: what SigV4 covers, the peer, and the body.
 public struct KMSRequest: Sendable {
@@ -65,6 +67,7 @@ public struct KMSRequestHandler: Sendable {
     let audit: (any AuditSink)?
     let quotas: RequestQuotas?
     let logger: Logger
+    let metrics: RequestMetrics
 
     /// - Parameter audit: receives one CloudTrail record per request, allowed or denied, successful or not;
     ///   the response waits until the record is durable.
@@ -78,6 +81,7 @@ public struct KMSRequestHandler: Sendable {
         self.audit = audit
         self.quotas = quotas
         self.logger = logger
+        self.metrics = RequestMetrics(operations: operations.keys)
     }
 
     /// What one request did, for the response and the audit record.
@@ -107,6 +111,10 @@ public struct KMSRequestHandler: Sendable {
         let received = Date()
         let target = request.header("x-amz-target") ?? ""
         let operationName = target.hasPrefix(Self.targetPrefix) ? String(target.dropFirst(Self.targetPrefix.count)) : target
+        let started = ContinuousClock.now
+        // The AWS error code the request is answered with; nil for success.
+        var outcome: KMSError.Code?
+        defer { metrics.record(target.hasPrefix(Self.targetPrefix) ? operationName : "", outcome: outcome, since: started) }
         // Metadata is attached per message, not set on a Logger copy: a stream handler re-renders its
         // metadata on every set, which cost more than the rest of the logging when nothing is logged.
         func log(_ level: Logger.Level, _ message: Logger.Message, _ metadata: Logger.Metadata = [:]) {
@@ -144,6 +152,7 @@ public struct KMSRequestHandler: Sendable {
                 }
             }
         }
+        outcome = exchange.error?.code
         if let error = exchange.error {
             // One line per failed request, at info: the HSM's faults and recoveries are logged where they happen, once per
             // change of its state (HSMToken), not once per request they fail.
@@ -174,6 +183,7 @@ public struct KMSRequestHandler: Sendable {
             } catch {
                 // Nothing is acknowledged that the trail did not record.
                 log(.error, "the audit trail could not record a request; refusing it", ["error": "\(error)"])
+                outcome = .internalFailure
                 return Self.errorResponse(
                     KMSError(.internalFailure, "The request could not be recorded in the audit trail; it can be retried."), requestID: requestID)
             }
@@ -276,5 +286,50 @@ public struct KMSRequestHandler: Sendable {
         let status = status ?? (serverFaults.contains(error.code) ? 500 : 400)
         return KMSResponse(
             status: status, body: AWSJSON.errorBody(error), requestID: requestID, retryAfterMilliseconds: error.retryAfterMilliseconds)
+    }
+}
+
+/// Requests by operation and outcome (`trent_requests_total{operation, outcome}`: "ok" or the AWS error code) and
+/// their latency from arrival to answer, audit record included (`trent_request_duration_seconds{operation}`).
+///
+/// Operations are the known table's, "unknown" for any other target, so a client cannot grow the label set; error
+/// codes are KMS's own. Each operation's objects are made once, so a successful request touches no lock and no
+/// registry; a failed one takes its operation's lock to find the counter of its code.
+final class RequestMetrics: Sendable {
+    final class PerOperation: Sendable {
+        let name: String
+        let duration: Metrics.Timer
+        let succeeded: Counter
+        private let failed = Mutex<[KMSError.Code: Counter]>([:])
+
+        init(name: String) {
+            self.name = name
+            duration = Metrics.Timer(label: "trent_request_duration_seconds", dimensions: [("operation", name)])
+            succeeded = Counter(label: "trent_requests_total", dimensions: [("operation", name), ("outcome", "ok")])
+        }
+
+        func counter(for code: KMSError.Code) -> Counter {
+            failed.withLock { failed in
+                if let counter = failed[code] { return counter }
+                let counter = Counter(label: "trent_requests_total", dimensions: [("operation", name), ("outcome", code.rawValue)])
+                failed[code] = counter
+                return counter
+            }
+        }
+    }
+
+    private let operations: [String: PerOperation]
+    private let unknown = PerOperation(name: "unknown")
+
+    init(operations names: some Sequence<String>) {
+        var operations: [String: PerOperation] = [:]
+        for name in names where operations[name] == nil { operations[name] = PerOperation(name: name) }
+        self.operations = operations
+    }
+
+    func record(_ operation: String, outcome: KMSError.Code?, since started: ContinuousClock.Instant) {
+        let metrics = operations[operation] ?? unknown
+        metrics.duration.record(duration: ContinuousClock.now - started)
+        (outcome.map(metrics.counter(for:)) ?? metrics.succeeded).increment()
     }
 }

@@ -1,6 +1,7 @@
 public import Foundation
 import GRDB
 public import KMS
+import Metrics
 
 /// The embedded metadata store: one SQLite file in WAL mode with `synchronous=FULL`, so every
 /// acknowledged change is on disk before the call returns, and `secure_delete`, so destroyed key material
@@ -213,7 +214,23 @@ public final class SQLiteMetadataStore: MetadataStore {
                         SELECT key_id, version FROM backing_keys WHERE public_key IS NULL AND length(wrapped_key) > 0;
                     """)
         }
+        // One row, rewritten by every readiness probe: proof that the store accepts a committed write.
+        migrator.registerMigration("heartbeat") { db in
+            try db.execute(sql: "CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), written_at REAL NOT NULL)")
+        }
         return migrator
+    }
+
+    /// The readiness probe's write: one tiny committed (fsynced) transaction on a table of its own. It goes through
+    /// the watch connection, whose own commits leave the read cache alone, so probes every few seconds cost no
+    /// cache refills. Throws what the write threw.
+    public func writeHeartbeat() async throws {
+        let now = Date().timeIntervalSince1970
+        try await writeOnWatch(invalidating: []) { db in
+            try db.execute(
+                sql: "INSERT INTO heartbeat (id, written_at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET written_at = excluded.written_at",
+                arguments: [now])
+        }
     }
 
     // MARK: Keys
@@ -855,6 +872,8 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        let start = ContinuousClock.now
+        defer { StoreMetrics.read.record(duration: ContinuousClock.now - start) }
         do {
             return try await database.read(body)
         } catch let error as KMSError {
@@ -869,6 +888,8 @@ public final class SQLiteMetadataStore: MetadataStore {
     private func writeOnWatch(invalidating ids: [ReadCache.BackingKeyID], _ body: @escaping @Sendable (Database) throws -> Void) async throws {
         guard let watch else { return try await write(body) }
         defer { cache.invalidate(backingKeys: ids) }
+        let start = ContinuousClock.now
+        defer { StoreMetrics.watchWrite.record(duration: ContinuousClock.now - start) }
         do {
             try await watch.write(body)
         } catch {
@@ -891,6 +912,8 @@ public final class SQLiteMetadataStore: MetadataStore {
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         // Whatever this write changes, no cached row survives it (the data_version check would catch it too).
         defer { cache.invalidate() }
+        let start = ContinuousClock.now
+        defer { StoreMetrics.write.record(duration: ContinuousClock.now - start) }
         do {
             return try await database.write(body)
         } catch let error as KMSError {
@@ -909,4 +932,12 @@ private struct KeyAssignments {
         self.sql = sql
         self.arguments = arguments
     }
+}
+
+/// `trent_store_duration_seconds{operation}`: the time of each SQLite read and committed write (write: the pool's
+/// writer; watch_write: nonce reservations and readiness heartbeats on the watch connection), failed ones included.
+enum StoreMetrics {
+    static let read = Metrics.Timer(label: "trent_store_duration_seconds", dimensions: [("operation", "read")])
+    static let write = Metrics.Timer(label: "trent_store_duration_seconds", dimensions: [("operation", "write")])
+    static let watchWrite = Metrics.Timer(label: "trent_store_duration_seconds", dimensions: [("operation", "watch_write")])
 }

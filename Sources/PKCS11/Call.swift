@@ -1,4 +1,5 @@
 internal import CPKCS11
+import CoreMetrics
 
 /// The table of Cryptoki entry points of one loaded module.
 ///
@@ -18,16 +19,24 @@ final class FunctionList: @unchecked Sendable {
 }
 
 /// The one place that reads a `CK_RV`: runs a Cryptoki call and turns anything but `CKR_OK` into a
-/// ``PKCS11Error`` naming the function. `body` returns `nil` when the module lacks the entry point.
+/// ``PKCS11Error`` naming the function, and counts it (``CallMetrics``). `body` returns `nil` when the module lacks the entry point.
 @inline(__always)
 func call(
     _ function: PKCS11Error.Function, fileID: String = #fileID, line: Int = #line, _ body: () -> CK_RV?
 ) throws(PKCS11Error) {
-    guard let rv = body() else {
+    let metrics = CallMetrics.of(function)
+    let start = ContinuousClock.now
+    let returned = body()
+    metrics.duration.recordNanoseconds(start.nanosecondsElapsed)
+    metrics.calls.increment()
+    guard let rv = returned else {
+        CallMetrics.countError(.functionNotSupported, in: function)
         throw PKCS11Error(.functionNotSupported, in: function, detail: "the module has no entry point for it", fileID: fileID, line: line)
     }
     guard rv == CK_RV(CKR_OK) else {
-        throw PKCS11Error(PKCS11Error.ReturnValue(rawValue: UInt(rv)), in: function, fileID: fileID, line: line)
+        let returnValue = PKCS11Error.ReturnValue(rawValue: UInt(rv))
+        CallMetrics.countError(returnValue, in: function)
+        throw PKCS11Error(returnValue, in: function, fileID: fileID, line: line)
     }
 }
 

@@ -102,6 +102,15 @@ extension PKCS11Error {
         public static let generateKeyPair = Function(rawValue: "C_GenerateKeyPair")
         public static let createObject = Function(rawValue: "C_CreateObject")
         public static let deriveKey = Function(rawValue: "C_DeriveKey")
+        public static let getSessionInfo = Function(rawValue: "C_GetSessionInfo")
+
+        /// Every function above: the label values of the PKCS#11 call metrics (``CallMetrics``).
+        static let all: [Function] = [
+            loadModule, getFunctionList, initialize, finalize, getInfo, getSlotList, getTokenInfo, getMechanismList, initToken, initPIN,
+            openSession, closeSession, login, logout, generateRandom, generateKey, encryptInit, encrypt, decryptInit, decrypt, wrapKey,
+            unwrapKey, getAttributeValue, findObjectsInit, findObjects, findObjectsFinal, destroyObject, copyObject, signInit, sign,
+            verifyInit, verify, generateKeyPair, createObject, deriveKey, getSessionInfo,
+        ]
     }
 
     /// A `CK_RV`. Named constants cover the codes Trent reacts to; any other prints in hex.
@@ -189,6 +198,12 @@ extension PKCS11Error {
             0x150: "CKR_BUFFER_TOO_SMALL", 0x190: "CKR_CRYPTOKI_NOT_INITIALIZED",
             0x191: "CKR_CRYPTOKI_ALREADY_INITIALIZED",
         ]
+
+        /// The code's `CKR_*` name, or `CKR_VENDOR_DEFINED` / `CKR_UNKNOWN`: a bounded metric label for any value a module returns.
+        public var name: String {
+            if let name = Self.names[rawValue] { return name }
+            return rawValue >= 0x8000_0000 ? "CKR_VENDOR_DEFINED" : "CKR_UNKNOWN"
+        }
 
         /// Parses `CKR_GENERAL_ERROR` or a hex code such as `0x5` (HSM profiles name codes this way).
         public init?(name: String) {

@@ -1,4 +1,5 @@
 internal import CPKCS11
+import CoreMetrics
 import Synchronization
 
 /// A token found by label and logged in once for the life of the process, lending sessions from a pool.
@@ -18,6 +19,8 @@ public final class Token: Sendable {
     private let maxIdleSessions: Int
     /// How this token does AES-GCM (from its HSM profile); every lent session carries it.
     public let gcm: GCMConvention
+    /// Sessions lent out now (`trent_pkcs11_sessions_in_use`, by token label; a replacement connection shares it).
+    private let sessionsInUse: Meter
 
     /// Finds the token labelled `label` and logs in with `pin`.
     /// - Throws: `CKR_TOKEN_NOT_PRESENT` from `C_GetSlotList` when no initialised token has that label,
@@ -42,12 +45,15 @@ public final class Token: Sendable {
         self.longLived = Mutex(session.handle)
         self.maxIdleSessions = maxIdleSessions
         self.gcm = gcm
+        self.sessionsInUse = Meter(label: "trent_pkcs11_sessions_in_use", dimensions: [("token", label)])
     }
 
     /// Lends a session to `body` for its exclusive use. Blocking: call it from a thread that may block
     /// (the HSM thread pool), never from the cooperative pool.
     public func withSession<R>(_ body: (borrowing Session) throws(PKCS11Error) -> R) throws(PKCS11Error) -> R {
         let session = try checkOut()
+        sessionsInUse.increment()
+        defer { sessionsInUse.decrement() }
         do {
             let result = try body(session)
             checkIn(session)
@@ -99,7 +105,11 @@ public final class Token: Sendable {
     public func isLoggedIn() -> Bool {
         longLived.withLock { handle in
             var info = CK_SESSION_INFO()
-            guard functions.list.C_GetSessionInfo?(handle, &info) == CK_RV(CKR_OK) else { return false }
+            do {
+                try call(.getSessionInfo) { functions.list.C_GetSessionInfo?(handle, &info) }
+            } catch {
+                return false
+            }
             return info.state == CK_STATE(CKS_RW_USER_FUNCTIONS) || info.state == CK_STATE(CKS_RO_USER_FUNCTIONS)
         }
     }

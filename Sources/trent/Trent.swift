@@ -18,7 +18,10 @@ struct Trent: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trent",
         abstract: "A key management service that speaks the AWS KMS API and keeps its keys in a PKCS#11 token.",
-        subcommands: [Serve.self, TokenCommand.self, IdentityCommand.self, AuditCommand.self, StoreCommand.self, BenchCommand.self],
+        subcommands: [
+            Serve.self, TokenCommand.self, IdentityCommand.self, AuditCommand.self, StoreCommand.self, BenchCommand.self,
+            HealthcheckCommand.self,
+        ],
         defaultSubcommand: Serve.self)
 
     /// Runs `body`, printing a startup failure as one line (on stderr, or a JSON log line under `log.format: json`)
@@ -143,6 +146,8 @@ struct TrentServer {
     let configuration: TrentConfiguration
 
     func run() async throws {
+        // First, so that every metric object (PKCS#11 calls from the first login on) is made in the registry.
+        if configuration.admin.port != 0 { TrentMetrics.bootstrap() }
         // Read before the token opens, so a bad file stops startup at once.
         let tls = try configuration.listenerTLS()
         let storeLock = try Self.lockStore(configuration)
@@ -191,14 +196,17 @@ struct TrentServer {
         let digests = AuditDigestService(trail: trail, interval: .seconds(configuration.audit.digestIntervalSeconds), logger: logger)
         let listener = BoundedShutdown(
             listener: app, grace: .seconds(configuration.server.shutdownGraceSeconds), closing: BoundedShutdown.closingTime, logger: logger)
-        // Services stop in reverse order: the server first, then the digest writer closes the trail (signing its last
-        // digest in the token), then the custom key stores' tokens, and Trent's own token last.
+        let admin: [any Service] = configuration.admin.port == 0 ? [] : [
+            AdminServer(readiness: Readiness(token: runtime.token, store: runtime.store, trail: trail), registry: TrentMetrics.registry)
+                .application(host: configuration.admin.host, port: configuration.admin.port, logger: logger)
+        ]
+        // Services stop in reverse order: the API listener first, then the admin listener (probes answer until the API
+        // has stopped), the certificate reloader, then the digest writer closes the trail (signing its last digest in
+        // the token), then the custom key stores' tokens, and Trent's own token last.
         let group = ServiceGroup(
             configuration: .init(
-                services: [
-                    runtime.token, runtime.customKeyStoreTokens, digests, sweeper, CertificateReloader(certificate: tls?.certificate, logger: logger),
-                    listener,
-                ],
+                services: [runtime.token, runtime.customKeyStoreTokens, digests, sweeper, CertificateReloader(certificate: tls?.certificate, logger: logger)]
+                    + admin + [listener],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         logger.notice("shutdown complete: the audit trail is closed and digested, the token closed")

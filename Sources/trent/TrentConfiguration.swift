@@ -40,6 +40,13 @@ struct TrentConfiguration: Codable, Equatable {
         var clientCAFile = ""
     }
 
+    /// The admin listener: `/metrics`, `/health` and `/ready`, plain HTTP, apart from the API (AdminServer.swift).
+    struct Admin: Codable, Equatable {
+        var host = "127.0.0.1"
+        /// 0 turns the admin listener off.
+        var port = 4600
+    }
+
     struct Service: Codable, Equatable {
         var region = "us-east-1"
         var accountId = "111122223333"
@@ -132,6 +139,7 @@ struct TrentConfiguration: Codable, Equatable {
     }
 
     var server = Server()
+    var admin = Admin()
     var service = Service()
     var dataDirectory = ".trent"
     var hsm = HSM()
@@ -216,6 +224,8 @@ struct TrentConfiguration: Codable, Equatable {
         }
         string("TRENT_HOST") { server.host = $0 }
         try number("TRENT_PORT") { server.port = $0 }
+        string("TRENT_ADMIN_HOST") { admin.host = $0 }
+        try number("TRENT_ADMIN_PORT") { admin.port = $0 }
         try number("TRENT_MAX_HEADER_BYTES") { server.maxHeaderBytes = $0 }
         try number("TRENT_MAX_HEADER_FIELDS") { server.maxHeaderFields = $0 }
         try number("TRENT_MAX_BODY_BYTES") { server.maxBodyBytes = $0 }
@@ -280,6 +290,11 @@ struct TrentConfiguration: Codable, Equatable {
 
     func validate() throws {
         guard (1...65535).contains(server.port) else { throw StartupError("server.port must be 1 to 65535, not \(server.port)") }
+        guard (0...65535).contains(admin.port) else { throw StartupError("admin.port must be 0 (off) to 65535, not \(admin.port)") }
+        guard admin.port != server.port else {
+            throw StartupError("admin.port must differ from server.port (\(server.port)): metrics and probes never share the API's listener")
+        }
+        guard !admin.host.isEmpty else { throw StartupError("admin.host must not be empty (127.0.0.1 keeps the admin listener local)") }
         for (name, value) in [
             ("maxHeaderBytes", server.maxHeaderBytes), ("maxHeaderFields", server.maxHeaderFields), ("maxBodyBytes", server.maxBodyBytes),
             ("readTimeoutSeconds", server.readTimeoutSeconds), ("idleTimeoutSeconds", server.idleTimeoutSeconds),

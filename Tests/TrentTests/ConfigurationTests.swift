@@ -87,6 +87,24 @@ import Testing
         #expect(throws: StartupError.self) { try configuration.applyEnvironment(["TRENT_QUOTAS_ENABLED": "maybe"]) }
     }
 
+    /// The admin listener: loopback:4600 by default, TRENT_ADMIN_* over the file, 0 turns it off, and never the API's port.
+    @Test func theAdminListenerIsConfigured() throws {
+        var configuration = try TrentConfiguration.parse("admin:\n  port: 9100\n", source: "test")
+        #expect(configuration.admin == .init(host: "127.0.0.1", port: 9100))
+        try configuration.applyEnvironment(["TRENT_ADMIN_HOST": "0.0.0.0", "TRENT_ADMIN_PORT": "0"])
+        #expect(configuration.admin == .init(host: "0.0.0.0", port: 0))
+        for value in ["-1", "65536", "4599", "metrics"] {
+            var fresh = TrentConfiguration()
+            #expect(throws: StartupError.self, "TRENT_ADMIN_PORT=\(value)") { try fresh.applyEnvironment(["TRENT_ADMIN_PORT": value]) }
+        }
+        #expect(HealthcheckCommand.connectableHost("0.0.0.0") == "127.0.0.1")
+        #expect(HealthcheckCommand.connectableHost("::") == "::1")
+        #expect(HealthcheckCommand.connectableHost("[::1]") == "::1")
+        let answer = try HTTPProbe.parse(Array("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\n{}".utf8))
+        #expect(answer.status == 503 && answer.body == "{}")
+        #expect(throws: HTTPProbe.Failure.self) { try HTTPProbe.parse(Array("SSH-2.0-OpenSSH\r\n".utf8)) }
+    }
+
     /// Each connection limit has its TRENT_* variable (the end-to-end tests show each reaches the listener).
     @Test func connectionLimitsComeFromTheFileAndTheEnvironment() throws {
         var configuration = try TrentConfiguration.parse("server:\n  maxConnections: 10\n  readTimeoutSeconds: 5\n", source: "test")

@@ -55,8 +55,8 @@ def make_softhsm_token(folder: Path, label="ops-token", pin="87654321", conf_ext
 
 
 def test_serve_with_no_configuration_uses_the_embedded_defaults(tmp_path):
-    if _port_open("127.0.0.1", 4599):
-        pytest.fail("port 4599 is busy; the default-configuration test needs it")
+    if _port_open("127.0.0.1", 4599) or _port_open("127.0.0.1", 4600):
+        pytest.fail("port 4599 or 4600 (the admin listener) is busy; the default-configuration test needs them")
     log = open(tmp_path / "out.log", "wb")
     # No configuration but the choice of this run's token (SoftHSM when nothing is set).
     env = clean_env() if TOKEN == "softhsm2" else clean_env(TRENT_HSM_EMBEDDED_TOKEN=TOKEN)
@@ -113,7 +113,7 @@ def test_a_wrong_pin_stops_startup_with_one_line(tmp_path):
 @softhsm_tools_only
 def test_a_missing_token_stops_startup_with_one_line(tmp_path):
     env = make_softhsm_token(tmp_path / "hsm", label="some-other-token")
-    env.update(TRENT_DATA_DIR=str(tmp_path / "data"), TRENT_PORT=str(free_port()), TRENT_HSM_EMBEDDED_TOKEN="none",
+    env.update(TRENT_DATA_DIR=str(tmp_path / "data"), TRENT_PORT=str(free_port()), TRENT_HSM_EMBEDDED_TOKEN="none", TRENT_ADMIN_PORT="0",
                TRENT_HSM_PIN="87654321", TRENT_HSM_TOKEN_LABEL="ops-token")
     result = run_trent("serve", cwd=tmp_path, env=env)
     assert_one_line_failure(result, "no initialised token labelled 'ops-token'")
@@ -123,7 +123,7 @@ def test_a_missing_token_stops_startup_with_one_line(tmp_path):
 def test_a_configured_token_is_prepared_by_token_init(tmp_path):
     env = make_softhsm_token(tmp_path / "hsm")
     port = free_port()
-    env.update(TRENT_DATA_DIR=str(tmp_path / "data"), TRENT_PORT=str(port), TRENT_HSM_EMBEDDED_TOKEN="none",
+    env.update(TRENT_DATA_DIR=str(tmp_path / "data"), TRENT_PORT=str(port), TRENT_HSM_EMBEDDED_TOKEN="none", TRENT_ADMIN_PORT="0",
                TRENT_HSM_TOKEN_LABEL="ops-token", TRENT_ACCESS_KEY_ID="AKIAOPSTOKENEXAMPLE",
                TRENT_SECRET_ACCESS_KEY="ops-secret-0123456789")
     pin_file = tmp_path / "pin"
@@ -183,7 +183,7 @@ def test_token_probe_reports_every_feature(tmp_path):
 def test_a_token_without_a_needed_mechanism_is_refused(tmp_path):
     # SoftHSM can limit the mechanisms it offers: this token has AES key generation and wrapping but no AES-GCM.
     env = make_softhsm_token(tmp_path / "hsm", conf_extra="slots.mechanisms = CKM_AES_KEY_GEN,CKM_AES_KEY_WRAP,CKM_AES_KEY_WRAP_PAD\n")
-    env.update(TRENT_DATA_DIR=str(tmp_path / "data"), TRENT_PORT=str(free_port()), TRENT_HSM_EMBEDDED_TOKEN="none",
+    env.update(TRENT_DATA_DIR=str(tmp_path / "data"), TRENT_PORT=str(free_port()), TRENT_HSM_EMBEDDED_TOKEN="none", TRENT_ADMIN_PORT="0",
                TRENT_HSM_TOKEN_LABEL="ops-token", TRENT_HSM_PIN="87654321")
     assert_one_line_failure(run_trent("serve", cwd=tmp_path, env=env), "lacks CKM_AES_GCM", "trent token probe")
     probe = run_trent("token", "probe", cwd=tmp_path, env=env)

@@ -146,12 +146,16 @@ class TrentServer:
 
     host = "127.0.0.1"
 
-    def __init__(self, data_dir: Path, port: int | None = None, binary: str | os.PathLike | None = None):
+    def __init__(self, data_dir: Path, port: int | None = None, binary: str | os.PathLike | None = None,
+                 admin_port: int | None = None):
         self.binary = Path(binary or os.environ.get("TRENT_BIN") or DEFAULT_BIN)
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.endpoint = f"http://{self.host}:{self.port}"
+        # The admin listener (/metrics, /health, /ready) on a free port of its own, so servers run side by side.
+        self.admin_port = admin_port or free_port()
+        self.admin_url = f"http://{self.host}:{self.admin_port}"
         self.log_path = self.data_dir / "trent.log"
         self.access_key_id = ACCESS_KEY_ID
         self.secret_access_key = SECRET_ACCESS_KEY
@@ -160,6 +164,7 @@ class TrentServer:
             TRENT_DATA_DIR=str(self.data_dir),
             TRENT_HOST=self.host,
             TRENT_PORT=str(self.port),
+            TRENT_ADMIN_PORT=str(self.admin_port),
             TRENT_REGION=REGION,
             TRENT_ACCOUNT_ID=ACCOUNT_ID,
             TRENT_ACCESS_KEY_ID=ACCESS_KEY_ID,

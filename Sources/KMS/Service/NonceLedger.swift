@@ -1,3 +1,4 @@
+import CoreMetrics
 import Synchronization
 
 /// Counts AES-GCM encryptions per backing-key version so that no backing key ever exceeds its nonce budget.
@@ -107,6 +108,8 @@ actor NonceLedger {
         if slot.reserved < limits.budget {
             let reserved = min(slot.reserved + limits.reservationBlock, limits.budget)
             try await store.reserveNonces(id.keyID, version: id.version, upTo: reserved)
+            NonceMetrics.reservations.increment()
+            NonceMetrics.reserved.increment(by: Int64(clamping: reserved - slot.reserved))
             counts.withLock { counts in
                 // Encryptions claimed meanwhile (from the block reserved before) still count.
                 let used = max(slot.used, counts.slots[id]?.used ?? 0)
@@ -167,4 +170,12 @@ actor NonceLedger {
             counts.currentVersions[keyID] = nil
         }
     }
+}
+
+/// Durable nonce reservations (`trent_nonce_reservations_total`) and the AES-GCM encryptions they reserved
+/// (`trent_nonces_reserved_total`): a reservation is a store write on the first encryption of a key after a start and
+/// every `nonceBudget.reservationBlock` encryptions after that.
+enum NonceMetrics {
+    static let reservations = Counter(label: "trent_nonce_reservations_total")
+    static let reserved = Counter(label: "trent_nonces_reserved_total")
 }

@@ -221,6 +221,8 @@ final class Bench: @unchecked Sendable {
         environment["TRENT_DATA_DIR"] = dataDirectory.path
         environment["TRENT_HOST"] = host
         environment["TRENT_PORT"] = String(serverPort)
+        // A free admin port of its own, so benchmark servers run side by side and the figures include the metrics' cost.
+        environment["TRENT_ADMIN_PORT"] = String(ChildProcess.freePort())
         environment["TRENT_REGION"] = options.region
         environment["TRENT_ACCESS_KEY_ID"] = accessKeyID
         environment["TRENT_SECRET_ACCESS_KEY"] = secret
