@@ -34,7 +34,8 @@ enum TrentMetrics {
     static func bootstrap() { _ = bootstrapped }
 }
 
-/// `GET /ready`'s three checks, each bounded by ``deadline``, run together:
+/// `GET /ready`'s checks, each bounded by ``deadline``, run together:
+/// - api: the API listener accepts requests (not once its graceful shutdown began);
 /// - token: the token answers `C_GetSessionInfo` logged in, through its own threads (``HSMToken/checkReadiness(timeout:)``);
 /// - store: one tiny committed write to the heartbeat table (``SQLiteMetadataStore/writeHeartbeat()``);
 /// - audit: the trail is open, its last write succeeded and its file is writable (no record is added).
@@ -42,6 +43,7 @@ struct Readiness: Sendable {
     let token: HSMToken
     let store: SQLiteMetadataStore
     let trail: AuditTrail
+    let draining: Draining
     static let deadline = Duration.seconds(2)
 
     struct Check: Encodable, Sendable {
@@ -69,6 +71,9 @@ struct Readiness: Sendable {
         }
         async let auditProblem = Self.bounded { await trail.readinessProblem() }
         let checks = [
+            "api": draining.hasBegun
+                ? Check(ready: false, detail: "shutting down: no new connections, requests in flight finishing")
+                : Check(ready: true, detail: "accepting requests"),
             "token": Self.check(await tokenProblem, ready: "logged in and answering (\(token.state.rawValue))"),
             "store": Self.check(await storeProblem, ready: "a write committed"),
             "audit": Self.check(await auditProblem, ready: "open and writable"),

@@ -2,6 +2,7 @@ import Foundation
 import KMSServer
 import Logging
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 
 /// On SIGHUP, reads the TLS certificate and key files again: new handshakes get the new chain, open connections
@@ -41,6 +42,8 @@ struct BoundedShutdown: Service {
     let listener: any Service
     let grace: Duration
     let closing: Duration
+    /// Set when the shutdown starts, so that `/ready` says the API is draining while requests finish.
+    let draining: Draining
     let logger: Logger
 
     /// After the grace period: for the audit trail's final digest and the token's close.
@@ -60,6 +63,7 @@ struct BoundedShutdown: Service {
                 } catch {
                     return .stopped
                 }
+                draining.begin()
                 logger.notice(
                     "shutting down: no new connections; requests in flight have \(grace.components.seconds) s to finish")
                 Self.startWatchdog(after: grace + closing, logger: logger)
@@ -105,4 +109,12 @@ struct BoundedShutdown: Service {
         }
         thread.start()
     }
+}
+
+/// Whether the API listener's graceful shutdown has begun: from then on it accepts no connection, and `/ready`
+/// answers 503 so that a load balancer that polls it (rather than one told by an orchestrator) stops sending.
+final class Draining: Sendable {
+    private let started = Atomic<Bool>(false)
+    func begin() { started.store(true, ordering: .relaxed) }
+    var hasBegun: Bool { started.load(ordering: .relaxed) }
 }

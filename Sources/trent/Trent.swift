@@ -194,10 +194,12 @@ struct TrentServer {
         let sweeper = KeyMaintenance(
             service: runtime.service, interval: .seconds(configuration.keyDeletion.sweepIntervalSeconds), logger: logger)
         let digests = AuditDigestService(trail: trail, interval: .seconds(configuration.audit.digestIntervalSeconds), logger: logger)
+        let draining = Draining()
         let listener = BoundedShutdown(
-            listener: app, grace: .seconds(configuration.server.shutdownGraceSeconds), closing: BoundedShutdown.closingTime, logger: logger)
+            listener: app, grace: .seconds(configuration.server.shutdownGraceSeconds), closing: BoundedShutdown.closingTime,
+            draining: draining, logger: logger)
         let admin: [any Service] = configuration.admin.port == 0 ? [] : [
-            AdminServer(readiness: Readiness(token: runtime.token, store: runtime.store, trail: trail), registry: TrentMetrics.registry)
+            AdminServer(readiness: Readiness(token: runtime.token, store: runtime.store, trail: trail, draining: draining), registry: TrentMetrics.registry)
                 .application(host: configuration.admin.host, port: configuration.admin.port, logger: logger)
         ]
         // Services stop in reverse order: the API listener first, then the admin listener (probes answer until the API

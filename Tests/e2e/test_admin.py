@@ -193,7 +193,7 @@ def test_health_ready_and_nothing_else(scraped):
     status, body = ready(server)
     assert status == 200, body
     assert body["ready"] is True
-    assert set(body["checks"]) == {"token", "store", "audit"}
+    assert set(body["checks"]) == {"api", "token", "store", "audit"}
     assert all(check["ready"] is True for check in body["checks"].values()), body
     for path in ("/", "/metrics/x", "/healthz", "/admin", "/health/ready"):
         assert get(f"{server.admin_url}{path}")[0] == 404, path

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
 
+from test_admin import get
 from test_hsm_faults import FaultLab, wrapper  # noqa: F401 (the wrapper fixture builds the fault-injecting module)
 from trent_e2e import TrentServer, _port_open, make_kms
 
@@ -206,6 +207,10 @@ def test_sigterm_lets_a_slow_request_finish(make_server, wrapper):  # noqa: F811
         assert time.monotonic() < deadline, "the listener still accepts 2 s after SIGTERM"
         time.sleep(0.05)
     assert proc.poll() is None and not result, "the slow request did not outlive the listener"
+    # Meanwhile the admin listener still answers, and /ready says the API is draining.
+    status, _, body = get(f"{lab.server.admin_url}/ready")
+    assert status == 503 and json.loads(body)["checks"]["api"]["ready"] is False, body
+    assert json.loads(body)["checks"]["token"]["ready"] is True, body
     status = proc.wait(timeout=20)
     took = time.monotonic() - signalled
     thread.join(timeout=10)
