@@ -28,24 +28,8 @@ UNIT = REPO / "Config" / "systemd" / "trent.service"
 UNIT_ENV = REPO / "Config" / "systemd" / "trent.env"
 CERTS_SCRIPT = REPO / "scripts" / "make-dev-certs.sh"
 SETTINGS_SOURCE = REPO / "Sources" / "trent" / "TrentConfiguration.swift"
-# Names fixed for issue #13 that the TLS and metrics parts add to TrentConfiguration.swift: until they are merged,
-# the tests that need them skip, saying so.
-CONTRACT_NAMES = {"TRENT_TLS_CERTIFICATE_FILE", "TRENT_TLS_PRIVATE_KEY_FILE", "TRENT_TLS_CLIENT_CA_FILE",
-                  "TRENT_ADMIN_HOST", "TRENT_ADMIN_PORT"}
-
-
 def settings_trent_reads() -> set[str]:
     return set(re.findall(r'"(TRENT_[A-Z0-9_]+)"', SETTINGS_SOURCE.read_text()))
-
-
-def not_merged_yet(names: set[str]) -> set[str]:
-    return names & CONTRACT_NAMES - settings_trent_reads()
-
-
-def require_merged(*names: str) -> None:
-    missing = not_merged_yet(set(names))
-    if missing:
-        pytest.skip(f"{', '.join(sorted(missing))} not read by trent yet (the TLS / metrics parts of #13 are not merged)")
 
 
 # --------------------------------------------------------------------------- the Dockerfile
@@ -139,12 +123,7 @@ def test_every_trent_variable_the_deployment_files_set_is_one_trent_reads():
     names = set(image_env()) | set(compose_env) | unit_env | commented
     assert {n for n in names if n.startswith("TRENT_")} == names
     unknown = names - settings_trent_reads()
-    assert unknown - CONTRACT_NAMES == set(), f"set but never read by trent: {sorted(unknown - CONTRACT_NAMES)}"
-
-
-def test_the_contract_settings_of_the_other_parts_are_merged():
-    """Skips until the TLS and metrics parts are merged; then every name the deployment files use is read."""
-    require_merged(*CONTRACT_NAMES)
+    assert unknown == set(), f"set but never read by trent: {sorted(unknown)}"
 
 
 # --------------------------------------------------------------------------- compose
@@ -207,7 +186,6 @@ def image_process(tmp_path: Path, certificates: Path | None) -> tuple[TrentServe
 
 
 def test_the_image_command_serves_the_api_over_tls_with_the_image_environment(tmp_path, certificates):
-    require_merged("TRENT_TLS_CERTIFICATE_FILE", "TRENT_TLS_PRIVATE_KEY_FILE", "TRENT_ADMIN_HOST", "TRENT_ADMIN_PORT")
     server, _ = image_process(tmp_path, certificates)
     server.start()
     try:
@@ -227,7 +205,6 @@ def test_the_image_command_serves_the_api_over_tls_with_the_image_environment(tm
 
 
 def test_the_image_command_without_its_tls_files_refuses_to_start_with_one_line(tmp_path):
-    require_merged("TRENT_TLS_CERTIFICATE_FILE", "TRENT_TLS_PRIVATE_KEY_FILE")
     server, command = image_process(tmp_path, None)
     proc = subprocess.run(command, env=server.env, cwd=server.data_dir, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
@@ -236,8 +213,8 @@ def test_the_image_command_without_its_tls_files_refuses_to_start_with_one_line(
 
 
 def test_the_image_layout_serves_with_the_image_environment_on_loopback(tmp_path):
-    """What works before TLS is merged too: the entrypoint, CMD, data folder and profile folder of the image,
-    with the listener moved to loopback and no TLS files."""
+    """The entrypoint, CMD, data folder and profile folder of the image alone: the listener moved to loopback,
+    where plain HTTP is allowed, and no TLS files."""
     server, _ = image_process(tmp_path, None)
     for name in ("TRENT_TLS_CERTIFICATE_FILE", "TRENT_TLS_PRIVATE_KEY_FILE"):
         server.env.pop(name)
@@ -257,7 +234,6 @@ def test_the_image_layout_serves_with_the_image_environment_on_loopback(tmp_path
 
 def test_the_healthcheck_names_a_subcommand_trent_lists():
     """The HEALTHCHECK runs `trent healthcheck`, which the metrics part of #13 adds."""
-    require_merged("TRENT_ADMIN_HOST", "TRENT_ADMIN_PORT")
     command = healthcheck_command()
     help_text = subprocess.run([str(os.environ.get("TRENT_BIN") or DEFAULT_BIN), "--help"],
                                capture_output=True, text=True, timeout=30).stdout
