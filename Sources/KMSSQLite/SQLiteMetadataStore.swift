@@ -33,11 +33,11 @@ public final class SQLiteMetadataStore: MetadataStore {
             // enough; ``synchronousModes()`` lets the tests check it.
             try database.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
             // A store a newer Trent migrated holds what this one does not know: serving it could lose or misread it.
-            let unknown = try database.read { db in try Self.migrator.appliedIdentifiers(db).subtracting(Self.migrator.migrations) }
+            let unknown = try database.read { db in try Self.unknownMigrations(db) }
             guard unknown.isEmpty else {
                 throw KMSError(
                     .internalFailure,
-                    "The metadata store at \(path) was migrated by a newer Trent (\(unknown.sorted().map { "'\($0)'" }.joined(separator: ", "))): run that version, or restore a backup taken before the upgrade.")
+                    "The metadata store at \(path) was migrated by a newer Trent (\(unknown.map { "'\($0)'" }.joined(separator: ", "))): run that version, or restore a backup taken before the upgrade.")
             }
             try Self.migrator.migrate(database)
         } catch let error as KMSError {
@@ -83,6 +83,11 @@ public final class SQLiteMetadataStore: MetadataStore {
         let value = try await read(body)
         cache.keep(map, key, value, readUnder: generation, backingGeneration: backingGeneration)
         return value
+    }
+
+    /// Migrations a store has that this binary does not know, sorted: a newer Trent migrated it.
+    static func unknownMigrations(_ db: Database) throws -> [String] {
+        try migrator.appliedIdentifiers(db).subtracting(migrator.migrations).sorted()
     }
 
     static var migrator: DatabaseMigrator {

@@ -147,8 +147,8 @@ public enum SQLiteStoreBackup {
             else {
                 throw StoreBackupError("\(name) is not a Trent store (an SQLite database without Trent's tables)")
             }
-            if try migrator.hasBeenSuperseded(db) {
-                let unknown = try migrator.appliedIdentifiers(db).subtracting(migrator.migrations).sorted()
+            let unknown = try SQLiteMetadataStore.unknownMigrations(db)
+            if !unknown.isEmpty {
                 throw StoreBackupError(
                     "\(name) has a newer schema than this trent knows (migrations \(unknown.map { "'\($0)'" }.joined(separator: ", "))): "
                         + "restore it with the Trent release that made it, or a later one")

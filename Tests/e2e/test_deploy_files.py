@@ -269,7 +269,7 @@ def test_the_systemd_unit_is_hardened_and_verifies():
         assert unit["TimeoutStopSec"][0] > config["shutdownGraceSeconds"] + 5
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        pytest.skip("systemd-analyze is not installed here")
+        pytest.skip("systemd-analyze is not installed here (Debian package systemd): the unit is checked only by the assertions above")
     # verify checks that ExecStart exists: point it at the binary built here.
     folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"trent-unit-{os.getpid()}"
     folder.mkdir(exist_ok=True)
