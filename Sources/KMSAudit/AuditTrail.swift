@@ -407,17 +407,20 @@ public actor AuditTrail: AuditSink {
         Task {
             do {
                 try await self.writeDigest()
+                self.automaticDigestFinished(succeeded: true)
             } catch {
                 // Logged by performDigest or the signer; the next digest covers these records.
                 self.logger.error("Automatic audit digest failed", metadata: ["error": "\(error)"])
+                self.automaticDigestFinished(succeeded: false)
             }
-            self.automaticDigestFinished()
         }
     }
 
-    private func automaticDigestFinished() {
+    /// After a success, records that arrived meanwhile may be due already. After a failure the next committed batch
+    /// tries again: retrying at once would spin (signing in the token each time) for as long as the disk fails.
+    private func automaticDigestFinished(succeeded: Bool) {
         automaticDigestScheduled = false
-        if state == .open { scheduleAutomaticDigestIfDue() }
+        if succeeded, state == .open { scheduleAutomaticDigestIfDue() }
     }
 
     // MARK: Readiness

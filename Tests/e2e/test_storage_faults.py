@@ -363,6 +363,29 @@ def test_a_failing_audit_trail_refuses_requests_and_its_chain_verifies(faulty_se
     check_trail(server, acknowledged, refused_ids)
 
 
+def test_a_failing_digest_is_retried_by_the_next_batch_not_in_a_loop(faulty_server):
+    """Records commit while only the digests file fails; each committed batch tries one digest, and nothing spins
+    (signing in the token each time) while the fault lasts. Once it ends the next digest covers every record."""
+    server, faults = faulty_server(TRENT_AUDIT_RECORDS_PER_DIGEST="1")
+    kms = client(server)
+    key = kms.create_key(Description="digested")["KeyMetadata"]["KeyId"]
+    faults.set("fail EIO fsync {audit}digests.jsonl")
+    for _ in range(3):
+        kms.describe_key(KeyId=key)
+    time.sleep(1.0)
+    failed_digests = server.log_text().count("Automatic audit digest failed")
+    assert 1 <= failed_digests <= 3, f"{failed_digests} failed automatic digests for 3 batches"
+    # A failed append is cut back and that is fsynced too, so a digest meets the fault once or twice.
+    assert failed_digests <= faults.injected() <= 2 * failed_digests
+
+    faults.clear()
+    kms.describe_key(KeyId=key)
+    server.stop()
+    report = audit_verify(server)
+    digests = [json.loads(line) for line in (server.data_dir / "audit" / "digests.jsonl").read_text().splitlines()]
+    assert digests[-1]["lastSequence"] == report["Records"], (digests[-1], report)
+
+
 # --------------------------------------------------------------------------- both, under load
 
 def test_the_whole_disk_filling_and_emptying_under_load(faulty_server):
