@@ -195,9 +195,10 @@ public struct KMSRequestHandler: Sendable {
         return KMSResponse(status: 200, body: exchange.output?.canonicalBytes ?? [], requestID: requestID)
     }
 
-    /// Runs `body` under the request quota of the caller's account in the request's Region: a quota of the operation is charged before
-    /// it runs; a quota of the key's type once the authorizer allowed the key (``QuotaGate``). An integrated service
-    /// calling on its own behalf belongs to no account and is counted by its principal.
+    /// Runs `body` under the request quota of the caller's account in the request's Region: a quota of the
+    /// operation is charged before it runs; a quota of the key's type once the authorizer allowed the key
+    /// (``QuotaGate``). An integrated service calling on its own behalf belongs to no account and is counted by
+    /// its principal.
     private func withQuota(
         operation: String, request: JSONValue, caller: Caller, _ body: () async throws -> JSONValue?
     ) async throws -> JSONValue? {
