@@ -171,7 +171,8 @@ public struct KMSRequestHandler: Sendable {
 
         if let audit {
             let record = CloudTrailRecord(
-                operation: operationName, requestID: requestID, eventID: eventID, eventTime: received, region: service.location.region,
+                operation: operationName, requestID: requestID, eventID: eventID, eventTime: received,
+                region: exchange.caller.map(service.location.region(of:)) ?? service.location.region,
                 caller: exchange.caller, claimedAccessKeyID: exchange.caller == nil ? Self.claimedAccessKeyID(request) : nil,
                 sourceIP: request.sourceIP, userAgent: request.header("user-agent"),
                 // Only an authenticated caller's parameters are recorded: an anonymous client must not be able to
@@ -194,23 +195,25 @@ public struct KMSRequestHandler: Sendable {
         return KMSResponse(status: 200, body: exchange.output?.canonicalBytes ?? [], requestID: requestID)
     }
 
-    /// Runs `body` under the request quota of the caller's account: a quota of the operation is charged before
-    /// it runs; a quota of the key's type once the authorizer allowed the key (``QuotaGate``). An integrated service
-    /// calling on its own behalf belongs to no account and is counted by its principal.
+    /// Runs `body` under the request quota of the caller's account in the request's Region: a quota of the
+    /// operation is charged before it runs; a quota of the key's type once the authorizer allowed the key
+    /// (``QuotaGate``). An integrated service calling on its own behalf belongs to no account and is counted by
+    /// its principal.
     private func withQuota(
         operation: String, request: JSONValue, caller: Caller, _ body: () async throws -> JSONValue?
     ) async throws -> JSONValue? {
         guard let quotas else { return try await body() }
         let account = caller.accountID.isEmpty ? caller.principalARN : caller.accountID
+        let region = service.location.region(of: caller)
         let gate: QuotaGate
         switch RequestQuotas.plan(operation: operation, request: request) {
         case .unlimited:
             return try await body()
         case .quota(let name):
-            try quotas.charge(account: account, quota: name)
+            try quotas.charge(account: account, region: region, quota: name)
             return try await body()
         case .byKey:
-            gate = QuotaGate(quotas: quotas, account: account)
+            gate = QuotaGate(quotas: quotas, account: account, region: region)
         }
         let output: JSONValue?
         do {
@@ -226,12 +229,12 @@ public struct KMSRequestHandler: Sendable {
     /// Verifies the signature, then, when an integrated service calls on behalf of a principal, that
     /// principal's forwarded signature: the request then runs as that principal, with `kms:ViaService` set.
     private func authenticate(_ request: KMSRequest) async throws -> Caller {
-        let (credential, signedHeaders) = try await verifier.verifyReturningSignedHeaders(request.signed)
+        let (credential, signedHeaders, region) = try await verifier.verifyReturningSignedHeaders(request.signed)
         let userAgent = request.header("user-agent")
         guard let forwardedKey = request.header(Self.forwardedAccessKeyHeader) else {
             return Caller(
                 accountID: credential.accountID, principalARN: credential.principalARN, principalKind: credential.principalKind,
-                accessKeyID: credential.accessKeyID, sourceIP: request.sourceIP, userAgent: userAgent)
+                accessKeyID: credential.accessKeyID, sourceIP: request.sourceIP, userAgent: userAgent, region: region)
         }
         guard credential.principalKind == .service else {
             throw KMSError(.accessDenied, "User: \(credential.principalARN) is not an integrated service and cannot call on behalf of another principal.")
@@ -243,13 +246,13 @@ public struct KMSRequestHandler: Sendable {
             throw KMSError(.incompleteSignature, "A request on behalf of a principal must carry and sign the X-Trent-Forwarded-* headers.")
         }
         let user = try await verifier.verifyForwardedCaller(
-            accessKeyID: forwardedKey, date: date, signature: signature, service: credential.principalARN)
+            accessKeyID: forwardedKey, date: date, signature: signature, service: credential.principalARN, region: region)
         guard user.principalKind != .service else {
             throw KMSError(.accessDenied, "A service cannot call on behalf of another service.")
         }
         return Caller(
             accountID: user.accountID, principalARN: user.principalARN, principalKind: user.principalKind, accessKeyID: user.accessKeyID,
-            sourceIP: request.sourceIP, userAgent: userAgent, viaService: credential.principalARN)
+            sourceIP: request.sourceIP, userAgent: userAgent, viaService: credential.principalARN, region: region)
     }
 
     /// The access key id named in the Authorization header, for the audit record of a request that failed

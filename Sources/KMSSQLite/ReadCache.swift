@@ -27,6 +27,7 @@ struct ReadCache {
 
     struct AliasName: Hashable {
         var account: String
+        var region: String
         var name: String
     }
 

@@ -14,8 +14,11 @@ public final class SQLiteMetadataStore: MetadataStore {
     private let reservations = GroupCommit<NonceReservation>()
     private let watch: DatabaseQueue?
 
-    /// - Parameter cacheCapacity: entries per cached table (0 turns the read cache off).
-    public init(path: String, cacheCapacity: Int = 200_000) throws {
+    /// - Parameters:
+    ///   - defaultRegion: the Region that keys and aliases of a store from before Regions are assigned to when it
+    ///     is migrated (the configured `service.region`).
+    ///   - cacheCapacity: entries per cached table (0 turns the read cache off).
+    public init(path: String, defaultRegion: String = "us-east-1", cacheCapacity: Int = 200_000) throws {
         var configuration = Configuration()
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
@@ -39,7 +42,7 @@ public final class SQLiteMetadataStore: MetadataStore {
                     .internalFailure,
                     "The metadata store at \(path) was migrated by a newer Trent (\(unknown.map { "'\($0)'" }.joined(separator: ", "))): run that version, or restore a backup taken before the upgrade.")
             }
-            try Self.migrator.migrate(database)
+            try Self.migrator(defaultRegion: defaultRegion).migrate(database)
         } catch let error as KMSError {
             throw error
         } catch {
@@ -87,10 +90,13 @@ public final class SQLiteMetadataStore: MetadataStore {
 
     /// Migrations a store has that this binary does not know, sorted: a newer Trent migrated it.
     static func unknownMigrations(_ db: Database) throws -> [String] {
-        try migrator.appliedIdentifiers(db).subtracting(migrator.migrations).sorted()
+        try migrations.appliedIdentifiers(db).subtracting(migrations.migrations).sorted()
     }
 
-    static var migrator: DatabaseMigrator {
+    /// The migrations, to read which a store has (not to run: running them needs the default Region).
+    static var migrations: DatabaseMigrator { migrator(defaultRegion: "") }
+
+    static func migrator(defaultRegion: String) -> DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1: keys, backing keys, aliases, tags, grants, identities") { db in
             try db.execute(
@@ -223,6 +229,31 @@ public final class SQLiteMetadataStore: MetadataStore {
         migrator.registerMigration("heartbeat") { db in
             try db.execute(sql: "CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), written_at REAL NOT NULL)")
         }
+        // Keys and aliases live in a Region; what exists already is the default Region's. Alias names become unique
+        // per account and Region (a new primary key, so the table is rebuilt).
+        migrator.registerMigration("regions") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE keys ADD COLUMN region TEXT NOT NULL DEFAULT '';
+                    UPDATE keys SET region = ?;
+                    CREATE INDEX keys_account_region ON keys(account_id, region, seq);
+                    CREATE TABLE aliases_by_region (
+                        account_id TEXT NOT NULL,
+                        region TEXT NOT NULL,
+                        name TEXT NOT NULL,
+                        key_id TEXT NOT NULL REFERENCES keys(key_id),
+                        creation_date REAL NOT NULL,
+                        last_updated_date REAL NOT NULL,
+                        PRIMARY KEY (account_id, region, name)
+                    ) WITHOUT ROWID;
+                    INSERT INTO aliases_by_region (account_id, region, name, key_id, creation_date, last_updated_date)
+                        SELECT account_id, ?, name, key_id, creation_date, last_updated_date FROM aliases;
+                    DROP TABLE aliases;
+                    ALTER TABLE aliases_by_region RENAME TO aliases;
+                    CREATE INDEX aliases_key ON aliases(key_id);
+                    """,
+                arguments: [defaultRegion, defaultRegion])
+        }
         return migrator
     }
 
@@ -324,11 +355,12 @@ public final class SQLiteMetadataStore: MetadataStore {
         return try Row.fetchOne(db, sql: "SELECT * FROM keys WHERE key_id = ?", arguments: [id.description]).map(Self.keyRecord)
     }
 
-    public func listKeys(account: String, after marker: String?, limit: Int) async throws -> Page<KeyRecord> {
+    public func listKeys(account: String, region: String, after marker: String?, limit: Int) async throws -> Page<KeyRecord> {
         let start = try marker.map { text throws(MetadataStoreError) in try Self.decodeMarker(text, as: Int64.self) } ?? 0
         return try await read { db in
             let rows = try Row.fetchAll(
-                db, sql: "SELECT * FROM keys WHERE account_id = ? AND seq > ? ORDER BY seq LIMIT ?", arguments: [account, start, limit + 1])
+                db, sql: "SELECT * FROM keys WHERE account_id = ? AND region = ? AND seq > ? ORDER BY seq LIMIT ?",
+                arguments: [account, region, start, limit + 1])
             let page = rows.prefix(limit)
             let next: String? = rows.count > limit ? page.last.map { Self.encodeMarker(String($0["seq"] as Int64)) } : nil
             return Page(items: try page.map(Self.keyRecord), nextMarker: next)
@@ -480,18 +512,20 @@ public final class SQLiteMetadataStore: MetadataStore {
 
     // MARK: Aliases
 
-    public func alias(named name: String, account: String) async throws -> AliasRecord? {
-        try await cached(\.aliasesByName, ReadCache.AliasName(account: account, name: name)) { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM aliases WHERE account_id = ? AND name = ?", arguments: [account, name]).map(Self.aliasRecord)
+    public func alias(named name: String, account: String, region: String) async throws -> AliasRecord? {
+        try await cached(\.aliasesByName, ReadCache.AliasName(account: account, region: region, name: name)) { db in
+            try Row.fetchOne(
+                db, sql: "SELECT * FROM aliases WHERE account_id = ? AND region = ? AND name = ?", arguments: [account, region, name]
+            ).map(Self.aliasRecord)
         }
     }
 
     public func insertAlias(_ alias: AliasRecord) async throws {
         try await insertUnique { db in
             try db.execute(
-                sql: "INSERT INTO aliases (account_id, name, key_id, creation_date, last_updated_date) VALUES (?, ?, ?, ?, ?)",
+                sql: "INSERT INTO aliases (account_id, region, name, key_id, creation_date, last_updated_date) VALUES (?, ?, ?, ?, ?, ?)",
                 arguments: [
-                    alias.accountID, alias.name, alias.targetKeyID.description, alias.creationDate.timeIntervalSince1970,
+                    alias.accountID, alias.region, alias.name, alias.targetKeyID.description, alias.creationDate.timeIntervalSince1970,
                     alias.lastUpdatedDate.timeIntervalSince1970,
                 ])
         }
@@ -500,26 +534,29 @@ public final class SQLiteMetadataStore: MetadataStore {
     public func updateAlias(_ alias: AliasRecord) async throws {
         try await write { db in
             try db.execute(
-                sql: "UPDATE aliases SET key_id = ?, last_updated_date = ? WHERE account_id = ? AND name = ?",
-                arguments: [alias.targetKeyID.description, alias.lastUpdatedDate.timeIntervalSince1970, alias.accountID, alias.name])
+                sql: "UPDATE aliases SET key_id = ?, last_updated_date = ? WHERE account_id = ? AND region = ? AND name = ?",
+                arguments: [alias.targetKeyID.description, alias.lastUpdatedDate.timeIntervalSince1970, alias.accountID, alias.region, alias.name])
         }
     }
 
-    public func deleteAlias(named name: String, account: String) async throws {
-        try await write { db in try db.execute(sql: "DELETE FROM aliases WHERE account_id = ? AND name = ?", arguments: [account, name]) }
+    public func deleteAlias(named name: String, account: String, region: String) async throws {
+        try await write { db in
+            try db.execute(sql: "DELETE FROM aliases WHERE account_id = ? AND region = ? AND name = ?", arguments: [account, region, name])
+        }
     }
 
-    public func listAliases(account: String, for keyID: KeyID?, after marker: String?, limit: Int) async throws -> Page<AliasRecord> {
+    public func listAliases(account: String, region: String, for keyID: KeyID?, after marker: String?, limit: Int) async throws -> Page<AliasRecord> {
         let start = try marker.map { text throws(MetadataStoreError) in try Self.decodeMarker(text, as: String.self) } ?? ""
         return try await read { db in
             let rows: [Row]
             if let keyID {
                 rows = try Row.fetchAll(
-                    db, sql: "SELECT * FROM aliases WHERE account_id = ? AND key_id = ? AND name > ? ORDER BY name LIMIT ?",
-                    arguments: [account, keyID.description, start, limit + 1])
+                    db, sql: "SELECT * FROM aliases WHERE account_id = ? AND region = ? AND key_id = ? AND name > ? ORDER BY name LIMIT ?",
+                    arguments: [account, region, keyID.description, start, limit + 1])
             } else {
                 rows = try Row.fetchAll(
-                    db, sql: "SELECT * FROM aliases WHERE account_id = ? AND name > ? ORDER BY name LIMIT ?", arguments: [account, start, limit + 1])
+                    db, sql: "SELECT * FROM aliases WHERE account_id = ? AND region = ? AND name > ? ORDER BY name LIMIT ?",
+                    arguments: [account, region, start, limit + 1])
             }
             let page = try rows.prefix(limit).map(Self.aliasRecord)
             let next = rows.count > limit ? page.last.map { Self.encodeMarker($0.name) } : nil
@@ -743,13 +780,13 @@ public final class SQLiteMetadataStore: MetadataStore {
     static func insert(_ key: KeyRecord, into db: Database) throws {
         try db.execute(
             sql: """
-                INSERT INTO keys (key_id, account_id, creation_date, description, key_spec, key_usage, origin, key_manager,
+                INSERT INTO keys (key_id, account_id, region, creation_date, description, key_spec, key_usage, origin, key_manager,
                 state, deletion_date, pending_window_days, policy, current_version, rotation_period_days, next_rotation_date,
                 expiration_model, valid_to)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [
-                key.id.description, key.accountID, key.creationDate.timeIntervalSince1970, key.description,
+                key.id.description, key.accountID, key.region, key.creationDate.timeIntervalSince1970, key.description,
                 key.keySpec.rawValue, key.keyUsage.rawValue, key.origin.rawValue, key.keyManager.rawValue,
                 key.state.rawValue, key.deletionDate?.timeIntervalSince1970, key.pendingWindowInDays, key.policy,
                 Int64(key.currentVersion), key.rotationSchedule?.periodInDays, key.rotationSchedule?.nextRotationDate.timeIntervalSince1970,
@@ -785,7 +822,7 @@ public final class SQLiteMetadataStore: MetadataStore {
             throw KMSError(.internalFailure, "The metadata store holds a key row it cannot read.")
         }
         return KeyRecord(
-            id: id, accountID: row["account_id"], creationDate: Date(timeIntervalSince1970: row["creation_date"]),
+            id: id, accountID: row["account_id"], region: row["region"], creationDate: Date(timeIntervalSince1970: row["creation_date"]),
             description: row["description"], keySpec: keySpec, keyUsage: keyUsage, origin: origin, keyManager: keyManager,
             state: state, deletionDate: (row["deletion_date"] as Double?).map(Date.init(timeIntervalSince1970:)),
             pendingWindowInDays: row["pending_window_days"], policy: row["policy"],
@@ -815,7 +852,7 @@ public final class SQLiteMetadataStore: MetadataStore {
             throw KMSError(.internalFailure, "The metadata store holds an alias row it cannot read.")
         }
         return AliasRecord(
-            name: row["name"], accountID: row["account_id"], targetKeyID: id, creationDate: Date(timeIntervalSince1970: row["creation_date"]),
+            name: row["name"], accountID: row["account_id"], region: row["region"], targetKeyID: id, creationDate: Date(timeIntervalSince1970: row["creation_date"]),
             lastUpdatedDate: Date(timeIntervalSince1970: row["last_updated_date"]))
     }
 

@@ -141,7 +141,7 @@ public enum SQLiteStoreBackup {
             guard integrity == ["ok"] else {
                 throw StoreBackupError("\(name) is damaged: PRAGMA integrity_check says \(integrity.prefix(3).joined(separator: "; "))")
             }
-            let migrator = SQLiteMetadataStore.migrator
+            let migrator = SQLiteMetadataStore.migrations
             guard try db.tableExists("grdb_migrations"), try db.tableExists("keys"),
                 let first = migrator.migrations.first, try migrator.appliedIdentifiers(db).contains(first)
             else {

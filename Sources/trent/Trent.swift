@@ -169,7 +169,7 @@ struct TrentServer {
         // Stores an operator left connected come back connected (or FAILED, saying why).
         await runtime.service.reconnectCustomKeyStores()
         try await runtime.service.carryOverLegacyBindings()
-        let verifier = SigV4Verifier(region: location.region, credentials: DirectoryCredentialProvider(directory: runtime.directory))
+        let verifier = SigV4Verifier(regions: location.regions, credentials: DirectoryCredentialProvider(directory: runtime.directory))
         let trail = try await AuditTrail(
             directory: configuration.auditDirectoryURL, signer: TokenDigestSigner(provider: runtime.provider),
             recordsPerDigest: configuration.audit.recordsPerDigest, rotation: configuration.audit.rotation, logger: logger)
@@ -337,8 +337,9 @@ struct TrentRuntime {
             let provider = try PKCS11KeyProvider(
                 token: token, configuration: .init(keyLabels: configuration.tokenKeyLabels, profile: profile),
                 customKeyStores: keyStoreTokens, logger: logger)
-            let store = try SQLiteMetadataStore(path: configuration.sqliteFile)
-            let location = ServiceLocation(region: configuration.service.region, accountID: configuration.service.accountId)
+            let store = try SQLiteMetadataStore(path: configuration.sqliteFile, defaultRegion: configuration.service.region)
+            let location = ServiceLocation(
+                region: configuration.service.region, regions: Set(configuration.service.regions), accountID: configuration.service.accountId)
             let service = KeyManagementService(
                 configuration: .init(
                     location: location, nonceBudget: configuration.nonceBudget.perBackingKey,

@@ -48,8 +48,26 @@ struct TrentConfiguration: Codable, Equatable {
     }
 
     struct Service: Codable, Equatable {
+        /// The default Region: CLI subcommands act in it, and a store from before Regions is assigned to it. Always
+        /// served, listed in `regions` or not.
         var region = "us-east-1"
+        /// The Regions served: a request acts in the Region of its SigV4 scope, which must be one of them.
+        var regions = Self.commercialRegions
         var accountId = "111122223333"
+
+        /// AWS's commercial Regions (the `aws` partition of botocore's endpoints.json, 2025).
+        static let commercialRegions = [
+            "af-south-1", "ap-east-1", "ap-east-2", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-south-1", "ap-south-2",
+            "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4", "ap-southeast-5", "ap-southeast-6", "ap-southeast-7",
+            "ca-central-1", "ca-west-1", "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2", "eu-west-1", "eu-west-2",
+            "eu-west-3", "il-central-1", "me-central-1", "me-south-1", "mx-central-1", "sa-east-1", "us-east-1", "us-east-2", "us-west-1",
+            "us-west-2",
+        ]
+
+        /// A Region name as AWS spells them: lowercase letters, digits and hyphens (`us-east-1`).
+        static func isValidRegion(_ name: String) -> Bool {
+            (1...32).contains(name.utf8.count) && name.utf8.allSatisfy { (0x61...0x7a).contains($0) || (0x30...0x39).contains($0) || $0 == 0x2d }
+        }
     }
 
     struct HSM: Codable, Equatable {
@@ -244,6 +262,9 @@ struct TrentConfiguration: Codable, Equatable {
         }
         try number("TRENT_SHUTDOWN_GRACE_SECONDS") { server.shutdownGraceSeconds = $0 }
         string("TRENT_REGION") { service.region = $0 }
+        string("TRENT_REGIONS") { text in
+            service.regions = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
         string("TRENT_ACCOUNT_ID") { service.accountId = $0 }
         string("TRENT_DATA_DIR") { dataDirectory = $0 }
         string("TRENT_HSM_MODULE") { hsm.module = $0 }
@@ -293,6 +314,9 @@ struct TrentConfiguration: Codable, Equatable {
         guard (0...65535).contains(admin.port) else { throw StartupError("admin.port must be 0 (off) to 65535, not \(admin.port)") }
         guard admin.port != server.port else {
             throw StartupError("admin.port must differ from server.port (\(server.port)): metrics and probes never share the API's listener")
+        }
+        for region in [service.region] + service.regions where !Service.isValidRegion(region) {
+            throw StartupError("service.region and service.regions must name Regions such as us-east-1, not '\(region)'")
         }
         guard !admin.host.isEmpty else { throw StartupError("admin.host must not be empty (127.0.0.1 keeps the admin listener local)") }
         for (name, value) in [

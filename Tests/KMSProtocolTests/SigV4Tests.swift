@@ -11,7 +11,7 @@ import Testing
 
     func verifier(region: String = "us-east-1", service: String = "service") -> SigV4Verifier {
         SigV4Verifier(
-            region: region, service: service,
+            regions: [region], service: service,
             credentials: StaticCredentialProvider([
                 Credential(accessKeyID: "AKIDEXAMPLE", secretAccessKey: Self.secret, accountID: "111122223333", principalARN: "arn:aws:iam::111122223333:user/x")
             ]))

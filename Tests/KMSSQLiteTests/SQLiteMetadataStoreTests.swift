@@ -12,7 +12,7 @@ import TrentTestSupport
     func makeKey(_ date: Date = Date(timeIntervalSince1970: 1_800_000_000)) -> (KeyRecord, BackingKeyRecord) {
         let id = KeyID()
         let key = KeyRecord(
-            id: id, accountID: "111122223333", creationDate: date, description: "d", keySpec: .symmetricDefault,
+            id: id, accountID: "111122223333", region: "us-east-1", creationDate: date, description: "d", keySpec: .symmetricDefault,
             keyUsage: .encryptDecrypt, origin: .awsKMS, keyManager: .customer, state: .enabled, policy: "{}", currentVersion: 1)
         let backing = BackingKeyRecord(
             keyID: id, version: 1, wrappedKey: (0..<40).map { _ in UInt8.random(in: 0...255) }, binding: Array(repeating: 3, count: 40),
@@ -25,7 +25,7 @@ import TrentTestSupport
         do {
             let store = try SQLiteMetadataStore(path: path)
             try await store.insertKey(key, backingKey: backing, tags: [Tag(key: "team", value: "red")])
-            try await store.insertAlias(AliasRecord(name: "alias/one", accountID: "111122223333", targetKeyID: key.id, creationDate: key.creationDate, lastUpdatedDate: key.creationDate))
+            try await store.insertAlias(AliasRecord(name: "alias/one", accountID: "111122223333", region: "us-east-1", targetKeyID: key.id, creationDate: key.creationDate, lastUpdatedDate: key.creationDate))
             _ = try await store.updateKey(key.id, .state(.disabled), if: .any)
             try await store.reserveNonces(key.id, version: 1, upTo: 65_536)
         }
@@ -36,7 +36,7 @@ import TrentTestSupport
         #expect(try await reopened.backingKey(key.id, version: 1)?.wrappedKey == backing.wrappedKey)
         #expect(try await reopened.backingKey(key.id, version: 1)?.noncesReserved == 65_536)
         #expect(try await reopened.tags(of: key.id) == [Tag(key: "team", value: "red")])
-        #expect(try await reopened.alias(named: "alias/one", account: "111122223333")?.targetKeyID == key.id)
+        #expect(try await reopened.alias(named: "alias/one", account: "111122223333", region: "us-east-1")?.targetKeyID == key.id)
     }
 
     /// A scheduled rotation stores its new version and its next date in one transaction (issue #12: a kill between two
@@ -77,13 +77,13 @@ import TrentTestSupport
         var seen: [KeyID] = []
         var marker: String?
         repeat {
-            let page = try await store.listKeys(account: "111122223333", after: marker, limit: 2)
+            let page = try await store.listKeys(account: "111122223333", region: "us-east-1", after: marker, limit: 2)
             #expect(page.items.count <= 2)
             seen += page.items.map(\.id)
             marker = page.nextMarker
         } while marker != nil
         #expect(seen == ids)
-        await #expect(throws: MetadataStoreError.self) { _ = try await store.listKeys(account: "111122223333", after: "not a marker", limit: 2) }
+        await #expect(throws: MetadataStoreError.self) { _ = try await store.listKeys(account: "111122223333", region: "us-east-1", after: "not a marker", limit: 2) }
     }
 
     @Test func aliasNamesAreUniqueAndPageByName() async throws {
@@ -92,20 +92,20 @@ import TrentTestSupport
         try await store.insertKey(key, backingKey: backing, tags: [])
         let now = Date()
         for name in ["alias/c", "alias/a", "alias/b"] {
-            try await store.insertAlias(AliasRecord(name: name, accountID: "111122223333", targetKeyID: key.id, creationDate: now, lastUpdatedDate: now))
+            try await store.insertAlias(AliasRecord(name: name, accountID: "111122223333", region: "us-east-1", targetKeyID: key.id, creationDate: now, lastUpdatedDate: now))
         }
         await #expect(throws: MetadataStoreError.self) {
-            try await store.insertAlias(AliasRecord(name: "alias/a", accountID: "111122223333", targetKeyID: key.id, creationDate: now, lastUpdatedDate: now))
+            try await store.insertAlias(AliasRecord(name: "alias/a", accountID: "111122223333", region: "us-east-1", targetKeyID: key.id, creationDate: now, lastUpdatedDate: now))
         }
-        let first = try await store.listAliases(account: "111122223333", for: key.id, after: nil, limit: 2)
+        let first = try await store.listAliases(account: "111122223333", region: "us-east-1", for: key.id, after: nil, limit: 2)
         #expect(first.items.map(\.name) == ["alias/a", "alias/b"])
-        let second = try await store.listAliases(account: "111122223333", for: key.id, after: first.nextMarker, limit: 2)
+        let second = try await store.listAliases(account: "111122223333", region: "us-east-1", for: key.id, after: first.nextMarker, limit: 2)
         #expect(second.items.map(\.name) == ["alias/c"])
         #expect(second.nextMarker == nil)
-        #expect(try await store.listAliases(account: "111122223333", for: KeyID(), after: nil, limit: 10).items.isEmpty)
+        #expect(try await store.listAliases(account: "111122223333", region: "us-east-1", for: KeyID(), after: nil, limit: 10).items.isEmpty)
         // Alias names are unique per account, not globally.
-        try await store.insertAlias(AliasRecord(name: "alias/a", accountID: "444455556666", targetKeyID: key.id, creationDate: now, lastUpdatedDate: now))
-        #expect(try await store.listAliases(account: "444455556666", for: nil, after: nil, limit: 10).items.map(\.name) == ["alias/a"])
+        try await store.insertAlias(AliasRecord(name: "alias/a", accountID: "444455556666", region: "us-east-1", targetKeyID: key.id, creationDate: now, lastUpdatedDate: now))
+        #expect(try await store.listAliases(account: "444455556666", region: "us-east-1", for: nil, after: nil, limit: 10).items.map(\.name) == ["alias/a"])
     }
 
     @Test func tagsOverwriteByKey() async throws {
@@ -121,11 +121,11 @@ import TrentTestSupport
         let store = try SQLiteMetadataStore(path: path)
         let (key, backing) = makeKey()
         try await store.insertKey(key, backingKey: backing, tags: [Tag(key: "t", value: "v")])
-        try await store.insertAlias(AliasRecord(name: "alias/gone", accountID: "111122223333", targetKeyID: key.id, creationDate: Date(), lastUpdatedDate: Date()))
+        try await store.insertAlias(AliasRecord(name: "alias/gone", accountID: "111122223333", region: "us-east-1", targetKeyID: key.id, creationDate: Date(), lastUpdatedDate: Date()))
         try await store.destroyKey(key.id)
         #expect(try await store.key(key.id) == nil)
         #expect(try await store.backingKey(key.id, version: 1) == nil)
-        #expect(try await store.alias(named: "alias/gone", account: "111122223333") == nil)
+        #expect(try await store.alias(named: "alias/gone", account: "111122223333", region: "us-east-1") == nil)
         #expect(try await store.tags(of: key.id).isEmpty)
         let bytes = ["", "-wal"].flatMap { (FileManager.default.contents(atPath: path + $0)).map { Array($0) } ?? [] }
         #expect(!bytes.containsSequence(backing.wrappedKey))

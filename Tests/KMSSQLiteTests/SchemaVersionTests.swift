@@ -1,7 +1,7 @@
 import Foundation
 import GRDB
 import KMS
-import KMSSQLite
+@testable import KMSSQLite
 import Testing
 import TrentTestSupport
 
@@ -21,5 +21,44 @@ import TrentTestSupport
             try db.execute(sql: "DELETE FROM grdb_migrations WHERE identifier = 'from-a-newer-trent'")
         }
         _ = try SQLiteMetadataStore(path: path)
+    }
+
+    /// A store from before Regions: its keys and aliases become the configured default Region's, and alias names
+    /// are then unique per Region.
+    @Test func aStoreFromBeforeRegionsKeepsItsKeysInTheDefaultRegion() async throws {
+        let path = try TestHSM.shared().makeDatabasePath()
+        let account = "111122223333"
+        let id = KeyID()
+        let queue = try DatabaseQueue(path: path)
+        try SQLiteMetadataStore.migrations.migrate(queue, upTo: "heartbeat")
+        try await queue.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO keys (key_id, account_id, creation_date, description, key_spec, key_usage, origin, key_manager,
+                        state, policy, current_version)
+                        VALUES (?, ?, 0, 'from before Regions', 'SYMMETRIC_DEFAULT', 'ENCRYPT_DECRYPT', 'AWS_KMS', 'CUSTOMER', 'Enabled', '{}', 1);
+                    INSERT INTO aliases (account_id, name, key_id, creation_date, last_updated_date) VALUES (?, 'alias/old', ?, 0, 0);
+                    """,
+                arguments: [id.description, account, account, id.description])
+        }
+        try queue.close()
+
+        let store = try SQLiteMetadataStore(path: path, defaultRegion: "eu-west-1")
+        let key = try #require(try await store.key(id))
+        #expect(key.region == "eu-west-1")
+        #expect(key.description == "from before Regions")
+        #expect(try await store.listKeys(account: account, region: "eu-west-1", after: nil, limit: 10).items.map(\.id) == [id])
+        #expect(try await store.listKeys(account: account, region: "us-east-1", after: nil, limit: 10).items.isEmpty)
+        let alias = try #require(try await store.alias(named: "alias/old", account: account, region: "eu-west-1"))
+        #expect(alias.targetKeyID == id && alias.region == "eu-west-1")
+        #expect(try await store.alias(named: "alias/old", account: account, region: "us-east-1") == nil)
+        // The same name in another Region is another alias.
+        try await store.insertAlias(
+            AliasRecord(name: "alias/old", accountID: account, region: "us-west-2", targetKeyID: id, creationDate: Date(), lastUpdatedDate: Date()))
+        await #expect(throws: MetadataStoreError.self) {
+            try await store.insertAlias(
+                AliasRecord(name: "alias/old", accountID: account, region: "eu-west-1", targetKeyID: id, creationDate: Date(), lastUpdatedDate: Date()))
+        }
+        #expect(try await store.listAliases(account: account, region: "us-west-2", for: nil, after: nil, limit: 10).items.map(\.name) == ["alias/old"])
     }
 }

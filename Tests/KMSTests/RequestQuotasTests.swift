@@ -47,15 +47,15 @@ import Testing
     @Test func accountsAndQuotasHaveBucketsOfTheirOwn() {
         let clock = TestClock()
         let quotas = RequestQuotas(rates: ["symmetric": 3, "CreateKey": 2], now: clock.now)
-        #expect((0..<3).allSatisfy { _ in quotas.admit(account: "111122223333", quota: "symmetric") })
-        #expect(!quotas.admit(account: "111122223333", quota: "symmetric"))
+        #expect((0..<3).allSatisfy { _ in quotas.admit(account: "111122223333", region: "us-east-1", quota: "symmetric") })
+        #expect(!quotas.admit(account: "111122223333", region: "us-east-1", quota: "symmetric"))
         // Another account is not affected, nor another quota of the same account.
-        #expect((0..<3).allSatisfy { _ in quotas.admit(account: "444455556666", quota: "symmetric") })
-        #expect((0..<2).allSatisfy { _ in quotas.admit(account: "111122223333", quota: "CreateKey") })
-        #expect(!quotas.admit(account: "111122223333", quota: "CreateKey"))
+        #expect((0..<3).allSatisfy { _ in quotas.admit(account: "444455556666", region: "us-east-1", quota: "symmetric") })
+        #expect((0..<2).allSatisfy { _ in quotas.admit(account: "111122223333", region: "us-east-1", quota: "CreateKey") })
+        #expect(!quotas.admit(account: "111122223333", region: "us-east-1", quota: "CreateKey"))
         clock.advance(1)
-        #expect((0..<3).allSatisfy { _ in quotas.admit(account: "111122223333", quota: "symmetric") })
-        #expect(!quotas.admit(account: "111122223333", quota: "symmetric"))
+        #expect((0..<3).allSatisfy { _ in quotas.admit(account: "111122223333", region: "us-east-1", quota: "symmetric") })
+        #expect(!quotas.admit(account: "111122223333", region: "us-east-1", quota: "symmetric"))
     }
 
     @Test func anAccountOverrideReplacesTheRateForThatAccountOnly() throws {
@@ -64,15 +64,15 @@ import Testing
             rates: ["symmetric": 2], accountRates: ["444455556666": ["symmetric": 5], "777788889999": ["symmetric": 0]], now: clock.now)
         #expect(quotas.rate(account: "111122223333", quota: "symmetric") == 2)
         #expect(quotas.rate(account: "444455556666", quota: "symmetric") == 5)
-        #expect((0..<5).allSatisfy { _ in quotas.admit(account: "444455556666", quota: "symmetric") })
-        #expect(!quotas.admit(account: "444455556666", quota: "symmetric"))
-        #expect((0..<2).allSatisfy { _ in quotas.admit(account: "111122223333", quota: "symmetric") })
-        #expect(!quotas.admit(account: "111122223333", quota: "symmetric"))
+        #expect((0..<5).allSatisfy { _ in quotas.admit(account: "444455556666", region: "us-east-1", quota: "symmetric") })
+        #expect(!quotas.admit(account: "444455556666", region: "us-east-1", quota: "symmetric"))
+        #expect((0..<2).allSatisfy { _ in quotas.admit(account: "111122223333", region: "us-east-1", quota: "symmetric") })
+        #expect(!quotas.admit(account: "111122223333", region: "us-east-1", quota: "symmetric"))
         // 0 means no limit, and so does a quota with no rate.
-        #expect((0..<1000).allSatisfy { _ in quotas.admit(account: "777788889999", quota: "symmetric") })
-        #expect((0..<1000).allSatisfy { _ in quotas.admit(account: "111122223333", quota: "ListKeyRotations") })
-        #expect(throws: Never.self) { try quotas.charge(account: "777788889999", quota: "symmetric") }
-        let error = #expect(throws: KMSError.self) { try quotas.charge(account: "111122223333", quota: "symmetric") }
+        #expect((0..<1000).allSatisfy { _ in quotas.admit(account: "777788889999", region: "us-east-1", quota: "symmetric") })
+        #expect((0..<1000).allSatisfy { _ in quotas.admit(account: "111122223333", region: "us-east-1", quota: "ListKeyRotations") })
+        #expect(throws: Never.self) { try quotas.charge(account: "777788889999", region: "us-east-1", quota: "symmetric") }
+        let error = #expect(throws: KMSError.self) { try quotas.charge(account: "111122223333", region: "us-east-1", quota: "symmetric") }
         #expect(error?.code.rawValue == "ThrottlingException")
         #expect(error?.message == "You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls.")
     }
@@ -82,7 +82,7 @@ import Testing
         let quotas = RequestQuotas(rates: ["symmetric": 100], now: clock.now)
         let admitted = await withTaskGroup(of: Int.self) { group in
             for _ in 0..<8 {
-                group.addTask { (0..<100).filter { _ in quotas.admit(account: "111122223333", quota: "symmetric") }.count }
+                group.addTask { (0..<100).filter { _ in quotas.admit(account: "111122223333", region: "us-east-1", quota: "symmetric") }.count }
             }
             return await group.reduce(0, +)
         }

@@ -20,6 +20,15 @@ import Testing
         #expect(configuration.server.port == 6000)
         #expect(configuration.hsm.embeddedToken == "none")
         #expect(configuration.service.region == "eu-west-1")
+        #expect(configuration.service.regions == TrentConfiguration.Service.commercialRegions)
+        try configuration.applyEnvironment(["TRENT_REGIONS": "us-east-1, eu-west-1,,"])
+        #expect(configuration.service.regions == ["us-east-1", "eu-west-1"])
+    }
+
+    @Test func aRegionNameMustLookLikeOne() {
+        var configuration = TrentConfiguration()
+        let error = #expect(throws: StartupError.self) { try configuration.applyEnvironment(["TRENT_REGIONS": "us-east-1,Mars 1"]) }
+        #expect(error?.description.contains("not 'Mars 1'") == true)
     }
 
     @Test func badValuesStopStartupWithOneLine() {

@@ -294,8 +294,8 @@ def _record_response_plaintext(parsed, **_):
 
 def make_kms(server: TrentServer, *, access_key_id: str | None = None, secret_access_key: str | None = None,
              retries: dict | None = None, read_timeout: float = 30, max_pool_connections: int = 10,
-             verify=None, client_cert=None):
-    """A boto3 KMS client for `server`.
+             verify=None, client_cert=None, region: str = REGION):
+    """A boto3 KMS client for `server`, signing for `region`.
 
     Client-side parameter validation is off so bounds (Limit=0, NumberOfBytes=0, empty Plaintext, ...)
     reach the server and the server's own validation is what is tested. No retries.
@@ -308,7 +308,7 @@ def make_kms(server: TrentServer, *, access_key_id: str | None = None, secret_ac
     session = boto3.session.Session(botocore_session=_isolated_botocore_session())
     client = session.client(
         "kms",
-        region_name=REGION,
+        region_name=region,
         endpoint_url=server.endpoint,
         aws_access_key_id=access_key_id or server.access_key_id,
         aws_secret_access_key=secret_access_key or server.secret_access_key,

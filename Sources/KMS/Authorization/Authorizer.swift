@@ -37,10 +37,9 @@ struct AuthorizationRequest: Sendable {
 struct Authorizer: Sendable {
     let store: any MetadataStore
     let clock: any KMSClock
-    let location: ServiceLocation
 
     func authorize(_ request: AuthorizationRequest, caller: Caller) async throws {
-        if let key = request.key { AuditResources.current?.add(arn: location.keyARN(key), accountID: key.accountID) }
+        if let key = request.key { AuditResources.current?.add(arn: key.arn, accountID: key.accountID) }
         let outcome = try await evaluate(request, caller: caller, keyPolicy: nil)
         switch outcome {
         case .allowed:
@@ -48,7 +47,7 @@ struct Authorizer: Sendable {
             if let key = request.key { try QuotaGate.current?.allowed(key) }
             return
         case .denied(let reason), .explicitlyDenied(let reason):
-            let resource = request.key.map(location.keyARN) ?? "*"
+            let resource = request.key.map(\.arn) ?? "*"
             throw KMSError(
                 .accessDenied,
                 "User: \(caller.principalARN) is not authorized to perform: \(request.action) on resource: \(resource) \(reason)")
@@ -66,7 +65,7 @@ struct Authorizer: Sendable {
     /// Evaluates `request`, optionally as if the key had `keyPolicy` (the lockout safety check of PutKeyPolicy).
     func evaluate(_ request: AuthorizationRequest, caller: Caller, keyPolicy: PolicyDocument?, includeGrants: Bool = true) async throws -> Outcome {
         let policyRequest = PolicyRequest(
-            action: request.action, resource: request.key.map(location.keyARN) ?? "*", principalARN: caller.principalARN,
+            action: request.action, resource: request.key.map(\.arn) ?? "*", principalARN: caller.principalARN,
             principalAccount: caller.accountID.isEmpty ? nil : caller.accountID,
             context: try await conditionContext(for: request, caller: caller))
 

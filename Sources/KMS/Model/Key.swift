@@ -103,6 +103,8 @@ public enum KeyManager: String, Sendable, Codable {
 public struct KeyRecord: Sendable, Equatable {
     public var id: KeyID
     public var accountID: String
+    /// The Region the key lives in: requests of other Regions do not find it.
+    public var region: String
     public var creationDate: Date
     public var description: String
     public var keySpec: KeySpec
@@ -123,7 +125,7 @@ public struct KeyRecord: Sendable, Equatable {
     public var validTo: Date?
 
     public init(
-        id: KeyID, accountID: String, creationDate: Date, description: String, keySpec: KeySpec, keyUsage: KeyUsage,
+        id: KeyID, accountID: String, region: String, creationDate: Date, description: String, keySpec: KeySpec, keyUsage: KeyUsage,
         origin: KeyOrigin, keyManager: KeyManager, state: KeyState, deletionDate: Date? = nil,
         pendingWindowInDays: Int? = nil, policy: String, currentVersion: UInt32, rotationSchedule: RotationSchedule? = nil,
         expirationModel: ExpirationModel? = nil, validTo: Date? = nil
@@ -133,6 +135,7 @@ public struct KeyRecord: Sendable, Equatable {
         self.rotationSchedule = rotationSchedule
         self.id = id
         self.accountID = accountID
+        self.region = region
         self.creationDate = creationDate
         self.description = description
         self.keySpec = keySpec
@@ -234,13 +237,16 @@ public struct AliasRecord: Sendable, Equatable {
     /// With its `alias/` prefix.
     public var name: String
     public var accountID: String
+    /// Alias names are unique per account and Region, as in AWS.
+    public var region: String
     public var targetKeyID: KeyID
     public var creationDate: Date
     public var lastUpdatedDate: Date
 
-    public init(name: String, accountID: String, targetKeyID: KeyID, creationDate: Date, lastUpdatedDate: Date) {
+    public init(name: String, accountID: String, region: String, targetKeyID: KeyID, creationDate: Date, lastUpdatedDate: Date) {
         self.name = name
         self.accountID = accountID
+        self.region = region
         self.targetKeyID = targetKeyID
         self.creationDate = creationDate
         self.lastUpdatedDate = lastUpdatedDate
@@ -268,11 +274,15 @@ public struct Caller: Sendable, Equatable {
     public var userAgent: String?
     /// The integrated service that made this request on the caller's behalf (`kms:ViaService`).
     public var viaService: String?
+    /// The Region of the request's SigV4 scope; nil for callers inside the process (CLI subcommands, tests), which
+    /// act in the service's default Region.
+    public var region: String?
 
     public init(
         accountID: String, principalARN: String, principalKind: Principal.Kind = .user, accessKeyID: String,
-        sourceIP: String? = nil, userAgent: String? = nil, viaService: String? = nil
+        sourceIP: String? = nil, userAgent: String? = nil, viaService: String? = nil, region: String? = nil
     ) {
+        self.region = region
         self.accountID = accountID
         self.principalARN = principalARN
         self.principalKind = principalKind

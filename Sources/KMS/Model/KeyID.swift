@@ -24,19 +24,33 @@ public struct KeyID: Hashable, Sendable, Comparable, CustomStringConvertible {
     public static func < (lhs: KeyID, rhs: KeyID) -> Bool { lhs.description < rhs.description }
 }
 
-/// Where ARNs point: the Region Trent serves, and the account created by default.
+/// The Regions Trent serves and the account created by default. Each request acts in the Region of its SigV4
+/// scope; every ARN names the Region of what it points to.
 public struct ServiceLocation: Sendable, Hashable {
+    /// The Region of callers inside the process (CLI subcommands), and the one a store's rows from before
+    /// Regions belong to.
     public var region: String
+    /// Every Region served; includes `region`.
+    public var regions: Set<String>
     /// The account of the embedded default administrator.
     public var accountID: String
 
-    public init(region: String, accountID: String) {
+    public init(region: String, regions: Set<String> = [], accountID: String) {
         self.region = region
+        self.regions = regions.union([region])
         self.accountID = accountID
     }
 
-    public func keyARN(_ id: KeyID, account: String) -> String { "arn:aws:kms:\(region):\(account):key/\(id)" }
-    public func keyARN(_ key: KeyRecord) -> String { keyARN(key.id, account: key.accountID) }
+    /// The Region a caller acts in.
+    public func region(of caller: Caller) -> String { caller.region ?? region }
+
+    public static func keyARN(_ id: KeyID, account: String, region: String) -> String { "arn:aws:kms:\(region):\(account):key/\(id)" }
+    public static func keyARN(_ key: KeyRecord) -> String { keyARN(key.id, account: key.accountID, region: key.region) }
     /// `aliasName` includes its `alias/` prefix.
-    public func aliasARN(_ aliasName: String, account: String) -> String { "arn:aws:kms:\(region):\(account):\(aliasName)" }
+    public static func aliasARN(_ aliasName: String, account: String, region: String) -> String { "arn:aws:kms:\(region):\(account):\(aliasName)" }
+}
+
+extension KeyRecord {
+    /// The key's ARN, in its own Region and account.
+    public var arn: String { ServiceLocation.keyARN(self) }
 }

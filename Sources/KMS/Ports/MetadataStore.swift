@@ -15,8 +15,9 @@ public protocol MetadataStore: Sendable {
     /// state rule holds for the row actually written. Returns the row as written; nil when the key is gone or the
     /// condition does not hold, and then nothing is written. The one way to change an existing key's row.
     func updateKey(_ id: KeyID, _ change: KeyChange, if condition: KeyCondition) async throws -> KeyRecord?
-    /// The keys of one account in creation order, starting after `marker` (an opaque value from a previous page).
-    func listKeys(account: String, after marker: String?, limit: Int) async throws -> Page<KeyRecord>
+    /// The keys of one account in one Region in creation order, starting after `marker` (an opaque value from a
+    /// previous page).
+    func listKeys(account: String, region: String, after marker: String?, limit: Int) async throws -> Page<KeyRecord>
     func keysPendingDeletion(dueBy date: Date) async throws -> [KeyRecord]
     /// Keys with automatic rotation enabled whose next rotation date has come.
     func keysDueForRotation(dueBy date: Date) async throws -> [KeyRecord]
@@ -53,14 +54,14 @@ public protocol MetadataStore: Sendable {
     /// Durably raises the reserved nonce count of one backing-key version.
     func reserveNonces(_ keyID: KeyID, version: UInt32, upTo reserved: UInt64) async throws
 
-    // Aliases (names are unique within an account)
-    func alias(named name: String, account: String) async throws -> AliasRecord?
-    /// Throws ``MetadataStoreError/duplicate`` when the name is taken in the account.
+    // Aliases (names are unique within an account and Region)
+    func alias(named name: String, account: String, region: String) async throws -> AliasRecord?
+    /// Throws ``MetadataStoreError/duplicate`` when the name is taken in the account and Region.
     func insertAlias(_ alias: AliasRecord) async throws
     func updateAlias(_ alias: AliasRecord) async throws
-    func deleteAlias(named name: String, account: String) async throws
-    /// An account's aliases sorted by name, optionally only those of one key.
-    func listAliases(account: String, for keyID: KeyID?, after marker: String?, limit: Int) async throws -> Page<AliasRecord>
+    func deleteAlias(named name: String, account: String, region: String) async throws
+    /// The aliases of an account in a Region sorted by name, optionally only those of one key.
+    func listAliases(account: String, region: String, for keyID: KeyID?, after marker: String?, limit: Int) async throws -> Page<AliasRecord>
     /// Every alias of a key, sorted by name.
     func aliases(of keyID: KeyID) async throws -> [AliasRecord]
 

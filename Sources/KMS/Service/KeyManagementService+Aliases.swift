@@ -29,17 +29,19 @@ extension KeyManagementService {
         let now = clock.now()
         do {
             try await store.insertAlias(
-                AliasRecord(name: name, accountID: caller.accountID, targetKeyID: target.record.id, creationDate: now, lastUpdatedDate: now))
+                AliasRecord(
+                    name: name, accountID: caller.accountID, region: target.record.region, targetKeyID: target.record.id,
+                    creationDate: now, lastUpdatedDate: now))
         } catch MetadataStoreError.duplicate {
-            throw KMSError(.alreadyExists, "An alias with the name \(location.aliasARN(name, account: caller.accountID)) already exists")
+            throw KMSError(.alreadyExists, "An alias with the name \(aliasARN(name, caller: caller)) already exists")
         }
     }
 
     /// Points an existing alias at another key; the caller needs kms:UpdateAlias on both keys.
     public func updateAlias(_ name: String, targetKeyID: String, caller: Caller) async throws {
         try validateAliasName(name)
-        guard var alias = try await store.alias(named: name, account: caller.accountID) else {
-            throw KMSError(.notFound, "Alias \(location.aliasARN(name, account: caller.accountID)) is not found.")
+        guard var alias = try await store.alias(named: name, account: caller.accountID, region: location.region(of: caller)) else {
+            throw KMSError(.notFound, "Alias \(aliasARN(name, caller: caller)) is not found.")
         }
         let target = try await resolveKey(targetKeyID, member: "targetKeyId", allowAlias: false, caller: caller)
         try requireOwnAccount(target.record, caller: caller)
@@ -55,13 +57,14 @@ extension KeyManagementService {
 
     public func deleteAlias(_ name: String, caller: Caller) async throws {
         try validateAliasName(name)
-        guard let alias = try await store.alias(named: name, account: caller.accountID) else {
-            throw KMSError(.notFound, "Alias \(location.aliasARN(name, account: caller.accountID)) is not found.")
+        let region = location.region(of: caller)
+        guard let alias = try await store.alias(named: name, account: caller.accountID, region: region) else {
+            throw KMSError(.notFound, "Alias \(aliasARN(name, caller: caller)) is not found.")
         }
         if let key = try await store.key(alias.targetKeyID) {
             try await authorize("kms:DeleteAlias", ResolvedKey(record: key, requestAlias: name), caller: caller)
         }
-        try await store.deleteAlias(named: name, account: caller.accountID)
+        try await store.deleteAlias(named: name, account: caller.accountID, region: region)
     }
 
     public func listAliases(keyID: String?, limit: Int?, marker: String?, caller: Caller) async throws -> Page<AliasRecord> {
@@ -73,10 +76,16 @@ extension KeyManagementService {
         // Aliases live in an account: another account's aliases are never listed, even for a key shared with the caller.
         if let target, target.accountID != caller.accountID { return Page(items: [], nextMarker: nil) }
         do {
-            return try await store.listAliases(account: target?.accountID ?? caller.accountID, for: target?.id, after: marker, limit: limit)
+            return try await store.listAliases(
+                account: target?.accountID ?? caller.accountID, region: location.region(of: caller), for: target?.id, after: marker, limit: limit)
         } catch MetadataStoreError.invalidMarker {
             throw KMSError(.invalidMarker, "The marker '\(marker ?? "")' is not valid.")
         }
+    }
+
+    /// An alias of the caller's account in the caller's Region.
+    private func aliasARN(_ name: String, caller: Caller) -> String {
+        ServiceLocation.aliasARN(name, account: caller.accountID, region: location.region(of: caller))
     }
 
     /// Aliases live in the key's account: another account's key cannot be named by one.

@@ -235,7 +235,8 @@ extension KeyManagementService {
             }
             key = named.record
         } else {
-            guard let blobKey = try await store.key(blob.keyID) else {
+            // A key of another Region is not found there, as in AWS.
+            guard let blobKey = try await store.key(blob.keyID), blobKey.region == location.region(of: caller) else {
                 throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
             }
             try await authorize(

@@ -319,7 +319,7 @@ extension KeyManagementService {
             throw KMSError(.customKeyStoreInvalidState, "Custom key store \(store.id) is \(state.rawValue); keys can be created only in a CONNECTED store.")
         }
         if let xksKeyID, let existing = try await stores.metadata.customKeyStoreKey(store: store.id, xksKeyID: xksKeyID) {
-            throw KMSError(.xksKeyAlreadyInUse, "XksKeyId '\(xksKeyID)' is already the key material of \(location.keyARN(existing.keyID, account: store.accountID)).")
+            throw KMSError(.xksKeyAlreadyInUse, "XksKeyId '\(xksKeyID)' is already the key material of \(ServiceLocation.keyARN(existing.keyID, account: store.accountID, region: location.region(of: caller))).")
         }
         return CustomKeyStorePlacement(store: store, xksKeyID: xksKeyID)
     }

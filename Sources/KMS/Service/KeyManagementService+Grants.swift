@@ -150,7 +150,13 @@ extension KeyManagementService {
                 .accessDenied,
                 "User: \(caller.principalARN) is not authorized to perform: kms:ListRetirableGrants for \(retiringPrincipal), a principal of another account")
         }
-        let grants = try await store.grants(retirableBy: retiringPrincipal, keyAccount: principalAccount == nil ? caller.accountID : nil)
+        let region = location.region(of: caller)
+        var grants: [GrantRecord] = []
+        // Grants are regional: only those on keys of the request's Region.
+        for grant in try await store.grants(retirableBy: retiringPrincipal, keyAccount: principalAccount == nil ? caller.accountID : nil)
+        where try await store.key(grant.keyID)?.region == region {
+            grants.append(grant)
+        }
         return try page(grants, limit: limit, marker: marker)
     }
 
@@ -247,8 +253,8 @@ extension KeyManagementService {
 }
 
 extension KeyManagementService {
-    /// The account that owns a key (for the ARNs of grant listings).
-    public func keyAccount(of keyID: KeyID) async throws -> String {
-        try await store.key(keyID)?.accountID ?? location.accountID
+    /// The ARN of a grant's key (for grant listings), in the key's account and Region.
+    public func keyARN(of keyID: KeyID) async throws -> String {
+        try await store.key(keyID)?.arn ?? ServiceLocation.keyARN(keyID, account: location.accountID, region: location.region)
     }
 }

@@ -76,7 +76,7 @@ extension KeyManagementService {
 
         let id = KeyID()
         var key = KeyRecord(
-            id: id, accountID: caller.accountID, creationDate: clock.now(), description: description, keySpec: keySpec,
+            id: id, accountID: caller.accountID, region: location.region(of: caller), creationDate: clock.now(), description: description, keySpec: keySpec,
             keyUsage: keyUsage, origin: origin, keyManager: .customer, state: origin == .external ? .pendingImport : .enabled,
             policy: Self.defaultKeyPolicy(account: caller.accountID), currentVersion: 1)
         if let policy = request.policy {
@@ -129,7 +129,7 @@ extension KeyManagementService {
         if let marker { try validateLength(marker.utf8.count, "marker", min: 1, max: 1024) }
         try await authorizer.authorize(AuthorizationRequest("kms:ListKeys"), caller: caller)
         do {
-            return try await store.listKeys(account: caller.accountID, after: marker, limit: limit)
+            return try await store.listKeys(account: caller.accountID, region: location.region(of: caller), after: marker, limit: limit)
         } catch MetadataStoreError.invalidMarker {
             throw KMSError(.invalidMarker, "The marker '\(marker ?? "")' is not valid.")
         }

@@ -84,24 +84,25 @@ extension KeyManagementService {
         // Only an account's own principals bring its AWS managed keys into being.
         guard aliasName.hasPrefix(Self.awsManagedAliasPrefix), Account.isValidID(account), account == caller.accountID else { return nil }
         let service = String(aliasName.dropFirst(Self.awsManagedAliasPrefix.count))
-        let servicePrincipal = "\(service).\(location.region).amazonaws.com"
+        let region = location.region(of: caller)
+        let servicePrincipal = "\(service).\(region).amazonaws.com"
         guard !service.isEmpty, try await store.principal(servicePrincipal)?.kind == .service,
             try await store.account(account) != nil
         else { return nil }
 
         let now = clock.now()
         let key = KeyRecord(
-            id: KeyID(), accountID: account, creationDate: now,
+            id: KeyID(), accountID: account, region: region, creationDate: now,
             description: "Default key that protects my \(service.uppercased()) data when no other key is defined",
             keySpec: .symmetricDefault, keyUsage: .encryptDecrypt, origin: .awsKMS, keyManager: .aws, state: .enabled,
             policy: Self.awsManagedKeyPolicy(account: account, servicePrincipal: servicePrincipal, service: service), currentVersion: 1)
         try await insertNewKey(key, tags: [])
         do {
-            try await store.insertAlias(AliasRecord(name: aliasName, accountID: account, targetKeyID: key.id, creationDate: now, lastUpdatedDate: now))
+            try await store.insertAlias(AliasRecord(name: aliasName, accountID: account, region: region, targetKeyID: key.id, creationDate: now, lastUpdatedDate: now))
         } catch MetadataStoreError.duplicate {
             // Another request created it first: keep theirs.
             try await store.destroyKey(key.id)
-            guard let alias = try await store.alias(named: aliasName, account: account) else { return nil }
+            guard let alias = try await store.alias(named: aliasName, account: account, region: region) else { return nil }
             return try await store.key(alias.targetKeyID)
         }
         logger.info("created AWS managed key", metadata: ["kms.key.id": "\(key.id)", "kms.alias": "\(aliasName)", "kms.account": "\(account)"])

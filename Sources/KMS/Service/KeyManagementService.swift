@@ -40,13 +40,13 @@ public final class KeyManagementService: Sendable {
         self.store = store
         self.clock = clock
         self.logger = logger
-        self.authorizer = Authorizer(store: store, clock: clock, location: configuration.location)
+        self.authorizer = Authorizer(store: store, clock: clock)
         self.ledger = NonceLedger(
             limits: .init(budget: configuration.nonceBudget, reservationBlock: configuration.nonceReservationBlock),
             store: store, provider: provider, clock: clock)
     }
 
-    func arn(_ key: KeyRecord) -> String { location.keyARN(key) }
+    func arn(_ key: KeyRecord) -> String { key.arn }
 
     // MARK: Identifiers
 
@@ -64,7 +64,7 @@ public final class KeyManagementService: Sendable {
 
     /// Parses a key id, key ARN, alias name or alias ARN. ARNs of another Region name no key here; an ARN's
     /// account is kept, so a key of another account can be named (authorization then decides).
-    private func parseIdentifier(_ text: String, member: String) throws(KMSError) -> KeyIdentifier {
+    private func parseIdentifier(_ text: String, member: String, region: String) throws(KMSError) -> KeyIdentifier {
         guard !text.isEmpty else { throw KMSError.constraint(member, "Member must have length greater than or equal to 1") }
         guard text.utf8.count <= 2048 else {
             throw KMSError.constraint(member, "Member must have length less than or equal to 2048")
@@ -74,7 +74,7 @@ public final class KeyManagementService: Sendable {
             guard parts.count == 6, parts[1].hasPrefix("aws"), parts[2] == "kms", Account.isValidID(String(parts[4])) else {
                 throw KMSError(.notFound, "Invalid arn \(text)")
             }
-            guard parts[3] == location.region else {
+            guard parts[3] == region else {
                 throw KMSError(.notFound, "Key '\(text)' does not exist")
             }
             let account = String(parts[4])
@@ -90,15 +90,17 @@ public final class KeyManagementService: Sendable {
 
     /// Finds the key `identifier` names. A bare key id or alias name means the caller's own account, as in AWS;
     /// ARNs may name another account. Cryptographic operations and DescribeKey accept aliases; key management
-    /// operations take a key id or key ARN only.
+    /// operations take a key id or key ARN only. Keys and aliases of another Region are not found, as in AWS.
     func resolveKey(_ identifier: String, member: String = "keyId", allowAlias: Bool, caller: Caller) async throws -> ResolvedKey {
-        switch try parseIdentifier(identifier, member: member) {
+        let region = location.region(of: caller)
+        switch try parseIdentifier(identifier, member: member, region: region) {
         case .keyID(let id, let account):
             let key = try await store.key(id)
             // Services calling on their own behalf belong to no account: they name keys by id under their grants.
             let expectedAccount = account ?? (caller.principalKind == .service && caller.viaService == nil ? key?.accountID : caller.accountID)
-            guard let key, key.accountID == expectedAccount else {
-                throw KMSError(.notFound, "Key '\(location.keyARN(id, account: expectedAccount ?? caller.accountID))' does not exist")
+            guard let key, key.accountID == expectedAccount, key.region == region else {
+                throw KMSError(
+                    .notFound, "Key '\(ServiceLocation.keyARN(id, account: expectedAccount ?? caller.accountID, region: region))' does not exist")
             }
             return ResolvedKey(record: key, requestAlias: nil)
         case .aliasName(let name, let account):
@@ -106,13 +108,13 @@ public final class KeyManagementService: Sendable {
                 throw KMSError(.notFound, "Invalid keyId '\(identifier)': this operation takes a key ID or key ARN, not an alias")
             }
             let account = account ?? caller.accountID
-            if let alias = try await store.alias(named: name, account: account), let key = try await store.key(alias.targetKeyID) {
+            if let alias = try await store.alias(named: name, account: account, region: region), let key = try await store.key(alias.targetKeyID) {
                 return ResolvedKey(record: key, requestAlias: name)
             }
             if let managed = try await awsManagedKey(for: name, account: account, caller: caller) {
                 return ResolvedKey(record: managed, requestAlias: name)
             }
-            throw KMSError(.notFound, "Alias '\(location.aliasARN(name, account: account))' is not found.")
+            throw KMSError(.notFound, "Alias '\(ServiceLocation.aliasARN(name, account: account, region: region))' is not found.")
         }
     }
 

@@ -115,8 +115,10 @@ public final class RequestQuotas: Sendable {
 
     public static let throttled = KMSError(.throttling, "You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls.")
 
+    /// AWS counts quotas per account and Region.
     private struct BucketKey: Hashable {
         var account: String
+        var region: String
         var quota: String
     }
 
@@ -151,11 +153,13 @@ public final class RequestQuotas: Sendable {
         return rate
     }
 
-    /// Takes one request from `account`'s bucket for `quota`; false means: throttle it.
-    /// - Parameter account: an authenticated caller's account (never a claimed one: buckets are kept).
-    public func admit(account: String, quota: String) -> Bool {
+    /// Takes one request from `account`'s bucket for `quota` in `region`; false means: throttle it.
+    /// - Parameters:
+    ///   - account: an authenticated caller's account (never a claimed one: buckets are kept).
+    ///   - region: a Region served (the signature verifier refused any other).
+    public func admit(account: String, region: String, quota: String) -> Bool {
         guard let rate = rate(account: account, quota: quota) else { return true }
-        let key = BucketKey(account: account, quota: quota)
+        let key = BucketKey(account: account, region: region, quota: quota)
         let shard = shards[Int(UInt(bitPattern: key.hashValue) % UInt(shards.count))]
         let time = now()
         return shard.buckets.withLock { buckets in
@@ -167,8 +171,8 @@ public final class RequestQuotas: Sendable {
     }
 
     /// Counts a request against `quota`, throwing ThrottlingException above the rate.
-    public func charge(account: String, quota: String) throws(KMSError) {
-        guard admit(account: account, quota: quota) else { throw Self.throttled }
+    public func charge(account: String, region: String, quota: String) throws(KMSError) {
+        guard admit(account: account, region: region, quota: quota) else { throw Self.throttled }
     }
 }
 
@@ -181,23 +185,25 @@ public final class QuotaGate: Sendable {
 
     let quotas: RequestQuotas
     let account: String
+    let region: String
     private let counted = Atomic<Bool>(false)
 
-    public init(quotas: RequestQuotas, account: String) {
+    public init(quotas: RequestQuotas, account: String, region: String) {
         self.quotas = quotas
         self.account = account
+        self.region = region
     }
 
     /// Called by the authorizer when it allows `key`: counts the request against the key's class, once.
     func allowed(_ key: KeyRecord) throws(KMSError) {
         guard counted.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
-        try quotas.charge(account: account, quota: RequestQuotas.quota(for: key))
+        try quotas.charge(account: account, region: region, quota: RequestQuotas.quota(for: key))
     }
 
     /// After the operation: a request no key was allowed for counts as symmetric. Returns false when that bucket was
     /// empty: a failed request is then answered ThrottlingException, as if it had been throttled before the lookup.
     public func finish() -> Bool {
         guard counted.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return true }
-        return quotas.admit(account: account, quota: RequestQuotas.symmetric)
+        return quotas.admit(account: account, region: region, quota: RequestQuotas.symmetric)
     }
 }

@@ -49,7 +49,6 @@ struct ListResourceTagsResponse: Encodable, Sendable {
 
 extension KeyManagementService {
     func aliasAndTagOperations() -> [String: Operation] {
-        let location = self.location
         return [
             "CreateAlias": .json(AliasRequest.self) { request, caller in
                 try await self.createAlias(
@@ -72,7 +71,7 @@ extension KeyManagementService {
                 return ListAliasesResponse(
                     Aliases: page.items.map {
                         .init(
-                            AliasName: $0.name, AliasArn: location.aliasARN($0.name, account: $0.accountID), TargetKeyId: $0.targetKeyID.description,
+                            AliasName: $0.name, AliasArn: ServiceLocation.aliasARN($0.name, account: $0.accountID, region: $0.region), TargetKeyId: $0.targetKeyID.description,
                             CreationDate: $0.creationDate, LastUpdatedDate: $0.lastUpdatedDate)
                     },
                     NextMarker: page.nextMarker, Truncated: page.nextMarker != nil)

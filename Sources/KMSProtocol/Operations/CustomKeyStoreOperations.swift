@@ -124,7 +124,7 @@ extension KeyManagementService {
     /// KeyMetadata with what a key of a custom key store adds: its store, its cluster or external key, and the
     /// state `Unavailable` while the store is not connected (as AWS shows it).
     func wireKeyMetadata(_ key: KeyRecord) async throws -> WireKeyMetadata {
-        var metadata = WireKeyMetadata(key, location: location)
+        var metadata = WireKeyMetadata(key)
         if let view = try await customKeyStoreView(of: key) {
             metadata.CustomKeyStoreId = view.storeID
             metadata.CloudHsmClusterId = view.clusterID

@@ -118,12 +118,10 @@ struct ListKeyPoliciesOutput: Encodable, Sendable {
 
 extension KeyManagementService {
     func grantAndPolicyOperations() -> [String: Operation] {
-        let location = self.location
         @Sendable func wireGrants(_ page: Page<GrantRecord>) async throws -> ListGrantsOutput {
             var grants: [WireGrant] = []
             for grant in page.items {
-                let account = try await self.keyAccount(of: grant.keyID)
-                grants.append(WireGrant(grant, keyARN: location.keyARN(grant.keyID, account: account)))
+                grants.append(WireGrant(grant, keyARN: try await self.keyARN(of: grant.keyID)))
             }
             return ListGrantsOutput(Grants: grants, NextMarker: page.nextMarker, Truncated: page.nextMarker != nil)
         }

@@ -28,10 +28,10 @@ struct WireKeyMetadata: Encodable, Sendable {
     var CloudHsmClusterId: String?
     var XksKeyConfiguration: WireXksKeyConfiguration?
 
-    init(_ key: KeyRecord, location: ServiceLocation) {
+    init(_ key: KeyRecord) {
         AWSAccountId = key.accountID
         KeyId = key.id.description
-        Arn = location.keyARN(key)
+        Arn = key.arn
         CreationDate = key.creationDate
         Enabled = key.isEnabled
         Description = key.description
@@ -108,7 +108,6 @@ struct CancelKeyDeletionResponse: Encodable, Sendable { var KeyId: String }
 
 extension KeyManagementService {
     func keyOperations() -> [String: Operation] {
-        let location = self.location
         return [
             "CreateKey": .json(CreateKeyInput.self) { request, caller in
                 if let spec = request.KeySpec, let legacy = request.CustomerMasterKeySpec, spec != legacy {
@@ -132,7 +131,7 @@ extension KeyManagementService {
             "ListKeys": .json(ListKeysRequest.self) { request, caller in
                 let page = try await self.listKeys(limit: request.Limit, marker: request.Marker, caller: caller)
                 return ListKeysResponse(
-                    Keys: page.items.map { .init(KeyId: $0.id.description, KeyArn: location.keyARN($0)) },
+                    Keys: page.items.map { .init(KeyId: $0.id.description, KeyArn: $0.arn) },
                     NextMarker: page.nextMarker, Truncated: page.nextMarker != nil)
             },
             "EnableKey": .json(KeyIDRequest.self) { request, caller in
@@ -153,12 +152,12 @@ extension KeyManagementService {
                 let key = try await self.scheduleKeyDeletion(
                     try required(request.KeyId, "KeyId"), pendingWindowInDays: request.PendingWindowInDays, caller: caller)
                 return ScheduleKeyDeletionResponse(
-                    KeyId: location.keyARN(key), DeletionDate: key.deletionDate, KeyState: key.state.rawValue,
+                    KeyId: key.arn, DeletionDate: key.deletionDate, KeyState: key.state.rawValue,
                     PendingWindowInDays: key.pendingWindowInDays)
             },
             "CancelKeyDeletion": .json(KeyIDRequest.self) { request, caller in
                 let key = try await self.cancelKeyDeletion(try required(request.KeyId, "KeyId"), caller: caller)
-                return CancelKeyDeletionResponse(KeyId: location.keyARN(key))
+                return CancelKeyDeletionResponse(KeyId: key.arn)
             },
         ]
     }

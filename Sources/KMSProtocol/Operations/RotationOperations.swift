@@ -35,7 +35,6 @@ struct ListKeyRotationsOutput: Encodable, Sendable {
 
 extension KeyManagementService {
     func rotationOperations() -> [String: Operation] {
-        let location = self.location
         return [
             "EnableKeyRotation": .json(EnableKeyRotationInput.self) { request, caller in
                 try await self.enableKeyRotation(try required(request.KeyId, "KeyId"), periodInDays: request.RotationPeriodInDays, caller: caller)
@@ -53,7 +52,7 @@ extension KeyManagementService {
             },
             "RotateKeyOnDemand": .json(KeyIDRequest.self) { request, caller in
                 let key = try await self.rotateKeyOnDemand(try required(request.KeyId, "KeyId"), caller: caller)
-                return RotateKeyOnDemandOutput(KeyId: location.keyARN(key))
+                return RotateKeyOnDemandOutput(KeyId: key.arn)
             },
             "ListKeyRotations": .json(ListKeyRotationsInput.self) { request, caller in
                 if let include = request.IncludeKeyMaterial, !["ALL_KEY_MATERIAL", "ROTATIONS_ONLY"].contains(include) {

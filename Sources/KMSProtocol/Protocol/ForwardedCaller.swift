@@ -6,9 +6,10 @@ import KMS
 extension SigV4Verifier {
     /// Verifies a forwarded-caller signature: the caller's proof that `service` may act on its behalf, made
     /// with the caller's own secret over `TRENT-FORWARD-V1\n<date>\n<region>\n<service>` with the SigV4 signing
-    /// key of that day, valid for 15 minutes. A service cannot forge it, and it names the service it is for.
+    /// key of that day, valid for 15 minutes. A service cannot forge it, and it names the service it is for and the
+    /// `region` of the request it comes with.
     public func verifyForwardedCaller(
-        accessKeyID: String, date amzDate: String, signature: String, service: String, now: Date = Date()
+        accessKeyID: String, date amzDate: String, signature: String, service: String, region: String, now: Date = Date()
     ) async throws -> Credential {
         guard let credential = try await credentials.credential(for: accessKeyID) else {
             throw KMSError(.accessDenied, "The forwarded caller's access key is not valid.")

@@ -25,10 +25,11 @@ public struct SignedRequest: Sendable {
 }
 
 /// Verifies AWS Signature Version 4 (`AWS4-HMAC-SHA256`, header form) as AWS does for KMS: the scope
-/// must name this Region and service `kms`, the clock may be off by at most five minutes, and signatures are
+/// must name one of the Regions served and service `kms`, the clock may be off by at most five minutes, and signatures are
 /// compared in constant time. Signing keys are cached per secret, day, Region and service.
 public final class SigV4Verifier: Sendable {
-    public let region: String
+    /// The Regions served: a scope naming another is refused as AWS refuses an unknown Region.
+    public let regions: Set<String>
     public let service: String
     let credentials: any CredentialProvider
     let allowedSkew: TimeInterval = 300
@@ -38,8 +39,8 @@ public final class SigV4Verifier: Sendable {
     /// secret misses).
     private let signingKeys = Mutex<[String: (secret: String, key: SymmetricKey)]>([:])
 
-    public init(region: String, service: String = "kms", credentials: any CredentialProvider) {
-        self.region = region
+    public init(regions: Set<String>, service: String = "kms", credentials: any CredentialProvider) {
+        self.regions = regions
         self.service = service
         self.credentials = credentials
     }
@@ -50,7 +51,10 @@ public final class SigV4Verifier: Sendable {
         try await verifyReturningSignedHeaders(request, now: now).credential
     }
 
-    public func verifyReturningSignedHeaders(_ request: SignedRequest, now: Date = Date()) async throws -> (credential: Credential, signedHeaders: Set<String>) {
+    /// Also returns the Region of the credential scope: the Region the request acts in.
+    public func verifyReturningSignedHeaders(
+        _ request: SignedRequest, now: Date = Date()
+    ) async throws -> (credential: Credential, signedHeaders: Set<String>, region: String) {
         guard let authorization = request.headers["authorization"]?.first else {
             throw KMSError(.missingAuthenticationToken, "Missing Authentication Token")
         }
@@ -58,7 +62,7 @@ public final class SigV4Verifier: Sendable {
         guard let credential = try await credentials.credential(for: parsed.accessKeyID) else {
             throw KMSError(.unrecognizedClient, "The security token included in the request is invalid.")
         }
-        guard parsed.region == region else {
+        guard regions.contains(parsed.region) else {
             throw KMSError(.invalidSignature, "Credential should be scoped to a valid region, not '\(parsed.region)'. ")
         }
         guard parsed.service == service else {
@@ -96,7 +100,7 @@ public final class SigV4Verifier: Sendable {
                 .invalidSignature,
                 "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.")
         }
-        return (credential, Set(parsed.signedHeaders))
+        return (credential, Set(parsed.signedHeaders), parsed.region)
     }
 
     /// The canonical request's bytes, written into one buffer (this runs for every request).

@@ -604,7 +604,8 @@ final class Bench: @unchecked Sendable {
         let configuration = try serverConfiguration()
         let runtime = try await TrentRuntime.open(configuration, createMissing: false)
         do {
-            let ids = try await bulkCreateKeys(count, runtime: runtime, account: configuration.service.accountId)
+            let ids = try await bulkCreateKeys(
+                count, runtime: runtime, account: configuration.service.accountId, region: configuration.service.region)
             await runtime.shutdown()
             return ids
         } catch {
@@ -613,7 +614,7 @@ final class Bench: @unchecked Sendable {
         }
     }
 
-    func bulkCreateKeys(_ count: Int, runtime: TrentRuntime, account: String) async throws -> [String] {
+    func bulkCreateKeys(_ count: Int, runtime: TrentRuntime, account: String, region: String) async throws -> [String] {
         let policy = KeyManagementService.defaultKeyPolicy(account: account)
         var ids: [String] = []
         ids.reserveCapacity(count)
@@ -630,7 +631,7 @@ final class Bench: @unchecked Sendable {
                         for _ in 0..<share {
                             let now = Date()
                             let key = KeyRecord(
-                                id: KeyID(), accountID: account, creationDate: now, description: "trent bench scale", keySpec: .symmetricDefault,
+                                id: KeyID(), accountID: account, region: region, creationDate: now, description: "trent bench scale", keySpec: .symmetricDefault,
                                 keyUsage: .encryptDecrypt, origin: .awsKMS, keyManager: .customer, state: .enabled, policy: policy, currentVersion: 1)
                             let material = try await runtime.provider.createBackingKey(for: key.id, version: 1, kind: .aes256)
                             made.append((key, BackingKeyRecord(

@@ -27,7 +27,7 @@ enum SigV4Target {
     /// balance holds and LeakSanitizer does not scan the heap after every input.
     static var verifier: SigV4Verifier {
         SigV4Verifier(
-        region: region, service: service,
+        regions: [region], service: service,
         credentials: StaticCredentialProvider([
             Credential(accessKeyID: "AKIDEXAMPLE", secretAccessKey: secret, accountID: "111122223333", principalARN: "arn:aws:iam::111122223333:user/alice"),
             Credential(
@@ -81,7 +81,7 @@ enum SigV4Target {
         }
     }
 
-    static func verify(_ request: SignedRequest, now: Date) -> Result<(credential: Credential, signedHeaders: Set<String>), any Error> {
+    static func verify(_ request: SignedRequest, now: Date) -> Result<(credential: Credential, signedHeaders: Set<String>, region: String), any Error> {
         let verifier = self.verifier
         return runBlocking {
             do {
@@ -165,7 +165,7 @@ enum SigV4Target {
         let outcome: Result<Credential, any Error> = runBlocking {
             do {
                 return .success(
-                    try await verifier.verifyForwardedCaller(accessKeyID: accessKeyID, date: date, signature: signature, service: integratedService, now: now))
+                    try await verifier.verifyForwardedCaller(accessKeyID: accessKeyID, date: date, signature: signature, service: integratedService, region: region, now: now))
             } catch {
                 return .failure(error)
             }
@@ -181,7 +181,7 @@ enum SigV4Target {
         let valid: Result<Credential, any Error> = runBlocking {
             do {
                 return .success(
-                    try await verifier.verifyForwardedCaller(accessKeyID: "AKIDEXAMPLE", date: date, signature: proof.uppercased(), service: integratedService, now: now))
+                    try await verifier.verifyForwardedCaller(accessKeyID: "AKIDEXAMPLE", date: date, signature: proof.uppercased(), service: integratedService, region: region, now: now))
             } catch {
                 return .failure(error)
             }
