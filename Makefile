@@ -55,9 +55,8 @@ test-e2e:
 
 # moto's own KMS tests (moto 5.2.5, from its PyPI sdist, cached in .moto-cache) in moto's server mode, each test against
 # a fresh Trent (Tests/moto/moto_suite.py); Tests/moto/expected-failures.txt lists the tests that fail and why, and the
-# run fails on any other failure or on a listed test that passes. About 1-2 minutes. On SoftHSM only: the tests check
-# API behaviour, which does not depend on the token (MOTO_TOKENS="nss-softoken" runs them there; see the README).
-MOTO_TOKENS ?= softhsm2
+# run fails on any other failure or on a listed test that passes. About 1 minute per token; MOTO_TOKENS picks tokens.
+MOTO_TOKENS ?= $(TOKENS)
 moto-suite: test-deps
 	swift build --product trent
 	set -e; for token in $(MOTO_TOKENS); do \
