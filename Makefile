@@ -3,12 +3,13 @@
 
 VENV := .venv
 
-.PHONY: help deps test-deps bench-deps build run bench test test-swift test-e2e crash-test crash-smoke clean
+.PHONY: help deps test-deps bench-deps build run bench test test-swift test-e2e moto-suite crash-test crash-smoke clean
 
 help:
 	@echo "make run    build Trent (release) and serve the KMS API on 127.0.0.1:4599 with an embedded SoftHSM token"
 	@echo "make bench  build Trent (release) and benchmark it against its HSM and HTTP ceilings and moto (docs/performance.md)"
 	@echo "make test   run every test on SoftHSM 2 and on NSS softoken: Swift suites, then the boto3/AWS CLI end-to-end suite"
+	@echo "make moto-suite  run moto's own KMS tests (moto 5.2.5) in its server mode against Trent, with the expected failures of Tests/moto"
 	@echo "make crash-test  kill -9 the server under load CRASH_CYCLES times per token and check nothing acknowledged was lost (docs/reliability.md)"
 
 deps:
@@ -32,7 +33,7 @@ BENCH_ARGS ?=
 bench: build bench-deps
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" .build/release/trent bench --compare $(BENCH_ARGS)
 
-test: test-deps test-swift test-e2e crash-smoke fuzz-smoke
+test: test-deps test-swift test-e2e moto-suite crash-smoke fuzz-smoke
 
 # Every suite runs on both tokens; each run makes its tokens from scratch in folders of its own.
 TOKENS := softhsm2 nss-softoken
@@ -50,6 +51,17 @@ test-e2e:
 	set -e; for token in $(TOKENS); do \
 		echo "=== end-to-end suite on $$token ==="; \
 		TRENT_E2E_TOKEN=$$token PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest Tests/e2e; \
+	done
+
+# moto's own KMS tests (moto 5.2.5, from its PyPI sdist, cached in .moto-cache) in moto's server mode, each test against
+# a fresh Trent (Tests/moto/moto_suite.py); Tests/moto/expected-failures.txt lists the tests that fail and why, and the
+# run fails on any other failure or on a listed test that passes. About 1 minute per token; MOTO_TOKENS picks tokens.
+MOTO_TOKENS ?= $(TOKENS)
+moto-suite: test-deps
+	swift build --product trent
+	set -e; for token in $(MOTO_TOKENS); do \
+		echo "=== moto's KMS tests on $$token ==="; \
+		TRENT_E2E_TOKEN=$$token $(VENV)/bin/python Tests/moto/moto_suite.py; \
 	done
 
 # Crash consistency under kill -9 (Tests/crash/crash_harness.py, docs/reliability.md): per token, CRASH_CYCLES cycles

@@ -2,7 +2,8 @@
 # Installs what Trent needs on Debian 12 (Swift itself must already be installed):
 #   system packages to build and run it (SoftHSM2 and NSS softoken as tokens, p11-kit headers, SQLite,
 #   OpenSSL headers; opensc for pkcs11-tool, with which the tests make operator-owned keys), and,
-#   with --test, a Python virtual environment in .venv with the end-to-end test packages (boto3, AWS CLI, pytest);
+#   with --test, a Python virtual environment in .venv with the end-to-end test packages (boto3, AWS CLI, pytest)
+#   and what moto's KMS tests import (moto itself, freezegun: `make moto-suite`);
 #   with --bench, a .venv with moto's server (the comparison of `make bench`).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -26,7 +27,7 @@ if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--bench" ]; then
         python3 -m venv .venv
     fi
     if [ "${1:-}" = "--test" ]; then
-        .venv/bin/python -m pip install -q --disable-pip-version-check -r Tests/e2e/requirements.txt
+        .venv/bin/python -m pip install -q --disable-pip-version-check -r Tests/e2e/requirements.txt -r Tests/moto/requirements.txt
     else
         .venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/bench-requirements.txt
     fi

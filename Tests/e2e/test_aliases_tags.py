@@ -122,6 +122,32 @@ def test_create_alias_reserved_aws_prefix(kms, new_key):
         kms.create_alias(AliasName="alias/aws/foo", TargetKeyId=new_key())
 
 
+def test_create_alias_with_a_colon(kms, new_key):
+    """The model's pattern admits ':', AWS does not in a name (moto's test__create_alias__raises_if_alias_has_restricted_characters_semicolon)."""
+    key_id = new_key()
+    name = f"alias/e2e-{uuid.uuid4().hex[:8]}:colon"
+    with expect_error("ValidationException") as excinfo:
+        kms.create_alias(AliasName=name, TargetKeyId=key_id)
+    assert excinfo.value.response["Error"]["Message"] == f"{name} contains invalid characters for an alias"
+    assert name not in aliases_of(kms, key_id)
+
+
+@pytest.mark.parametrize("as_arn", [False, True], ids=["name", "arn"])
+def test_alias_targeting_an_alias(kms, new_key, new_alias, as_arn):
+    """An alias as TargetKeyId is a ValidationException in CreateAlias and UpdateAlias (moto's
+    test__create_alias__raises_if_target_key_id_is_existing_alias), not the NotFoundException of other key-only operations."""
+    key_id = new_key()
+    existing = new_alias(key_id)
+    target = alias_arn(existing) if as_arn else existing
+    with expect_error("ValidationException") as excinfo:
+        kms.create_alias(AliasName=unique_alias(), TargetKeyId=target)
+    assert excinfo.value.response["Error"]["Message"] == "Aliases must refer to keys. Not aliases"
+    with expect_error("ValidationException") as excinfo:
+        kms.update_alias(AliasName=existing, TargetKeyId=target)
+    assert excinfo.value.response["Error"]["Message"] == "Aliases must refer to keys. Not aliases"
+    assert aliases_of(kms, key_id)[existing]["TargetKeyId"] == key_id
+
+
 def test_create_alias_unknown_key(kms):
     with expect_error("NotFoundException"):
         kms.create_alias(AliasName=unique_alias(), TargetKeyId=str(uuid.uuid4()))

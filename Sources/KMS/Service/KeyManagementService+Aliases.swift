@@ -20,8 +20,22 @@ extension KeyManagementService {
         }
     }
 
+    /// An alias names a key, never another alias: AWS answers an alias name or alias ARN as the target with a
+    /// ValidationException, where the other operations that take only keys answer NotFoundException.
+    private func rejectAliasAsTarget(_ targetKeyID: String) throws(KMSError) {
+        if targetKeyID.hasPrefix("alias/") || (targetKeyID.hasPrefix("arn:") && targetKeyID.contains(":alias/")) {
+            throw KMSError(.validation, "Aliases must refer to keys. Not aliases")
+        }
+    }
+
     public func createAlias(_ name: String, targetKeyID: String, caller: Caller) async throws {
         try validateAliasName(name)
+        // The model's pattern admits ':', but an alias name holds only letters, digits, '/', '_' and '-' (AWS's
+        // developer guide). Checked at creation only, so an alias an older Trent made stays updatable and deletable.
+        guard !name.dropFirst("alias/".count).contains(":") else {
+            throw KMSError(.validation, "\(name) contains invalid characters for an alias")
+        }
+        try rejectAliasAsTarget(targetKeyID)
         let target = try await resolveKey(targetKeyID, member: "targetKeyId", allowAlias: false, caller: caller)
         try requireOwnAccount(target.record, caller: caller)
         try await authorize("kms:CreateAlias", target, caller: caller)
@@ -43,6 +57,7 @@ extension KeyManagementService {
         guard var alias = try await store.alias(named: name, account: caller.accountID, region: location.region(of: caller)) else {
             throw KMSError(.notFound, "Alias \(aliasARN(name, caller: caller)) is not found.")
         }
+        try rejectAliasAsTarget(targetKeyID)
         let target = try await resolveKey(targetKeyID, member: "targetKeyId", allowAlias: false, caller: caller)
         try requireOwnAccount(target.record, caller: caller)
         if let current = try await store.key(alias.targetKeyID) {
