@@ -385,10 +385,19 @@ def test_import_key_material_refusals(kms, new_key):
     # The token survives all of that: it is usable until it expires.
     assert call()["KeyId"] == key_arn(key_id)
     assert state(kms, key_id) == "Enabled"
-    with expect_error("KMSInvalidStateException", "import into a key that has material"):
-        call()
-    with expect_error("KMSInvalidStateException", "import into a key that has material (fresh token)"):
+    # AWS: the key "must be PendingImport or Enabled"; re-importing the same material (EXISTING_KEY_MATERIAL, the
+    # default after the first import) into an Enabled key changes only its expiry.
+    valid_to = in_days(30)
+    call(ValidTo=valid_to)
+    described = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    assert described["KeyState"] == "Enabled" and described["ExpirationModel"] == "KEY_MATERIAL_EXPIRES"
+    assert abs((described["ValidTo"] - valid_to).total_seconds()) < 1
+    import_material(kms, key_id, secret)
+    assert "ValidTo" not in kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    kms.disable_key(KeyId=key_id)
+    with expect_error("KMSInvalidStateException", "import into a disabled key"):
         import_material(kms, key_id, secret)
+    kms.enable_key(KeyId=key_id)
 
     # keys that take no import
     with expect_error("UnsupportedOperationException", "AWS_KMS key"):

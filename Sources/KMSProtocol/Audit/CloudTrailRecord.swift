@@ -34,7 +34,8 @@ struct CloudTrailRecord {
         "Marker", "GranteePrincipal", "RetiringPrincipal", "Operations", "Constraints", "Name", "GrantId", "PolicyName", "Policy",
         "BypassPolicyLockoutSafetyCheck", "DryRun", "MultiRegion", "MacAlgorithm", "RotationPeriodInDays",
         "SigningAlgorithm", "MessageType", "KeyAgreementAlgorithm", "KeyPairSpec",
-        "WrappingAlgorithm", "WrappingKeySpec", "ValidTo", "ExpirationModel", "ImportType",
+        "WrappingAlgorithm", "WrappingKeySpec", "ValidTo", "ExpirationModel", "ImportType", "KeyMaterialId", "KeyMaterialDescription",
+        "IncludeKeyMaterial",
         // Custom key stores; never KeyStorePassword.
         "CustomKeyStoreId", "CustomKeyStoreName", "NewCustomKeyStoreName", "CloudHsmClusterId", "CustomKeyStoreType",
         "TrustAnchorCertificate", "XksKeyId",
@@ -42,7 +43,7 @@ struct CloudTrailRecord {
 
     /// Response members that may appear in the trail (CloudTrail leaves most responses out).
     static let responseMembers: Set<String> = [
-        "KeyMetadata", "GrantId", "DeletionDate", "KeyState", "PendingWindowInDays", "CustomKeyStoreId",
+        "KeyMetadata", "GrantId", "DeletionDate", "KeyState", "PendingWindowInDays", "CustomKeyStoreId", "KeyMaterialId",
     ]
 
     static let readOnlyPrefixes = ["Describe", "List", "Get"]
