@@ -406,17 +406,17 @@ public final class SQLiteMetadataStore: MetadataStore {
             try db.execute(
                 sql: """
                     INSERT INTO backing_keys (key_id, version, wrapped_key, binding, wrapping_key_label, creation_date, nonces_reserved,
-                        material_id, material_description, expiration_model, valid_to)
-                    VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)
+                        material_id, material_description, expiration_model, valid_to, public_key)
+                    VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)
                     ON CONFLICT (key_id, version) DO UPDATE SET wrapped_key = excluded.wrapped_key, binding = excluded.binding,
-                    wrapping_key_label = excluded.wrapping_key_label,
+                    wrapping_key_label = excluded.wrapping_key_label, public_key = excluded.public_key,
                     material_description = coalesce(excluded.material_description, backing_keys.material_description),
                     expiration_model = excluded.expiration_model, valid_to = excluded.valid_to
                     """,
                 arguments: [
                     backingKey.keyID.description, version, Data(backingKey.wrappedKey), Data(backingKey.binding),
                     backingKey.wrappingKeyLabel, backingKey.creationDate.timeIntervalSince1970, backingKey.materialID,
-                    backingKey.materialDescription, model, until,
+                    backingKey.materialDescription, model, until, backingKey.publicKey.map { Data($0) },
                 ])
             return key
         }

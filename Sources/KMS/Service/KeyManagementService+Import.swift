@@ -33,6 +33,11 @@ extension KeyManagementService {
         try await authorize("kms:GetParametersForImport", resolved, context: importConditions(algorithm, spec), caller: caller)
         try requireExternal(key)
         try requireNotPendingDeletion(key)
+        if key.keySpec.keyPairSpec != nil, !algorithm.wrapsWithAES {
+            throw KMSError(
+                .unsupportedOperation,
+                "Trent imports \(key.keySpec.rawValue) key material only with RSA_AES_KEY_WRAP_SHA_1 or RSA_AES_KEY_WRAP_SHA_256, so that the token unwraps the private key itself.")
+        }
         let wrappingKey = try await provider.createImportWrappingKey(spec)
         let validTo = clock.now().addingTimeInterval(Self.importTokenLifetime)
         let token = ImportToken(keyID: key.id, algorithm: algorithm, wrappingKey: wrappingKey, validTo: validTo)
@@ -104,7 +109,8 @@ extension KeyManagementService {
         let backingKey = BackingKeyRecord(
             keyID: key.id, version: target.version, wrappedKey: material.wrappedKey, binding: material.binding,
             wrappingKeyLabel: material.wrappingKeyLabel, creationDate: target.previous?.creationDate ?? clock.now(),
-            materialID: target.previous?.materialID ?? KeyMaterialID.make(), materialDescription: materialDescription)
+            publicKey: material.publicKey, materialID: target.previous?.materialID ?? KeyMaterialID.make(),
+            materialDescription: materialDescription)
         let condition = KeyCondition(states: target.states, currentVersionBelow: target.staged ? target.version : nil)
         if try await store.storeImportedMaterial(backingKey, expirationModel: model, validTo: validTo, if: condition) == nil {
             await provider.forget(key.id)
