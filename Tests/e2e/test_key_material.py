@@ -285,11 +285,12 @@ def test_key_material_ids_in_the_audit_trail(make_server):
     server.stop()
     trail = [json.loads(line)["record"] for path in audit_record_files(server.data_dir / "audit") for line in path.read_text().splitlines()]
     imports = [r for r in trail if r["eventName"] == "ImportKeyMaterial"]
-    assert [r["responseElements"]["keyMaterialId"] for r in imports] == [first, second]
+    assert [r["responseElements"] for r in imports] == [{"keyId": key_arn(key_id), "keyMaterialId": m} for m in (first, second)]
     assert imports[0]["requestParameters"]["importType"] == "NEW_KEY_MATERIAL"
     assert imports[0]["requestParameters"]["keyMaterialDescription"] == "audited"
     [delete] = [r for r in trail if r["eventName"] == "DeleteImportedKeyMaterial"]
-    assert delete["requestParameters"]["keyMaterialId"] == second and delete["responseElements"]["keyMaterialId"] == second
+    assert delete["requestParameters"]["keyMaterialId"] == second
+    assert delete["responseElements"] == {"keyId": key_arn(key_id), "keyMaterialId": second}
     [listing] = [r for r in trail if r["eventName"] == "ListKeyRotations"]
     assert listing["requestParameters"]["includeKeyMaterial"] == "ALL_KEY_MATERIAL"
     [create] = [r for r in trail if r["eventName"] == "CreateKey" and r["responseElements"]["keyMetadata"]["keyId"] == created["KeyId"]]

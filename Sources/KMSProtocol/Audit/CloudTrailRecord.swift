@@ -46,6 +46,12 @@ struct CloudTrailRecord {
         "KeyMetadata", "GrantId", "DeletionDate", "KeyState", "PendingWindowInDays", "CustomKeyStoreId", "KeyMaterialId",
     ]
 
+    /// Response members some operations' records add, as KMS's CloudTrail examples show them (ImportKeyMaterial:
+    /// `responseElements.keyId` and `keyMaterialId`).
+    static let operationResponseMembers: [String: Set<String>] = [
+        "ImportKeyMaterial": ["KeyId"], "DeleteImportedKeyMaterial": ["KeyId"],
+    ]
+
     static let readOnlyPrefixes = ["Describe", "List", "Get"]
 
     /// The record's canonical bytes, what the audit trail stores and hashes, written member by member in sorted
@@ -73,7 +79,8 @@ struct CloudTrailRecord {
         record.member("requestParameters", canonicalBytes: Self.boundedParameters(Self.filtered(request, allowing: Self.requestMembers)))
         record.member(
             "resources", .array(resources.map { ["ARN": .string($0.arn), "accountId": .string($0.accountID), "type": "AWS::KMS::Key"] }))
-        record.member("responseElements", error == nil ? Self.filtered(response, allowing: Self.responseMembers) : .null)
+        let responseMembers = Self.operationResponseMembers[operation].map { Self.responseMembers.union($0) } ?? Self.responseMembers
+        record.member("responseElements", error == nil ? Self.filtered(response, allowing: responseMembers) : .null)
         record.member("sourceIPAddress", caller?.viaService.map(JSONValue.string) ?? sourceIP.map(JSONValue.string) ?? .null)
         record.member("userAgent", userAgent.map { .string(Self.bounded($0)) } ?? .null)
         record.member("userIdentity", userIdentity)
