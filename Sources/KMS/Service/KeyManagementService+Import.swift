@@ -54,9 +54,9 @@ extension KeyManagementService {
 
     /// Imports material into a key of origin EXTERNAL. Material the key has had before (EXISTING_KEY_MATERIAL, the
     /// default once the key has had material) restores its version, or gives it a new expiry, in a key that is
-    /// PendingImport or Enabled; the key is Enabled once every version it uses has its material. New material (NEW_KEY_MATERIAL, the default for the
-    /// first import) is the key's first, or, for a symmetric encryption key that has material, is staged as the
-    /// next version (PENDING_ROTATION) until RotateKeyOnDemand makes it current.
+    /// PendingImport or Enabled; the key is Enabled once every version it uses has its material. New material
+    /// (NEW_KEY_MATERIAL, the default for the first import) is the key's first, or, for a symmetric encryption key
+    /// that has material, is staged as the next version (PENDING_ROTATION) until RotateKeyOnDemand makes it current.
     @discardableResult
     public func importKeyMaterial(
         keyID: String, importToken: [UInt8], encryptedKeyMaterial: [UInt8], validTo: Date?, expirationModel: String?,
