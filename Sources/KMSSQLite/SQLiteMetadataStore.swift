@@ -236,6 +236,7 @@ public final class SQLiteMetadataStore: MetadataStore {
                     UPDATE backing_keys SET expiration_model = (SELECT expiration_model FROM keys WHERE keys.key_id = backing_keys.key_id),
                         valid_to = (SELECT valid_to FROM keys WHERE keys.key_id = backing_keys.key_id)
                         WHERE length(wrapped_key) > 0;
+                    CREATE INDEX backing_keys_valid_to ON backing_keys(valid_to) WHERE valid_to IS NOT NULL;
                     """)
         }
         return migrator
@@ -377,8 +378,12 @@ public final class SQLiteMetadataStore: MetadataStore {
     public func keysWithExpiringMaterial(dueBy date: Date) async throws -> [KeyRecord] {
         try await read { db in
             try Row.fetchAll(
-                db, sql: "SELECT * FROM keys WHERE valid_to IS NOT NULL AND valid_to <= ? AND state != ? ORDER BY valid_to",
-                arguments: [date.timeIntervalSince1970, KeyState.pendingImport.rawValue]
+                db,
+                sql: """
+                    SELECT * FROM keys WHERE key_id IN (SELECT key_id FROM backing_keys WHERE valid_to IS NOT NULL AND valid_to <= ?
+                    AND length(wrapped_key) > 0) ORDER BY seq
+                    """,
+                arguments: [date.timeIntervalSince1970]
             ).map(Self.keyRecord)
         }
     }
@@ -425,6 +430,20 @@ public final class SQLiteMetadataStore: MetadataStore {
     public func deleteImportedMaterial(of keyID: KeyID, version: UInt32, if condition: KeyCondition) async throws -> KeyRecord? {
         try await write { db in
             let version = Int64(version)
+            // An expiry condition is the version's own (checked in this transaction, so a re-import with a later
+            // ValidTo meanwhile keeps its material).
+            var keyCondition = condition
+            if let expiry = condition.materialExpiringBy {
+                keyCondition.materialExpiringBy = nil
+                let due = try Row.fetchOne(
+                    db,
+                    sql: """
+                        SELECT 1 FROM backing_keys WHERE key_id = ? AND version = ? AND valid_to IS NOT NULL AND valid_to <= ?
+                        AND length(wrapped_key) > 0
+                        """,
+                    arguments: [keyID.description, version, expiry.timeIntervalSince1970])
+                guard due != nil else { return nil }
+            }
             // A staged version leaves the key as it is; otherwise a key pending deletion stays so and any other becomes
             // PendingImport (decided on the row being written).
             let assignments = KeyAssignments(
@@ -434,7 +453,7 @@ public final class SQLiteMetadataStore: MetadataStore {
                 valid_to = CASE WHEN ? = current_version THEN NULL ELSE valid_to END
                 """,
                 [version, KeyState.pendingDeletion.rawValue, KeyState.pendingImport.rawValue, version, version])
-            guard let key = try Self.updateKey(keyID, set: assignments, if: condition, in: db) else { return nil }
+            guard let key = try Self.updateKey(keyID, set: assignments, if: keyCondition, in: db) else { return nil }
             if version > Int64(key.currentVersion) {
                 // Staged material was never used: it goes, and other material may be staged in its place.
                 try db.execute(sql: "DELETE FROM backing_keys WHERE key_id = ? AND version = ?", arguments: [keyID.description, version])

@@ -120,6 +120,14 @@ import TrentTestSupport
         #expect(try await store.deleteImportedMaterial(of: key.id, version: 2, if: .any)?.state == .enabled)
         #expect(try await store.backingKey(key.id, version: 2) == nil)
 
+        // A staged version expires by its own ValidTo (the key's is its current version's).
+        _ = try await store.storeImportedMaterial(second, expirationModel: .expires, validTo: validTo, if: .any)
+        #expect(try await store.keysWithExpiringMaterial(dueBy: validTo).map(\.id) == [key.id])
+        #expect(try await store.deleteImportedMaterial(of: key.id, version: 2, if: KeyCondition(materialExpiringBy: validTo.addingTimeInterval(-1))) == nil)
+        #expect(try await store.deleteImportedMaterial(of: key.id, version: 2, if: KeyCondition(materialExpiringBy: validTo))?.state == .enabled)
+        #expect(try await store.backingKey(key.id, version: 2) == nil)
+        #expect(try await store.keysWithExpiringMaterial(dueBy: validTo).isEmpty)
+
         _ = try await store.storeImportedMaterial(second, expirationModel: .expires, validTo: validTo, if: .any)
         let rotated = Date(timeIntervalSince1970: 1_850_000_000)
         let current = try #require(try await store.makeStagedMaterialCurrent(key.id, version: 2, on: rotated, if: .state(in: [.enabled])))

@@ -46,6 +46,7 @@ import TrentTestSupport
         try await queue.write { db in
             try db.execute(
                 sql: """
+                    DROP INDEX backing_keys_valid_to;
                     ALTER TABLE backing_keys DROP COLUMN material_id;
                     ALTER TABLE backing_keys DROP COLUMN material_description;
                     ALTER TABLE backing_keys DROP COLUMN expiration_model;

@@ -5,13 +5,15 @@ DeleteImportedKeyMaterial of one material by KeyMaterialId; the material ids in 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
+import time
 
 import pytest
 
 from test_import import NO_EXPIRY, external_key, import_material, in_days, material, parameters, state, wrap
-from trent_e2e import audit_record_files, expect_error, key_arn, make_kms
+from trent_e2e import audit_record_files, expect_error, key_arn, make_kms, utcnow
 
 MATERIAL_ID = re.compile(r"^[a-f0-9]{64}$")
 
@@ -268,6 +270,30 @@ def test_material_state_survives_restart(make_server):
     assert current_material(kms, aws_key["KeyId"]) == aws_key["CurrentKeyMaterialId"]
     kms.rotate_key_on_demand(KeyId=key_id)
     assert current_material(kms, key_id) == second
+
+
+def test_staged_material_expires_at_its_valid_to(make_server):
+    """Each material has its own expiry: staged material whose ValidTo passes is deleted (it goes; the key stays
+    Enabled on its current material)."""
+    server = make_server(start=False)
+    server.env["TRENT_DELETION_SWEEP_SECONDS"] = "1"  # KeyMaintenance: deletion, rotation and material expiry
+    server.start()
+    kms = make_kms(server)
+    key_id = external_key(kms)
+    first = import_material(kms, key_id, material())["KeyMaterialId"]
+    params = parameters(kms, key_id)  # before ValidTo is set: RSA key generation takes a moment
+    kms.import_key_material(
+        KeyId=key_id, ImportToken=params["ImportToken"], EncryptedKeyMaterial=wrap(material(), params["PublicKey"], "RSAES_OAEP_SHA_256"),
+        ImportType="NEW_KEY_MATERIAL", ValidTo=utcnow() + dt.timedelta(seconds=3))
+    assert len(materials(kms, key_id)) == 2
+    deadline = time.monotonic() + 30
+    while len(materials(kms, key_id)) != 1:
+        assert time.monotonic() < deadline, "staged material did not expire within 30 s of its ValidTo"
+        time.sleep(0.5)
+    assert [m["KeyMaterialId"] for m in materials(kms, key_id)] == [first]
+    assert state(kms, key_id) == "Enabled"
+    with expect_error("UnsupportedOperationException", "nothing staged any more"):
+        kms.rotate_key_on_demand(KeyId=key_id)
 
 
 # --------------------------------------------------------------------------- the audit trail

@@ -20,7 +20,7 @@ public protocol MetadataStore: Sendable {
     func keysPendingDeletion(dueBy date: Date) async throws -> [KeyRecord]
     /// Keys with automatic rotation enabled whose next rotation date has come.
     func keysDueForRotation(dueBy date: Date) async throws -> [KeyRecord]
-    /// Keys whose imported material expires by `date` and is still present.
+    /// Keys with a version whose imported material expires by `date` and is still present.
     func keysWithExpiringMaterial(dueBy date: Date) async throws -> [KeyRecord]
     /// Stores imported material as backing-key version `backingKey.version` with this expiry, keeping the version's
     /// nonce count, material id and (when none is given) description. For a version the key uses (up to its current
@@ -33,8 +33,8 @@ public protocol MetadataStore: Sendable {
     /// Erases the imported material of one version: a version the key uses keeps its row (the binding proof stays,
     /// to recognise the same material when it returns) and the key becomes PendingImport unless it is pending
     /// deletion, which it stays (the current version's expiry goes from the key); a staged version is removed and the
-    /// key stays as it is. Atomic, and only if the row satisfies `condition` when written; returns the row as
-    /// written, or nil (nothing erased).
+    /// key stays as it is. Atomic, and only if the row satisfies `condition` when written (its `materialExpiringBy`
+    /// is this version's material's expiry); returns the row as written, or nil (nothing erased).
     func deleteImportedMaterial(of keyID: KeyID, version: UInt32, if condition: KeyCondition) async throws -> KeyRecord?
     /// Makes a staged version of imported material the key's current one (an on-demand rotation: the version's
     /// rotation type and date are set, and the key takes its expiry), atomically, where `condition` holds and the

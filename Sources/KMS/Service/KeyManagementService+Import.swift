@@ -242,17 +242,21 @@ extension KeyManagementService {
         return DeletedMaterial(keyARN: arn(key), materialID: version.materialID)
     }
 
-    /// Deletes imported material whose ValidTo has passed; the keys return to PendingImport. Returns their ids.
+    /// Deletes imported material, of any version, whose ValidTo has passed: a key whose version in use lost its
+    /// material returns to PendingImport, a staged version goes (see the store). Returns the keys' ids.
     @discardableResult
     public func expireImportedKeyMaterial() async throws -> [KeyID] {
         let now = clock.now()
         let due = try await store.keysWithExpiringMaterial(dueBy: now)
         var expired: [KeyID] = []
         for key in due {
-            // Only if it still expires by now: material imported again meanwhile with a later ValidTo stays.
-            guard try await removeImportedMaterial(of: key, version: key.currentVersion, if: KeyCondition(materialExpiringBy: now)) else { continue }
-            expired.append(key.id)
-            logger.info("imported key material expired", metadata: ["kms.key.id": "\(key.id)"])
+            for version in try await store.backingKeys(of: key.id) where !version.wrappedKey.isEmpty {
+                guard let validTo = version.validTo, validTo <= now else { continue }
+                // Only if it still expires by now: material imported again meanwhile with a later ValidTo stays.
+                guard try await removeImportedMaterial(of: key, version: version.version, if: KeyCondition(materialExpiringBy: now)) else { continue }
+                if expired.last != key.id { expired.append(key.id) }
+                logger.info("imported key material expired", metadata: ["kms.key.id": "\(key.id)", "kms.key_material.id": "\(version.materialID)"])
+            }
         }
         return expired
     }
