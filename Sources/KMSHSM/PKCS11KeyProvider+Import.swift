@@ -1,3 +1,4 @@
+import Crypto
 public import KMS
 import PKCS11
 
@@ -29,6 +30,7 @@ extension PKCS11KeyProvider {
             throw KMSError(.validation, "WrappingAlgorithm \(algorithm.rawValue) is not supported.")
         }
         let modulusLength = modulusBits / 8
+        if case .keyPair(let spec) = kind { try requireImportablePrivateKey(spec, algorithm) }
         let wrappingKeyUnwrap = try wrapMechanism(for: .keyPair(wrappingKey.spec))
         let backingKeyWrap = try wrapMechanism(for: kind)
         let rfc5649 = try wrapMechanism(for: .hmac(.hmacSHA256))
@@ -57,6 +59,8 @@ extension PKCS11KeyProvider {
                     defer { try? session.destroyObject(ephemeral) }
                     do throws(PKCS11Error) {
                         material = try session.unwrapKey(aesPart, with: ephemeral, mechanism: .keyWrap(rfc5649), template: materialTemplate)
+                    } catch where kind.isKeyPair && Self.isRefusedPrivateKey(error) {
+                        return .failure(KMSError(.incorrectKeyMaterial, "The key material is not a PKCS#8 private key of this KMS key's type."))
                     } catch where Self.isRejectedWrappedKey(error) {
                         return .failure(invalid)
                     }
@@ -67,6 +71,9 @@ extension PKCS11KeyProvider {
                     material = unwrapped
                 }
                 defer { try? session.destroyObject(material) }
+                if case .keyPair(let spec) = kind {
+                    return try importedKeyPair(material, spec, keyID, version, previous: previous, wrap: backingKeyWrap, in: session, login)
+                }
 
                 try Self.useOnce(material, kind: kind, in: session)
                 let wrapped = try session.wrapKey(material, with: login.domainKey, mechanism: .keyWrap(backingKeyWrap))
@@ -90,6 +97,123 @@ extension PKCS11KeyProvider {
             }
         }
         return try outcome.get()
+    }
+
+    // MARK: Private keys (RSA and ECC KMS keys)
+
+    /// A private key is imported only as RFC 5649 of its PKCS#8 under the ephemeral AES key (RSA_AES_KEY_WRAP_*), which
+    /// the token unwraps into a key object: it is never decoded on the host. An EC key also needs its public key
+    /// made in the token (see ``derivedPublicPoint(of:_:_:in:)``), which a token that must be given the point to
+    /// unwrap the private key (the profile's `privateKeyUnwrap`, NSS softoken) cannot do.
+    func requireImportablePrivateKey(_ spec: KeyPairSpec, _ algorithm: WrappingAlgorithm) throws {
+        guard algorithm.wrapsWithAES else {
+            throw KMSError(
+                .unsupportedOperation,
+                "Trent imports \(spec.rawValue) key material only with RSA_AES_KEY_WRAP_SHA_1 or RSA_AES_KEY_WRAP_SHA_256, so that the token unwraps the private key itself.")
+        }
+        let family: HSMProfile.KeyPairFamily = spec.isRSA ? .rsa : .ec
+        guard configuration.profile.keyPairFamilies.contains(family) else {
+            throw KMSError(
+                .unsupportedOperation,
+                "This HSM (profile '\(configuration.profile.name)') cannot keep \(family.rawValue) private keys wrapped and unwrap them again, so it imports no \(spec.rawValue) key material.")
+        }
+        try requireCurve(of: spec, "imports no \(spec.rawValue) key material")
+        guard spec.isRSA || (configuration.profile.privateKeyUnwrap?.ecTemplateAttribute == nil && Self.generator(of: spec) != nil) else {
+            throw KMSError(
+                .unsupportedOperation,
+                "This HSM (profile '\(configuration.profile.name)') cannot make the public key of imported \(spec.rawValue) key material inside the token, so it imports none.")
+        }
+    }
+
+    /// Checks an unwrapped private key against the KMS key's spec, makes its public key from it in the token, and
+    /// wraps it under the domain key with the key pair's binding. Re-imported material must have the earlier public key.
+    private func importedKeyPair(
+        _ privateKey: ObjectHandle, _ spec: KeyPairSpec, _ keyID: KeyID, _ version: UInt32, previous: BackingKeyRecord?,
+        wrap: MechanismType, in session: borrowing Session, _ login: HSMToken.Login
+    ) throws(PKCS11Error) -> Result<BackingKeyMaterial, KMSError> {
+        let wrong = KMSError(.incorrectKeyMaterial, "The key material is not a \(spec.rawValue) private key.")
+        let publicKey: AsymmetricEncoding.PublicKey
+        if let bits = spec.rsaModulusBits {
+            guard (try? session.attribute(.keyType, of: privateKey).ulongValue) == KeyType.rsa.rawValue,
+                case .rsa(let modulus, let exponent) = try readPublicKey(privateKey, spec, in: session)
+            else { return .failure(wrong) }
+            let significant = Array(modulus.drop { $0 == 0 })
+            guard significant.count == bits / 8, let first = significant.first, first & 0x80 != 0 else { return .failure(wrong) }
+            publicKey = .rsa(modulus: significant, exponent: exponent)
+        } else {
+            guard let curve = AsymmetricEncoding.curve(of: spec), (try? session.attribute(.ecParams, of: privateKey).value) == curve.parameters,
+                let point = try derivedPublicPoint(of: privateKey, spec, curve, in: session)
+            else { return .failure(wrong) }
+            publicKey = .ec(curve: curve.parameters, point: point)
+        }
+        let subjectPublicKeyInfo = AsymmetricEncoding.subjectPublicKeyInfo(publicKey)
+        if let previous, previous.publicKey != subjectPublicKeyInfo {
+            return .failure(KMSError(.incorrectKeyMaterial, "The key material is not the material imported into this key before."))
+        }
+        let wrapped = try session.wrapKey(privateKey, with: login.domainKey, mechanism: .keyWrap(wrap))
+        let (iv, proof) = try session.sealGCM(
+            Self.bindingPlaintext, key: login.sealingKey,
+            additionalData: Self.keyPairBindingData(keyID, version, wrappedKey: wrapped, publicKey: subjectPublicKeyInfo))
+        return .success(
+            BackingKeyMaterial(wrappedKey: wrapped, binding: iv + proof, wrappingKeyLabel: configuration.domainKeyLabel, publicKey: subjectPublicKeyInfo))
+    }
+
+    /// An imported EC private key's public point, made in the token: ECDH with the curve's generator gives the point's
+    /// x; of the two points with that x, it is the one under which a signature the token makes verifies. Nil when
+    /// neither does.
+    private func derivedPublicPoint(
+        of privateKey: ObjectHandle, _ spec: KeyPairSpec, _ curve: AsymmetricEncoding.Curve, in session: borrowing Session
+    ) throws(PKCS11Error) -> [UInt8]? {
+        guard let generator = Self.generator(of: spec), let digest = spec.signingAlgorithms.first?.digest else { return nil }
+        let secret = try session.deriveKey(
+            privateKey, mechanism: .ecdh(peerPoint: generator),
+            template: [
+                .objectClass(.secretKey), .keyType(.genericSecret), Attribute(.token, false), Attribute(.sensitive, false),
+                Attribute(.extractable, true),
+            ])
+        defer { try? session.destroyObject(secret) }
+        let x = try session.attribute(.value, of: secret).value
+        guard x.count == curve.fieldLength else { return nil }
+        let message = Array("trent.import.public-key".utf8)
+        let signature = try session.sign(AsymmetricEncoding.hash(message, digest), key: privateKey, mechanism: .ecdsa)
+        for prefix: UInt8 in [0x02, 0x03] {
+            if let point = Self.point(compressed: [prefix] + x, spec, verifying: signature, message) { return point }
+        }
+        return nil
+    }
+
+    /// The curve's generator, uncompressed: the public key of the private scalar 1. NIST curves only (swift-crypto
+    /// has no secp256k1, so Trent cannot pick its public point).
+    static func generator(of spec: KeyPairSpec) -> [UInt8]? {
+        switch spec {
+        case .eccNistP256: (try? P256.Signing.PrivateKey(rawRepresentation: [UInt8](repeating: 0, count: 31) + [1])).map { Array($0.publicKey.x963Representation) }
+        case .eccNistP384: (try? P384.Signing.PrivateKey(rawRepresentation: [UInt8](repeating: 0, count: 47) + [1])).map { Array($0.publicKey.x963Representation) }
+        case .eccNistP521: (try? P521.Signing.PrivateKey(rawRepresentation: [UInt8](repeating: 0, count: 65) + [1])).map { Array($0.publicKey.x963Representation) }
+        default: nil
+        }
+    }
+
+    /// The uncompressed point of `compressed` when the raw ECDSA signature of `message` verifies under it.
+    private static func point(compressed: [UInt8], _ spec: KeyPairSpec, verifying signature: [UInt8], _ message: [UInt8]) -> [UInt8]? {
+        switch spec {
+        case .eccNistP256:
+            guard let key = try? P256.Signing.PublicKey(compressedRepresentation: compressed),
+                let parsed = try? P256.Signing.ECDSASignature(rawRepresentation: signature), key.isValidSignature(parsed, for: message)
+            else { return nil }
+            return Array(key.x963Representation)
+        case .eccNistP384:
+            guard let key = try? P384.Signing.PublicKey(compressedRepresentation: compressed),
+                let parsed = try? P384.Signing.ECDSASignature(rawRepresentation: signature), key.isValidSignature(parsed, for: message)
+            else { return nil }
+            return Array(key.x963Representation)
+        case .eccNistP521:
+            guard let key = try? P521.Signing.PublicKey(compressedRepresentation: compressed),
+                let parsed = try? P521.Signing.ECDSASignature(rawRepresentation: signature), key.isValidSignature(parsed, for: message)
+            else { return nil }
+            return Array(key.x963Representation)
+        default:
+            return nil
+        }
     }
 
     /// Uses imported material once as its kind, so that the token refuses material of a size it does not take as such
@@ -158,6 +282,13 @@ extension PKCS11KeyProvider {
         return KMSError(.incorrectKeyMaterial, "The key material is not a key of the right size for this KMS key.")
     }
 
+    /// What tokens answer when the unwrapped bytes are no PKCS#8 private key of the template's type (SoftHSM:
+    /// `CKR_FUNCTION_FAILED`); a failed RFC 5649 integrity check is ``isRejectedWrappedKey(_:)``.
+    static func isRefusedPrivateKey(_ error: PKCS11Error) -> Bool {
+        error.function == .unwrapKey
+            && [.functionFailed, .templateInconsistent, .templateIncomplete, .keyTypeInconsistent, .attributeValueInvalid].contains(error.returnValue)
+    }
+
     /// What tokens answer for wrapped input that does not decrypt or unpad.
     static func isRejectedWrappedKey(_ error: PKCS11Error) -> Bool {
         error.function == .unwrapKey
@@ -167,6 +298,11 @@ extension PKCS11KeyProvider {
 }
 
 extension BackingKeyKind {
+    var isKeyPair: Bool {
+        if case .keyPair = self { return true }
+        return false
+    }
+
     /// Key material lengths ImportKeyMaterial accepts, as AWS sizes them.
     var importableLengths: ClosedRange<Int> {
         switch self {

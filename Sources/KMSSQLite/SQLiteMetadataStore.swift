@@ -254,6 +254,22 @@ public final class SQLiteMetadataStore: MetadataStore {
                     """,
                 arguments: [defaultRegion, defaultRegion])
         }
+        // Every backing-key version gets the key material id the API shows (random, as new versions get theirs), and
+        // imported material its own description and expiry (a key's current material's expiry stays on the key too).
+        migrator.registerMigration("key-material-ids") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE backing_keys ADD COLUMN material_id TEXT;
+                    ALTER TABLE backing_keys ADD COLUMN material_description TEXT;
+                    ALTER TABLE backing_keys ADD COLUMN expiration_model TEXT;
+                    ALTER TABLE backing_keys ADD COLUMN valid_to REAL;
+                    UPDATE backing_keys SET material_id = lower(hex(randomblob(32))) WHERE material_id IS NULL;
+                    UPDATE backing_keys SET expiration_model = (SELECT expiration_model FROM keys WHERE keys.key_id = backing_keys.key_id),
+                        valid_to = (SELECT valid_to FROM keys WHERE keys.key_id = backing_keys.key_id)
+                        WHERE length(wrapped_key) > 0;
+                    CREATE INDEX backing_keys_valid_to ON backing_keys(valid_to) WHERE valid_to IS NOT NULL;
+                    """)
+        }
         return migrator
     }
 
@@ -316,8 +332,10 @@ public final class SQLiteMetadataStore: MetadataStore {
             // Whether the key holds material is decided in the same statement, on the rows as they are then.
             return KeyAssignments(
                 """
-                state = CASE WHEN origin = ? AND NOT EXISTS (SELECT 1 FROM backing_keys WHERE backing_keys.key_id = keys.key_id
-                AND length(backing_keys.wrapped_key) > 0) THEN ? ELSE ? END, deletion_date = NULL, pending_window_days = NULL
+                state = CASE WHEN origin = ? AND (NOT EXISTS (SELECT 1 FROM backing_keys WHERE backing_keys.key_id = keys.key_id
+                AND length(backing_keys.wrapped_key) > 0) OR EXISTS (SELECT 1 FROM backing_keys WHERE backing_keys.key_id = keys.key_id
+                AND backing_keys.version <= keys.current_version AND length(backing_keys.wrapped_key) = 0)) THEN ? ELSE ? END,
+                deletion_date = NULL, pending_window_days = NULL
                 """,
                 [KeyOrigin.external.rawValue, KeyState.pendingImport.rawValue, KeyState.disabled.rawValue])
         case .rotationSchedule(let schedule):
@@ -349,6 +367,10 @@ public final class SQLiteMetadataStore: MetadataStore {
         if let expiry = condition.materialExpiringBy {
             sql += " AND valid_to IS NOT NULL AND valid_to <= ?"
             arguments += [expiry.timeIntervalSince1970]
+        }
+        if let version = condition.currentVersionBelow {
+            sql += " AND current_version < ?"
+            arguments += [Int64(version)]
         }
         try db.execute(sql: sql, arguments: arguments)
         guard db.changesCount > 0 else { return nil }
@@ -388,8 +410,12 @@ public final class SQLiteMetadataStore: MetadataStore {
     public func keysWithExpiringMaterial(dueBy date: Date) async throws -> [KeyRecord] {
         try await read { db in
             try Row.fetchAll(
-                db, sql: "SELECT * FROM keys WHERE valid_to IS NOT NULL AND valid_to <= ? AND state != ? ORDER BY valid_to",
-                arguments: [date.timeIntervalSince1970, KeyState.pendingImport.rawValue]
+                db,
+                sql: """
+                    SELECT * FROM keys WHERE key_id IN (SELECT key_id FROM backing_keys WHERE valid_to IS NOT NULL AND valid_to <= ?
+                    AND length(wrapped_key) > 0) ORDER BY seq
+                    """,
+                arguments: [date.timeIntervalSince1970]
             ).map(Self.keyRecord)
         }
     }
@@ -398,32 +424,97 @@ public final class SQLiteMetadataStore: MetadataStore {
         _ backingKey: BackingKeyRecord, expirationModel: ExpirationModel, validTo: Date?, if condition: KeyCondition
     ) async throws -> KeyRecord? {
         try await write { db in
+            let version = Int64(backingKey.version)
+            let model = expirationModel.rawValue
+            let until = validTo?.timeIntervalSince1970
+            // Decided on the row as it is: a staged version (after the current one) leaves the key as it is; otherwise the
+            // key is Enabled once no other version it uses lacks material, and takes its current version's expiry.
             let assignments = KeyAssignments(
-                "state = ?, expiration_model = ?, valid_to = ?", [KeyState.enabled.rawValue, expirationModel.rawValue, validTo?.timeIntervalSince1970])
+                """
+                state = CASE WHEN ? > current_version THEN state WHEN EXISTS (SELECT 1 FROM backing_keys WHERE backing_keys.key_id = keys.key_id
+                AND backing_keys.version <= keys.current_version AND backing_keys.version != ? AND length(backing_keys.wrapped_key) = 0)
+                THEN ? ELSE ? END,
+                expiration_model = CASE WHEN ? = current_version THEN ? ELSE expiration_model END,
+                valid_to = CASE WHEN ? = current_version THEN ? ELSE valid_to END
+                """,
+                [version, version, KeyState.pendingImport.rawValue, KeyState.enabled.rawValue, version, model, version, until])
             guard let key = try Self.updateKey(backingKey.keyID, set: assignments, if: condition, in: db) else { return nil }
+            // The version keeps its id, nonce count and, when none is given, its description.
             try db.execute(
                 sql: """
-                    INSERT INTO backing_keys (key_id, version, wrapped_key, binding, wrapping_key_label, creation_date, nonces_reserved)
-                    VALUES (?, ?, ?, ?, ?, ?, 0)
+                    INSERT INTO backing_keys (key_id, version, wrapped_key, binding, wrapping_key_label, creation_date, nonces_reserved,
+                        material_id, material_description, expiration_model, valid_to, public_key)
+                    VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)
                     ON CONFLICT (key_id, version) DO UPDATE SET wrapped_key = excluded.wrapped_key, binding = excluded.binding,
-                    wrapping_key_label = excluded.wrapping_key_label
+                    wrapping_key_label = excluded.wrapping_key_label, public_key = excluded.public_key,
+                    material_description = coalesce(excluded.material_description, backing_keys.material_description),
+                    expiration_model = excluded.expiration_model, valid_to = excluded.valid_to
                     """,
                 arguments: [
-                    backingKey.keyID.description, Int64(backingKey.version), Data(backingKey.wrappedKey), Data(backingKey.binding),
-                    backingKey.wrappingKeyLabel, backingKey.creationDate.timeIntervalSince1970,
+                    backingKey.keyID.description, version, Data(backingKey.wrappedKey), Data(backingKey.binding),
+                    backingKey.wrappingKeyLabel, backingKey.creationDate.timeIntervalSince1970, backingKey.materialID,
+                    backingKey.materialDescription, model, until, backingKey.publicKey.map { Data($0) },
                 ])
             return key
         }
     }
 
-    public func deleteImportedMaterial(of keyID: KeyID, if condition: KeyCondition) async throws -> KeyRecord? {
+    public func deleteImportedMaterial(of keyID: KeyID, version: UInt32, if condition: KeyCondition) async throws -> KeyRecord? {
         try await write { db in
-            // A key pending deletion stays so; any other becomes PendingImport (decided on the row being written).
+            let version = Int64(version)
+            // An expiry condition is the version's own (checked in this transaction, so a re-import with a later
+            // ValidTo meanwhile keeps its material).
+            var keyCondition = condition
+            if let expiry = condition.materialExpiringBy {
+                keyCondition.materialExpiringBy = nil
+                let due = try Row.fetchOne(
+                    db,
+                    sql: """
+                        SELECT 1 FROM backing_keys WHERE key_id = ? AND version = ? AND valid_to IS NOT NULL AND valid_to <= ?
+                        AND length(wrapped_key) > 0
+                        """,
+                    arguments: [keyID.description, version, expiry.timeIntervalSince1970])
+                guard due != nil else { return nil }
+            }
+            // A staged version leaves the key as it is; otherwise a key pending deletion stays so and any other becomes
+            // PendingImport (decided on the row being written).
             let assignments = KeyAssignments(
-                "state = CASE WHEN state = ? THEN state ELSE ? END, expiration_model = NULL, valid_to = NULL",
-                [KeyState.pendingDeletion.rawValue, KeyState.pendingImport.rawValue])
-            guard let key = try Self.updateKey(keyID, set: assignments, if: condition, in: db) else { return nil }
-            try db.execute(sql: "UPDATE backing_keys SET wrapped_key = X'' WHERE key_id = ?", arguments: [keyID.description])
+                """
+                state = CASE WHEN ? > current_version OR state = ? THEN state ELSE ? END,
+                expiration_model = CASE WHEN ? = current_version THEN NULL ELSE expiration_model END,
+                valid_to = CASE WHEN ? = current_version THEN NULL ELSE valid_to END
+                """,
+                [version, KeyState.pendingDeletion.rawValue, KeyState.pendingImport.rawValue, version, version])
+            guard let key = try Self.updateKey(keyID, set: assignments, if: keyCondition, in: db) else { return nil }
+            if version > Int64(key.currentVersion) {
+                // Staged material was never used: it goes, and other material may be staged in its place.
+                try db.execute(sql: "DELETE FROM backing_keys WHERE key_id = ? AND version = ?", arguments: [keyID.description, version])
+            } else {
+                try db.execute(
+                    sql: "UPDATE backing_keys SET wrapped_key = X'', expiration_model = NULL, valid_to = NULL WHERE key_id = ? AND version = ?",
+                    arguments: [keyID.description, version])
+            }
+            return key
+        }
+    }
+
+    public func makeStagedMaterialCurrent(_ keyID: KeyID, version: UInt32, on date: Date, if condition: KeyCondition) async throws -> KeyRecord? {
+        try await write { db in
+            let version = Int64(version)
+            // The key takes the staged version's expiry with it.
+            let assignments = KeyAssignments(
+                """
+                current_version = ?,
+                expiration_model = (SELECT expiration_model FROM backing_keys WHERE backing_keys.key_id = keys.key_id AND backing_keys.version = ?),
+                valid_to = (SELECT valid_to FROM backing_keys WHERE backing_keys.key_id = keys.key_id AND backing_keys.version = ?)
+                """,
+                [version, version, version])
+            var staging = condition
+            staging.currentVersionBelow = UInt32(clamping: version)
+            guard let key = try Self.updateKey(keyID, set: assignments, if: staging, in: db) else { return nil }
+            try db.execute(
+                sql: "UPDATE backing_keys SET rotation_type = ?, creation_date = ? WHERE key_id = ? AND version = ?",
+                arguments: [RotationType.onDemand.rawValue, date.timeIntervalSince1970, keyID.description, version])
             return key
         }
     }
@@ -797,13 +888,14 @@ public final class SQLiteMetadataStore: MetadataStore {
     static func insert(_ backingKey: BackingKeyRecord, into db: Database) throws {
         try db.execute(
             sql: """
-                INSERT INTO backing_keys (key_id, version, wrapped_key, binding, wrapping_key_label, creation_date, nonces_reserved, rotation_type, public_key)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO backing_keys (key_id, version, wrapped_key, binding, wrapping_key_label, creation_date, nonces_reserved, rotation_type,
+                    public_key, material_id, material_description)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [
                 backingKey.keyID.description, Int64(backingKey.version), Data(backingKey.wrappedKey), Data(backingKey.binding),
                 backingKey.wrappingKeyLabel, backingKey.creationDate.timeIntervalSince1970, Int64(clamping: backingKey.noncesReserved),
-                backingKey.rotationType?.rawValue, backingKey.publicKey.map { Data($0) },
+                backingKey.rotationType?.rawValue, backingKey.publicKey.map { Data($0) }, backingKey.materialID, backingKey.materialDescription,
             ])
     }
 
@@ -835,7 +927,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     private static func backingKeyRecord(_ row: Row) throws -> BackingKeyRecord {
-        guard let id = KeyID(row["key_id"] as String) else {
+        guard let id = KeyID(row["key_id"] as String), let materialID = row["material_id"] as String? else {
             throw KMSError(.internalFailure, "The metadata store holds a backing-key row it cannot read.")
         }
         return BackingKeyRecord(
@@ -844,7 +936,10 @@ public final class SQLiteMetadataStore: MetadataStore {
             creationDate: Date(timeIntervalSince1970: row["creation_date"]),
             noncesReserved: UInt64(max(0, row["nonces_reserved"] as Int64)),
             rotationType: (row["rotation_type"] as String?).flatMap(RotationType.init(rawValue:)),
-            publicKey: (row["public_key"] as Data?).map { Array($0) })
+            publicKey: (row["public_key"] as Data?).map { Array($0) }, materialID: materialID,
+            materialDescription: row["material_description"],
+            expirationModel: (row["expiration_model"] as String?).flatMap(ExpirationModel.init(rawValue:)),
+            validTo: (row["valid_to"] as Double?).map(Date.init(timeIntervalSince1970:)))
     }
 
     private static func aliasRecord(_ row: Row) throws -> AliasRecord {

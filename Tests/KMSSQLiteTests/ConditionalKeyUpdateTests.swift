@@ -87,14 +87,63 @@ import TrentTestSupport
         #expect(try await store.backingKey(key.id, version: 1)?.wrappedKey == material.wrappedKey)
 
         // Expiry applies only while the material still expires by then.
-        #expect(try await store.deleteImportedMaterial(of: key.id, if: KeyCondition(materialExpiringBy: Date(timeIntervalSince1970: 1_899_999_999))) == nil)
+        #expect(try await store.deleteImportedMaterial(of: key.id, version: 1, if: KeyCondition(materialExpiringBy: Date(timeIntervalSince1970: 1_899_999_999))) == nil)
         #expect(try await store.backingKey(key.id, version: 1)?.wrappedKey == material.wrappedKey)
         // A key pending deletion stays so when its material goes.
         _ = try await store.updateKey(key.id, .deletionScheduled(date: Date(), pendingWindowInDays: 7), if: .notPendingDeletion)
-        let expired = try #require(try await store.deleteImportedMaterial(of: key.id, if: KeyCondition(materialExpiringBy: validTo)))
+        let expired = try #require(try await store.deleteImportedMaterial(of: key.id, version: 1, if: KeyCondition(materialExpiringBy: validTo)))
         #expect(expired.state == .pendingDeletion && expired.expirationModel == nil && expired.validTo == nil)
         #expect(try await store.backingKey(key.id, version: 1)?.wrappedKey == [])
         #expect(try await store.updateKey(key.id, .deletionCancelled, if: .state(in: [.pendingDeletion]))?.state == .pendingImport)
+    }
+
+    /// NEW_KEY_MATERIAL into a key that has material: a later version is staged (the key as it was), made current by
+    /// an on-demand rotation (the key takes its expiry), or deleted while staged (gone; the key as it was). Deleting a
+    /// version the key uses makes it PendingImport until that version's material returns.
+    @Test func stagedMaterialIsHeldApartUntilItBecomesCurrent() async throws {
+        let store = try SQLiteMetadataStore(path: path)
+        let (key, first) = makeKey(origin: .external, state: .pendingImport)
+        try await store.insertKey(key, backingKey: nil, tags: [])
+        _ = try #require(try await store.storeImportedMaterial(first, expirationModel: .doesNotExpire, validTo: nil, if: .any))
+        var second = first
+        second.version = 2
+        second.wrappedKey = Array(repeating: 5, count: 40)
+        second.materialID = KeyMaterialID.make()
+        second.materialDescription = "second"
+        let validTo = Date(timeIntervalSince1970: 1_900_000_000)
+        let staged = try #require(try await store.storeImportedMaterial(second, expirationModel: .expires, validTo: validTo, if: .any))
+        #expect(staged.state == .enabled && staged.currentVersion == 1 && staged.expirationModel == .doesNotExpire && staged.validTo == nil)
+        let stored = try #require(try await store.backingKey(key.id, version: 2))
+        #expect(stored.materialID == second.materialID && stored.materialDescription == "second" && stored.rotationType == nil)
+
+        // Deleted while staged: the version goes.
+        #expect(try await store.deleteImportedMaterial(of: key.id, version: 2, if: .any)?.state == .enabled)
+        #expect(try await store.backingKey(key.id, version: 2) == nil)
+
+        // A staged version expires by its own ValidTo (the key's is its current version's).
+        _ = try await store.storeImportedMaterial(second, expirationModel: .expires, validTo: validTo, if: .any)
+        #expect(try await store.keysWithExpiringMaterial(dueBy: validTo).map(\.id) == [key.id])
+        #expect(try await store.deleteImportedMaterial(of: key.id, version: 2, if: KeyCondition(materialExpiringBy: validTo.addingTimeInterval(-1))) == nil)
+        #expect(try await store.deleteImportedMaterial(of: key.id, version: 2, if: KeyCondition(materialExpiringBy: validTo))?.state == .enabled)
+        #expect(try await store.backingKey(key.id, version: 2) == nil)
+        #expect(try await store.keysWithExpiringMaterial(dueBy: validTo).isEmpty)
+
+        _ = try await store.storeImportedMaterial(second, expirationModel: .expires, validTo: validTo, if: .any)
+        let rotated = Date(timeIntervalSince1970: 1_850_000_000)
+        let current = try #require(try await store.makeStagedMaterialCurrent(key.id, version: 2, on: rotated, if: .state(in: [.enabled])))
+        #expect(current.currentVersion == 2 && current.expirationModel == .expires && current.validTo == validTo)
+        #expect(try await store.backingKey(key.id, version: 2)?.rotationType == .onDemand)
+        #expect(try await store.backingKey(key.id, version: 2)?.creationDate == rotated)
+        #expect(try await store.makeStagedMaterialCurrent(key.id, version: 2, on: rotated, if: .any) == nil, "made current once")
+
+        // The earlier version's material deleted: PendingImport until it returns (with its description kept).
+        #expect(try await store.deleteImportedMaterial(of: key.id, version: 1, if: .any)?.state == .pendingImport)
+        #expect(try await store.key(key.id)?.expirationModel == .expires, "the current version's expiry stays")
+        var returning = first
+        returning.materialDescription = nil
+        #expect(try await store.storeImportedMaterial(returning, expirationModel: .doesNotExpire, validTo: nil, if: .any)?.state == .enabled)
+        #expect(try await store.key(key.id)?.validTo == validTo, "a non-current version's expiry is its own")
+        #expect(try await store.backingKey(key.id, version: 1)?.materialID == first.materialID)
     }
 
     @Test func rotationConditionsCompareTheScheduleInTheRow() async throws {

@@ -62,3 +62,43 @@ import TrentTestSupport
         #expect(try await store.listAliases(account: account, region: "us-west-2", for: nil, after: nil, limit: 10).items.map(\.name) == ["alias/old"])
     }
 }
+
+/// The key-material-ids migration: backing keys of a store made before it get a key material id each, imported
+/// material its key's expiry, and everything else stays.
+@Suite struct KeyMaterialIDMigrationTests {
+    @Test func backingKeysOfAnEarlierStoreGetKeyMaterialIDs() async throws {
+        let path = try TestHSM.shared().makeDatabasePath()
+        let date = Date(timeIntervalSince1970: 1_800_000_000)
+        let id = KeyID()
+        let key = KeyRecord(
+            id: id, accountID: "111122223333", creationDate: date, description: "d", keySpec: .symmetricDefault,
+            keyUsage: .encryptDecrypt, origin: .external, keyManager: .customer, state: .pendingImport, policy: "{}", currentVersion: 1)
+        let backing = BackingKeyRecord(
+            keyID: id, version: 1, wrappedKey: Array(repeating: 7, count: 40), binding: Array(repeating: 3, count: 40),
+            wrappingKeyLabel: "domain", creationDate: date)
+        let validTo = Date(timeIntervalSince1970: 1_900_000_000)
+        let store = try SQLiteMetadataStore(path: path)
+        try await store.insertKey(key, backingKey: nil, tags: [])
+        _ = try await store.storeImportedMaterial(backing, expirationModel: .expires, validTo: validTo, if: .any)
+        // Back to the schema before the migration.
+        let queue = try DatabaseQueue(path: path)
+        try await queue.write { db in
+            try db.execute(
+                sql: """
+                    DROP INDEX backing_keys_valid_to;
+                    ALTER TABLE backing_keys DROP COLUMN material_id;
+                    ALTER TABLE backing_keys DROP COLUMN material_description;
+                    ALTER TABLE backing_keys DROP COLUMN expiration_model;
+                    ALTER TABLE backing_keys DROP COLUMN valid_to;
+                    DELETE FROM grdb_migrations WHERE identifier = 'key-material-ids';
+                    """)
+        }
+        try queue.close()
+        let migrated = try #require(try await SQLiteMetadataStore(path: path).backingKey(id, version: 1))
+        #expect(KeyMaterialID.isWellFormed(migrated.materialID), "\(migrated.materialID)")
+        #expect(migrated.materialID != backing.materialID)
+        #expect(migrated.wrappedKey == backing.wrappedKey)
+        #expect(migrated.materialDescription == nil)
+        #expect(migrated.expirationModel == .expires && migrated.validTo == validTo)
+    }
+}

@@ -22,9 +22,9 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import hashes, keywrap, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from trent_e2e import expect_error, flip_bit, key_arn, make_kms, remember_plaintext, utcnow
+from trent_e2e import TOKEN, expect_error, flip_bit, key_arn, make_kms, remember_plaintext, token_has_key_pair_spec, utcnow
 
 ALGORITHMS = ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "RSA_AES_KEY_WRAP_SHA_1", "RSA_AES_KEY_WRAP_SHA_256"]
 RSA_BITS = {"RSA_2048": 2048, "RSA_3072": 3072, "RSA_4096": 4096}
@@ -121,9 +121,15 @@ def test_external_key_waits_for_material(kms):
     with expect_error("KMSInvalidStateException", "GenerateMac on PendingImport"):
         kms.generate_mac(KeyId=hmac_key["KeyId"], Message=b"m", MacAlgorithm="HMAC_SHA_256")
 
+    # RSA and ECC keys wait for a private key to import (section "RSA and ECC private keys").
     for spec, usage in (("RSA_2048", "ENCRYPT_DECRYPT"), ("ECC_NIST_P256", "SIGN_VERIFY")):
-        with expect_error("UnsupportedOperationException", f"EXTERNAL {spec}"):
-            kms.create_key(Origin="EXTERNAL", KeySpec=spec, KeyUsage=usage)
+        pair = kms.create_key(Origin="EXTERNAL", KeySpec=spec, KeyUsage=usage)["KeyMetadata"]
+        assert pair["KeyState"] == "PendingImport" and pair["KeySpec"] == spec and "CurrentKeyMaterialId" not in pair
+        with expect_error("KMSInvalidStateException", f"Sign or Encrypt with a PendingImport {spec} key"):
+            if usage == "SIGN_VERIFY":
+                kms.sign(KeyId=pair["KeyId"], Message=b"m", SigningAlgorithm="ECDSA_SHA_256")
+            else:
+                kms.encrypt(KeyId=pair["KeyId"], Plaintext=b"m", EncryptionAlgorithm="RSAES_OAEP_SHA_256")
     with expect_error("ValidationException", "junk Origin"):
         kms.create_key(Origin="SOMEWHERE")
 
@@ -385,10 +391,19 @@ def test_import_key_material_refusals(kms, new_key):
     # The token survives all of that: it is usable until it expires.
     assert call()["KeyId"] == key_arn(key_id)
     assert state(kms, key_id) == "Enabled"
-    with expect_error("KMSInvalidStateException", "import into a key that has material"):
-        call()
-    with expect_error("KMSInvalidStateException", "import into a key that has material (fresh token)"):
+    # AWS: the key "must be PendingImport or Enabled"; re-importing the same material (EXISTING_KEY_MATERIAL, the
+    # default after the first import) into an Enabled key changes only its expiry.
+    valid_to = in_days(30)
+    call(ValidTo=valid_to)
+    described = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    assert described["KeyState"] == "Enabled" and described["ExpirationModel"] == "KEY_MATERIAL_EXPIRES"
+    assert abs((described["ValidTo"] - valid_to).total_seconds()) < 1
+    import_material(kms, key_id, secret)
+    assert "ValidTo" not in kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    kms.disable_key(KeyId=key_id)
+    with expect_error("KMSInvalidStateException", "import into a disabled key"):
         import_material(kms, key_id, secret)
+    kms.enable_key(KeyId=key_id)
 
     # keys that take no import
     with expect_error("UnsupportedOperationException", "AWS_KMS key"):
@@ -657,3 +672,104 @@ def test_cli_import_with_openssl(aws_cli, kms, tmp_path):
     rc, out, err = aws_cli("delete-imported-key-material", "--key-id", key_id)
     assert rc == 0, err
     assert state(kms, key_id) == "PendingImport"
+
+
+# --------------------------------------------------------------------------- RSA and ECC private keys
+
+def private_key_der(private_key) -> bytes:
+    der = private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    remember_plaintext(der)
+    return der
+
+
+def public_key_der(private_key) -> bytes:
+    return private_key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def import_private_key(kms, key_id: str, private_key, algorithm: str = "RSA_AES_KEY_WRAP_SHA_256", spec: str = "RSA_4096") -> dict:
+    return import_material(kms, key_id, private_key_der(private_key), algorithm, spec, **NO_EXPIRY)
+
+
+EC_CURVES = {"ECC_NIST_P256": (ec.SECP256R1(), hashes.SHA256(), "ECDSA_SHA_256"),
+             "ECC_NIST_P384": (ec.SECP384R1(), hashes.SHA384(), "ECDSA_SHA_384"),
+             "ECC_NIST_P521": (ec.SECP521R1(), hashes.SHA512(), "ECDSA_SHA_512")}
+NSS_IMPORTS_NO_EC = "NSS softoken unwraps an EC private key only when given its public point, which Trent makes in the token after the unwrap"
+
+
+@pytest.mark.parametrize("algorithm", ["RSA_AES_KEY_WRAP_SHA_1", "RSA_AES_KEY_WRAP_SHA_256"])
+def test_import_rsa_signing_key(kms, algorithm):
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_id = external_key(kms, KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")
+    assert state(kms, key_id) == "PendingImport"
+    with expect_error("KMSInvalidStateException", "GetPublicKey before import"):
+        kms.get_public_key(KeyId=key_id)
+    out = import_private_key(kms, key_id, private_key, algorithm)
+    assert out["KeyId"] == key_arn(key_id) and "KeyMaterialId" in out
+    assert state(kms, key_id) == "Enabled"
+    assert kms.get_public_key(KeyId=key_id)["PublicKey"] == public_key_der(private_key)
+    message = b"signed by an imported RSA key"
+    for signing_algorithm, pad in (("RSASSA_PSS_SHA_256", padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)),
+                                   ("RSASSA_PKCS1_V1_5_SHA_256", padding.PKCS1v15())):
+        signature = kms.sign(KeyId=key_id, Message=message, SigningAlgorithm=signing_algorithm)["Signature"]
+        private_key.public_key().verify(signature, message, pad, hashes.SHA256())
+    local = private_key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+    assert kms.verify(KeyId=key_id, Message=message, Signature=local, SigningAlgorithm="RSASSA_PKCS1_V1_5_SHA_256")["SignatureValid"]
+
+    # Re-import: the same private key only.
+    kms.delete_imported_key_material(KeyId=key_id)
+    assert state(kms, key_id) == "PendingImport"
+    with expect_error("IncorrectKeyMaterialException", "another RSA private key"):
+        import_private_key(kms, key_id, rsa.generate_private_key(public_exponent=65537, key_size=2048), algorithm)
+    import_private_key(kms, key_id, private_key, algorithm)
+    assert kms.get_public_key(KeyId=key_id)["PublicKey"] == public_key_der(private_key)
+
+
+def test_import_rsa_encryption_key(kms):
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    key_id = external_key(kms, KeySpec="RSA_3072", KeyUsage="ENCRYPT_DECRYPT")
+    import_private_key(kms, key_id, private_key)
+    public_key = serialization.load_der_public_key(kms.get_public_key(KeyId=key_id)["PublicKey"])
+    for algorithm, digest in (("RSAES_OAEP_SHA_1", hashes.SHA1()), ("RSAES_OAEP_SHA_256", hashes.SHA256())):
+        oaep_padding = padding.OAEP(mgf=padding.MGF1(digest), algorithm=digest, label=None)
+        blob = kms.encrypt(KeyId=key_id, Plaintext=b"to the imported key", EncryptionAlgorithm=algorithm)["CiphertextBlob"]
+        assert private_key.decrypt(blob, oaep_padding) == b"to the imported key"
+        local = public_key.encrypt(b"from cryptography", oaep_padding)
+        assert kms.decrypt(KeyId=key_id, CiphertextBlob=local, EncryptionAlgorithm=algorithm)["Plaintext"] == b"from cryptography"
+
+
+def test_private_key_import_refusals(kms):
+    key_id = external_key(kms, KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")
+    for algorithm in ("RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"):
+        with expect_error("UnsupportedOperationException", f"{algorithm} cannot carry a private key into the token"):
+            kms.get_parameters_for_import(KeyId=key_id, WrappingAlgorithm=algorithm, WrappingKeySpec="RSA_4096")
+    with expect_error("IncorrectKeyMaterialException", "an RSA-3072 private key into an RSA_2048 key"):
+        import_private_key(kms, key_id, rsa.generate_private_key(public_exponent=65537, key_size=3072))
+    with expect_error("IncorrectKeyMaterialException", "32 bytes of symmetric material into an RSA key"):
+        import_material(kms, key_id, material(), "RSA_AES_KEY_WRAP_SHA_256", **NO_EXPIRY)
+    assert state(kms, key_id) == "PendingImport"
+    # Trent cannot make a secp256k1 public key in the token (swift-crypto has no secp256k1 to pick the point).
+    if token_has_key_pair_spec("ECC_SECG_P256K1"):
+        k1 = external_key(kms, KeySpec="ECC_SECG_P256K1", KeyUsage="SIGN_VERIFY")
+        with expect_error("UnsupportedOperationException", "secp256k1 key material"):
+            import_private_key(kms, k1, ec.generate_private_key(ec.SECP256K1()))
+
+
+@pytest.mark.parametrize("key_spec", sorted(EC_CURVES))
+def test_import_ecc_signing_key(kms, key_spec):
+    curve, digest, signing_algorithm = EC_CURVES[key_spec]
+    private_key = ec.generate_private_key(curve)
+    key_id = external_key(kms, KeySpec=key_spec, KeyUsage="SIGN_VERIFY")
+    if TOKEN == "nss-softoken":
+        with expect_error("UnsupportedOperationException", "NSS softoken"):
+            import_private_key(kms, key_id, private_key)
+        pytest.skip(NSS_IMPORTS_NO_EC)
+    with expect_error("IncorrectKeyMaterialException", "a key of another curve"):
+        other = next(spec for spec in sorted(EC_CURVES) if spec != key_spec)
+        import_private_key(kms, key_id, ec.generate_private_key(EC_CURVES[other][0]))
+    import_private_key(kms, key_id, private_key, "RSA_AES_KEY_WRAP_SHA_1", "RSA_2048")
+    assert kms.get_public_key(KeyId=key_id)["PublicKey"] == public_key_der(private_key)
+    message = b"signed by an imported EC key"
+    signature = kms.sign(KeyId=key_id, Message=message, SigningAlgorithm=signing_algorithm)["Signature"]
+    private_key.public_key().verify(signature, message, ec.ECDSA(digest))
+    local = private_key.sign(message, ec.ECDSA(digest))
+    assert kms.verify(KeyId=key_id, Message=message, Signature=local, SigningAlgorithm=signing_algorithm)["SignatureValid"]

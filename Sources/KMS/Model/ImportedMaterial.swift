@@ -40,3 +40,10 @@ public struct ImportWrappingKey: Sendable, Equatable {
         self.publicKey = publicKey
     }
 }
+
+/// Whether ImportKeyMaterial brings material the key has had before or new material (symmetric encryption keys:
+/// staged for an on-demand rotation), spelled as the API spells it.
+public enum ImportType: String, Sendable, CaseIterable {
+    case newKeyMaterial = "NEW_KEY_MATERIAL"
+    case existingKeyMaterial = "EXISTING_KEY_MATERIAL"
+}

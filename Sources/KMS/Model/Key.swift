@@ -216,11 +216,24 @@ public struct BackingKeyRecord: Sendable, Equatable {
     /// For a key of a custom key store: its material is this object in the store's token, and the stored EKT is an
     /// empty placeholder. Not stored with the row; the service fills it in from the key's link to its store.
     public var tokenObject: TokenObjectReference?
+    /// The key material id the API shows for this version (`KeyMaterialId`, `CurrentKeyMaterialId`).
+    public var materialID: String
+    /// What ImportKeyMaterial said of imported material (`KeyMaterialDescription`).
+    public var materialDescription: String?
+    /// Whether and when this version's imported material expires (the key's own fields are its current version's).
+    public var expirationModel: ExpirationModel?
+    public var validTo: Date?
 
     public init(
         keyID: KeyID, version: UInt32, wrappedKey: [UInt8], binding: [UInt8], wrappingKeyLabel: String,
-        creationDate: Date, noncesReserved: UInt64 = 0, rotationType: RotationType? = nil, publicKey: [UInt8]? = nil
+        creationDate: Date, noncesReserved: UInt64 = 0, rotationType: RotationType? = nil, publicKey: [UInt8]? = nil,
+        materialID: String = KeyMaterialID.make(), materialDescription: String? = nil, expirationModel: ExpirationModel? = nil,
+        validTo: Date? = nil
     ) {
+        self.expirationModel = expirationModel
+        self.validTo = validTo
+        self.materialID = materialID
+        self.materialDescription = materialDescription
         self.publicKey = publicKey
         self.rotationType = rotationType
         self.keyID = keyID
@@ -230,6 +243,20 @@ public struct BackingKeyRecord: Sendable, Equatable {
         self.wrappingKeyLabel = wrappingKeyLabel
         self.creationDate = creationDate
         self.noncesReserved = noncesReserved
+    }
+}
+
+/// Key material ids: 64 lowercase hex digits, as AWS spells them. Each backing-key version gets a random one when it
+/// is made; re-imported material keeps the id of the version it restores.
+public enum KeyMaterialID {
+    public static func make() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }.hexString
+    }
+
+    /// Whether `text` has the form of a key material id (the model's BackingKeyIdType).
+    public static func isWellFormed(_ text: String) -> Bool {
+        text.utf8.count == 64 && text.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
     }
 }
 

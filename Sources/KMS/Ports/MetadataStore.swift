@@ -21,19 +21,26 @@ public protocol MetadataStore: Sendable {
     func keysPendingDeletion(dueBy date: Date) async throws -> [KeyRecord]
     /// Keys with automatic rotation enabled whose next rotation date has come.
     func keysDueForRotation(dueBy date: Date) async throws -> [KeyRecord]
-    /// Keys whose imported material expires by `date` and is still present.
+    /// Keys with a version whose imported material expires by `date` and is still present.
     func keysWithExpiringMaterial(dueBy date: Date) async throws -> [KeyRecord]
-    /// Stores imported material as the key's backing key (keeping the version's nonce count) and makes the key
-    /// Enabled with this expiration, atomically, if the key's row satisfies `condition` when written (as
-    /// ``updateKey(_:_:if:)``). Returns the row as written; nil, with nothing stored, when it does not.
+    /// Stores imported material as backing-key version `backingKey.version` with this expiry, keeping the version's
+    /// nonce count, material id and (when none is given) description. For a version the key uses (up to its current
+    /// one) the key becomes Enabled once every such version holds material, and takes its current version's expiry;
+    /// a later version is staged for RotateKeyOnDemand and leaves the key as it is. Atomic, if the key's row satisfies
+    /// `condition` when written (as ``updateKey(_:_:if:)``). Returns the row as written; nil, with nothing stored.
     func storeImportedMaterial(
         _ backingKey: BackingKeyRecord, expirationModel: ExpirationModel, validTo: Date?, if condition: KeyCondition
     ) async throws -> KeyRecord?
-    /// Erases a key's imported material (its wrapped keys; the binding proofs stay, to recognise the same
-    /// material when it returns) and clears its expiration; the key becomes PendingImport unless it is pending
-    /// deletion, which it stays. Atomic, and only if the row satisfies `condition` when written; returns the row
-    /// as written, or nil (nothing erased).
-    func deleteImportedMaterial(of keyID: KeyID, if condition: KeyCondition) async throws -> KeyRecord?
+    /// Erases the imported material of one version: a version the key uses keeps its row (the binding proof stays,
+    /// to recognise the same material when it returns) and the key becomes PendingImport unless it is pending
+    /// deletion, which it stays (the current version's expiry goes from the key); a staged version is removed and the
+    /// key stays as it is. Atomic, and only if the row satisfies `condition` when written (its `materialExpiringBy`
+    /// is this version's material's expiry); returns the row as written, or nil (nothing erased).
+    func deleteImportedMaterial(of keyID: KeyID, version: UInt32, if condition: KeyCondition) async throws -> KeyRecord?
+    /// Makes a staged version of imported material the key's current one (an on-demand rotation: the version's
+    /// rotation type and date are set, and the key takes its expiry), atomically, where `condition` holds and the
+    /// version is still after the current one. Returns the row as written, or nil.
+    func makeStagedMaterialCurrent(_ keyID: KeyID, version: UInt32, on date: Date, if condition: KeyCondition) async throws -> KeyRecord?
     /// Removes the key with its backing keys, aliases and tags, and overwrites the freed bytes.
     func destroyKey(_ id: KeyID) async throws
 
@@ -137,11 +144,14 @@ public struct KeyCondition: Sendable, Equatable {
     public var rotationSchedule: RotationSchedule?
     /// The key's imported material has an expiry date, and it is not after this one.
     public var materialExpiringBy: Date?
+    /// The key's current backing-key version is below this one (a staged version is still staged).
+    public var currentVersionBelow: UInt32?
 
     public init(
         states: Set<KeyState>? = nil, rotationDueBy: Date? = nil, rotationSchedule: RotationSchedule? = nil,
-        materialExpiringBy: Date? = nil
+        materialExpiringBy: Date? = nil, currentVersionBelow: UInt32? = nil
     ) {
+        self.currentVersionBelow = currentVersionBelow
         self.states = states
         self.rotationDueBy = rotationDueBy
         self.rotationSchedule = rotationSchedule
@@ -168,6 +178,7 @@ public struct KeyCondition: Sendable, Equatable {
         if let materialExpiringBy {
             guard let validTo = key.validTo, validTo <= materialExpiringBy else { return false }
         }
+        if let currentVersionBelow, key.currentVersion >= currentVersionBelow { return false }
         return true
     }
 }

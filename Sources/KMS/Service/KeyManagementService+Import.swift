@@ -33,6 +33,11 @@ extension KeyManagementService {
         try await authorize("kms:GetParametersForImport", resolved, context: importConditions(algorithm, spec), caller: caller)
         try requireExternal(key)
         try requireNotPendingDeletion(key)
+        if key.keySpec.keyPairSpec != nil, !algorithm.wrapsWithAES {
+            throw KMSError(
+                .unsupportedOperation,
+                "Trent imports \(key.keySpec.rawValue) key material only with RSA_AES_KEY_WRAP_SHA_1 or RSA_AES_KEY_WRAP_SHA_256, so that the token unwraps the private key itself.")
+        }
         let wrappingKey = try await provider.createImportWrappingKey(spec)
         let validTo = clock.now().addingTimeInterval(Self.importTokenLifetime)
         let token = ImportToken(keyID: key.id, algorithm: algorithm, wrappingKey: wrappingKey, validTo: validTo)
@@ -41,14 +46,31 @@ extension KeyManagementService {
             keyARN: arn(key), importToken: sealed.iv + sealed.ciphertextAndTag, publicKey: wrappingKey.publicKey, parametersValidTo: validTo)
     }
 
-    /// Returns the key's ARN.
+    public struct ImportResult: Sendable {
+        public var keyARN: String
+        /// The id of the material imported: the version's it restores, or the new version's.
+        public var materialID: String
+    }
+
+    /// Imports material into a key of origin EXTERNAL. Material the key has had before (EXISTING_KEY_MATERIAL, the
+    /// default once the key has had material) restores its version, or gives it a new expiry, in a key that is
+    /// PendingImport or Enabled; the key is Enabled once every version it uses has its material. New material
+    /// (NEW_KEY_MATERIAL, the default for the first import) is the key's first, or, for a symmetric encryption key
+    /// that has material, is staged as the next version (PENDING_ROTATION) until RotateKeyOnDemand makes it current.
     @discardableResult
     public func importKeyMaterial(
-        keyID: String, importToken: [UInt8], encryptedKeyMaterial: [UInt8], validTo: Date?, expirationModel: String?, caller: Caller
-    ) async throws -> String {
+        keyID: String, importToken: [UInt8], encryptedKeyMaterial: [UInt8], validTo: Date?, expirationModel: String?,
+        importType: String? = nil, materialDescription: String? = nil, materialID: String? = nil, caller: Caller
+    ) async throws -> ImportResult {
         try validateLength(importToken.count, "importToken", min: 1, max: 6144)
         try validateLength(encryptedKeyMaterial.count, "encryptedKeyMaterial", min: 1, max: 6144)
         let model = try expirationModel.map { text throws(KMSError) in try validateEnum(text, "expirationModel", as: ExpirationModel.self) } ?? .expires
+        let requestedType = try importType.map { text throws(KMSError) in try validateEnum(text, "importType", as: ImportType.self) }
+        if let materialDescription { try validateKeyMaterialDescription(materialDescription) }
+        if let materialID { try validateKeyMaterialID(materialID, "keyMaterialId") }
+        if requestedType == .newKeyMaterial, materialID != nil {
+            throw KMSError(.validation, "KeyMaterialId cannot be specified when ImportType is NEW_KEY_MATERIAL.")
+        }
         switch (model, validTo) {
         case (.expires, nil):
             throw KMSError(.validation, "ValidTo is required when ExpirationModel is KEY_MATERIAL_EXPIRES.")
@@ -67,54 +89,174 @@ extension KeyManagementService {
         try await authorize(
             "kms:ImportKeyMaterial", resolved, context: ConditionContext.expirationModel(model, validTo: validTo), caller: caller)
         try requireExternal(key)
-        let check = { (key: KeyRecord) throws(KMSError) in
-            try self.requireNotPendingDeletion(key)
-            guard key.state == .pendingImport else {
-                throw KMSError(
-                    .invalidState, "\(self.arn(key)) is \(key.state.rawValue); key material can be imported only into a key that is PendingImport.")
-            }
-        }
-        try check(key)
-        let token = try await openImportToken(importToken, for: key)
+        try requireNotPendingDeletion(key)
         guard let kind = key.keySpec.backingKeyKind else {
             throw KMSError(.unsupportedOperation, "KeySpec \(key.keySpec.rawValue) takes no imported material in Trent.")
         }
-        let previous = try await store.backingKey(key.id, version: 1)
+        let symmetric = key.keySpec == .symmetricDefault
+        if !symmetric, requestedType != nil || materialDescription != nil || materialID != nil {
+            throw KMSError(
+                .validation, "ImportType, KeyMaterialDescription and KeyMaterialId are only usable with symmetric encryption keys.")
+        }
+        let versions = try await store.backingKeys(of: key.id)
+        let type = requestedType ?? (versions.isEmpty ? .newKeyMaterial : .existingKeyMaterial)
+        let target = try importTarget(of: key, type: type, versions: versions, materialID: materialID)
+        let token = try await openImportToken(importToken, for: key)
         let material = try await provider.importKeyMaterial(
-            encryptedKeyMaterial, wrappingKey: token.wrappingKey, algorithm: token.algorithm, for: key.id, version: 1, kind: kind,
-            previous: previous)
-        // Stored only if the key is still PendingImport when written (not scheduled for deletion meanwhile).
+            encryptedKeyMaterial, wrappingKey: token.wrappingKey, algorithm: token.algorithm, for: key.id, version: target.version, kind: kind,
+            previous: target.previous)
+        // Stored only if the key is still in the state the target was chosen for (not scheduled for deletion meanwhile).
         let backingKey = BackingKeyRecord(
-            keyID: key.id, version: 1, wrappedKey: material.wrappedKey, binding: material.binding,
-            wrappingKeyLabel: material.wrappingKeyLabel, creationDate: clock.now())
-        if try await store.storeImportedMaterial(backingKey, expirationModel: model, validTo: validTo, if: .state(in: [.pendingImport])) == nil {
+            keyID: key.id, version: target.version, wrappedKey: material.wrappedKey, binding: material.binding,
+            wrappingKeyLabel: material.wrappingKeyLabel, creationDate: target.previous?.creationDate ?? clock.now(),
+            publicKey: material.publicKey, materialID: target.previous?.materialID ?? KeyMaterialID.make(),
+            materialDescription: materialDescription)
+        let condition = KeyCondition(states: target.states, currentVersionBelow: target.staged ? target.version : nil)
+        if try await store.storeImportedMaterial(backingKey, expirationModel: model, validTo: validTo, if: condition) == nil {
             await provider.forget(key.id)
-            try check(try await currentKey(key))
+            let now = try await currentKey(key)
+            try requireNotPendingDeletion(now)
+            try requireState(now, target.states)
             throw KMSError(.invalidState, "\(arn(key)) changed while the request ran; try again.")
         }
-        logger.info("imported key material", metadata: ["kms.key.id": "\(key.id)", "kms.import.expiration": "\(model.rawValue)"])
-        return arn(key)
+        logger.info(
+            "imported key material",
+            metadata: [
+                "kms.key.id": "\(key.id)", "kms.import.expiration": "\(model.rawValue)", "kms.key_material.id": "\(backingKey.materialID)",
+            ])
+        return ImportResult(keyARN: arn(key), materialID: backingKey.materialID)
     }
 
-    public func deleteImportedKeyMaterial(keyID: String, caller: Caller) async throws {
+    /// The version an import writes, the material it must equal (re-imports), and the key state it needs.
+    private struct ImportTarget {
+        var version: UInt32
+        var previous: BackingKeyRecord?
+        var states: Set<KeyState>
+        /// New material staged after the key's current version.
+        var staged: Bool
+    }
+
+    private func importTarget(of key: KeyRecord, type: ImportType, versions: [BackingKeyRecord], materialID: String?) throws(KMSError) -> ImportTarget {
+        switch type {
+        case .newKeyMaterial:
+            guard let last = versions.last else {
+                try requireState(key, [.pendingImport])
+                return ImportTarget(version: key.currentVersion, previous: nil, states: [.pendingImport], staged: false)
+            }
+            guard key.keySpec == .symmetricDefault else {
+                throw KMSError(
+                    .unsupportedOperation, "\(arn(key)) is not a symmetric encryption key: new key material cannot be imported after the first.")
+            }
+            guard last.version <= key.currentVersion else {
+                throw KMSError(
+                    .invalidState, "\(arn(key)) already has key material \(last.materialID) pending rotation; rotate or delete it first.")
+            }
+            try requireState(key, [.enabled])
+            let (next, overflow) = key.currentVersion.addingReportingOverflow(1)
+            guard !overflow else { throw KMSError(.limitExceeded, "\(arn(key)) has no key material version left.") }
+            return ImportTarget(version: next, previous: nil, states: [.enabled], staged: true)
+        case .existingKeyMaterial:
+            let previous: BackingKeyRecord
+            if let materialID {
+                guard let named = versions.first(where: { $0.materialID == materialID }) else {
+                    throw KMSError(.notFound, "Key material \(materialID) is not associated with \(arn(key)).")
+                }
+                previous = named
+            } else {
+                // The material that is missing (the current version's first); else the current version's.
+                let missing = versions.filter { $0.wrappedKey.isEmpty && $0.version <= key.currentVersion }
+                guard let chosen = missing.first(where: { $0.version == key.currentVersion }) ?? missing.first
+                    ?? versions.first(where: { $0.version == key.currentVersion })
+                else {
+                    throw KMSError(.validation, "\(arn(key)) has no key material yet; import it with ImportType NEW_KEY_MATERIAL.")
+                }
+                previous = chosen
+            }
+            if previous.version > key.currentVersion {
+                // Staged material may be imported again (to change its expiry) while it is still staged.
+                try requireState(key, [.enabled])
+                return ImportTarget(version: previous.version, previous: previous, states: [.enabled], staged: true)
+            }
+            try requireState(key, [.pendingImport, .enabled])
+            return ImportTarget(version: previous.version, previous: previous, states: [.pendingImport, .enabled], staged: false)
+        }
+    }
+
+    private func requireState(_ key: KeyRecord, _ states: Set<KeyState>) throws(KMSError) {
+        guard states.contains(key.state) else {
+            let allowed = states.map(\.rawValue).sorted(by: >).joined(separator: " or ")
+            throw KMSError(
+                .invalidState, "\(arn(key)) is \(key.state.rawValue); this key material can be imported only into a key that is \(allowed).")
+        }
+    }
+
+    /// The model's KeyMaterialDescriptionType: up to 256 characters of letters, digits, whitespace and `:/_.-`.
+    private func validateKeyMaterialDescription(_ text: String) throws(KMSError) {
+        let allowed = text.unicodeScalars.allSatisfy { scalar in
+            scalar.isASCII && (CharacterSet.alphanumerics.contains(scalar) || CharacterSet.whitespacesAndNewlines.contains(scalar) || ":/_.-".unicodeScalars.contains(scalar))
+        }
+        guard text.count <= 256 else {
+            throw KMSError.constraint("keyMaterialDescription", "Member must have length less than or equal to 256", value: text)
+        }
+        guard !text.isEmpty, allowed else {
+            throw KMSError.constraint("keyMaterialDescription", "Member must satisfy regular expression pattern: ^[a-zA-Z0-9:/_\\s.-]+$", value: text)
+        }
+    }
+
+    /// The model's BackingKeyIdType: 64 lowercase hex digits.
+    func validateKeyMaterialID(_ text: String, _ member: String) throws(KMSError) {
+        guard text.utf8.count == 64 else {
+            throw KMSError.constraint(member, "Member must have length less than or equal to 64, Member must have length greater than or equal to 64", value: text)
+        }
+        guard KeyMaterialID.isWellFormed(text) else {
+            throw KMSError.constraint(member, "Member must satisfy regular expression pattern: ^[a-f0-9]+$", value: text)
+        }
+    }
+
+    public struct DeletedMaterial: Sendable {
+        public var keyARN: String
+        /// Nil when the key had no material to delete.
+        public var materialID: String?
+    }
+
+    /// Deletes the named version's imported material, or the current version's: see
+    /// ``MetadataStore/deleteImportedMaterial(of:version:if:)`` for what becomes of the key.
+    public func deleteImportedKeyMaterial(keyID: String, materialID: String? = nil, caller: Caller) async throws -> DeletedMaterial {
+        if let materialID { try validateKeyMaterialID(materialID, "keyMaterialId") }
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
         try await authorize("kms:DeleteImportedKeyMaterial", resolved, caller: caller)
         let key = resolved.record
         try requireExternal(key)
-        try await removeImportedMaterial(of: key)
+        let versions = try await store.backingKeys(of: key.id)
+        let version: BackingKeyRecord?
+        if let materialID {
+            guard let named = versions.first(where: { $0.materialID == materialID }) else {
+                throw KMSError(.notFound, "Key material \(materialID) is not associated with \(arn(key)).")
+            }
+            version = named
+        } else {
+            version = versions.first { $0.version == key.currentVersion }
+        }
+        guard let version else { return DeletedMaterial(keyARN: arn(key), materialID: nil) }
+        try await removeImportedMaterial(of: key, version: version.version)
+        return DeletedMaterial(keyARN: arn(key), materialID: version.materialID)
     }
 
-    /// Deletes imported material whose ValidTo has passed; the keys return to PendingImport. Returns their ids.
+    /// Deletes imported material, of any version, whose ValidTo has passed: a key whose version in use lost its
+    /// material returns to PendingImport, a staged version goes (see the store). Returns the keys' ids.
     @discardableResult
     public func expireImportedKeyMaterial() async throws -> [KeyID] {
         let now = clock.now()
         let due = try await store.keysWithExpiringMaterial(dueBy: now)
         var expired: [KeyID] = []
         for key in due {
-            // Only if it still expires by now: material imported again meanwhile with a later ValidTo stays.
-            guard try await removeImportedMaterial(of: key, if: KeyCondition(materialExpiringBy: now)) else { continue }
-            expired.append(key.id)
-            logger.info("imported key material expired", metadata: ["kms.key.id": "\(key.id)"])
+            for version in try await store.backingKeys(of: key.id) where !version.wrappedKey.isEmpty {
+                guard let validTo = version.validTo, validTo <= now else { continue }
+                // Only if it still expires by now: material imported again meanwhile with a later ValidTo stays.
+                guard try await removeImportedMaterial(of: key, version: version.version, if: KeyCondition(materialExpiringBy: now)) else { continue }
+                if expired.last != key.id { expired.append(key.id) }
+                logger.info("imported key material expired", metadata: ["kms.key.id": "\(key.id)", "kms.key_material.id": "\(version.materialID)"])
+            }
         }
         return expired
     }
@@ -124,8 +266,8 @@ extension KeyManagementService {
     /// A key pending deletion stays so, as in AWS; CancelKeyDeletion then returns it to PendingImport. Returns
     /// whether the material was removed (the key still existed and satisfied `condition`).
     @discardableResult
-    private func removeImportedMaterial(of key: KeyRecord, if condition: KeyCondition = .any) async throws -> Bool {
-        guard try await store.deleteImportedMaterial(of: key.id, if: condition) != nil else { return false }
+    private func removeImportedMaterial(of key: KeyRecord, version: UInt32, if condition: KeyCondition = .any) async throws -> Bool {
+        guard try await store.deleteImportedMaterial(of: key.id, version: version, if: condition) != nil else { return false }
         await provider.forget(key.id)
         return true
     }

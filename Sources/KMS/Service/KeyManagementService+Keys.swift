@@ -3,6 +3,12 @@ import Logging
 
 /// Creating keys and moving them through their lifecycle.
 extension KeyManagementService {
+    /// The key specs whose material can be imported (Origin EXTERNAL): symmetric, HMAC, RSA and ECC keys, as in AWS.
+    static let importableSpecs: Set<KeySpec> = [
+        .symmetricDefault, .hmac224, .hmac256, .hmac384, .hmac512, .rsa2048, .rsa3072, .rsa4096, .eccNistP256, .eccNistP384, .eccNistP521,
+        .eccSecgP256k1,
+    ]
+
     public struct CreateKeyRequest: Sendable {
         public var policy: String?
         public var description: String?
@@ -49,8 +55,8 @@ extension KeyManagementService {
         guard keySpec.keyUsages.contains(keyUsage) else {
             throw KMSError(.validation, "KeyUsage \(keyUsage.rawValue) is not compatible with KeySpec \(keySpec.rawValue).")
         }
-        if origin == .external, keySpec != .symmetricDefault, keySpec.macAlgorithm == nil {
-            throw KMSError(.unsupportedOperation, "Trent imports key material into SYMMETRIC_DEFAULT and HMAC keys only, not \(keySpec.rawValue).")
+        if origin == .external, !Self.importableSpecs.contains(keySpec) {
+            throw KMSError(.unsupportedOperation, "Trent imports no key material into \(keySpec.rawValue) keys.")
         }
         if request.multiRegion == true, request.customKeyStoreID == nil {
             throw KMSError(.unsupportedOperation, "Multi-Region keys are not supported by Trent yet.")

@@ -12,54 +12,117 @@ extension KeyManagementService {
         public var schedule: RotationSchedule?
     }
 
+    /// One key material of a key, as ListKeyRotations shows it.
     public struct Rotation: Sendable {
         public var keyARN: String
         public var version: UInt32
-        public var date: Date
-        public var type: RotationType
+        public var materialID: String
+        public var state: KeyMaterialState
+        /// When a rotation made it current; nil for the first material and for material pending rotation.
+        public var date: Date?
+        public var type: RotationType?
+        /// Imported material only (keys of origin EXTERNAL).
+        public var imported: ImportedMaterialView?
+    }
+
+    public struct ImportedMaterialView: Sendable {
+        public var importState: ImportState
+        public var expirationModel: ExpirationModel?
+        public var validTo: Date?
+        public var description: String?
+    }
+
+    public enum KeyMaterialState: String, Sendable {
+        case current = "CURRENT"
+        case nonCurrent = "NON_CURRENT"
+        case pendingRotation = "PENDING_ROTATION"
+    }
+
+    public enum ImportState: String, Sendable {
+        case imported = "IMPORTED"
+        case pendingImport = "PENDING_IMPORT"
+    }
+
+    /// Which key materials ListKeyRotations lists, spelled as the API spells it.
+    public enum IncludeKeyMaterial: String, Sendable, CaseIterable {
+        case allKeyMaterial = "ALL_KEY_MATERIAL"
+        case rotationsOnly = "ROTATIONS_ONLY"
     }
 
     public func enableKeyRotation(_ keyID: String, periodInDays: Int?, caller: Caller) async throws {
         let days = periodInDays ?? Self.defaultRotationPeriodInDays
         try validateRange(days, "rotationPeriodInDays", min: 90, max: 2560)
-        let key = try await rotatableKey(keyID, action: "kms:EnableKeyRotation", caller: caller)
+        let key = try await rotatableKey(keyID, action: "kms:EnableKeyRotation", automatic: true, caller: caller)
         let schedule = RotationSchedule(periodInDays: days, nextRotationDate: clock.now().addingTimeInterval(Double(days) * 86_400))
         _ = try await update(key, .rotationSchedule(schedule), if: .state(in: [.enabled]), check: requireEnabled)
     }
 
     public func disableKeyRotation(_ keyID: String, caller: Caller) async throws {
-        let key = try await rotatableKey(keyID, action: "kms:DisableKeyRotation", caller: caller)
+        let key = try await rotatableKey(keyID, action: "kms:DisableKeyRotation", automatic: true, caller: caller)
         _ = try await update(key, .rotationSchedule(nil), if: .state(in: [.enabled]), check: requireEnabled)
     }
 
     public func getKeyRotationStatus(_ keyID: String, caller: Caller) async throws -> RotationStatus {
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
         try await authorize("kms:GetKeyRotationStatus", resolved, caller: caller)
-        try requireRotatableKind(resolved.record)
+        try requireRotatableKind(resolved.record, automatic: true)
         return RotationStatus(keyARN: arn(resolved.record), schedule: resolved.record.rotationSchedule)
     }
 
-    /// Rotates now, whatever the schedule (which it leaves as it is), at most 25 times per key as in AWS.
+    /// Rotates now, whatever the schedule (which it leaves as it is), at most 25 times per key as in AWS. A key of
+    /// imported material rotates to the new material staged for it (ImportKeyMaterial with NEW_KEY_MATERIAL).
     public func rotateKeyOnDemand(_ keyID: String, caller: Caller) async throws -> KeyRecord {
-        let key = try await rotatableKey(keyID, action: "kms:RotateKeyOnDemand", caller: caller)
-        let onDemand = try await store.backingKeys(of: key.id).filter { $0.rotationType == .onDemand }.count
+        let key = try await rotatableKey(keyID, action: "kms:RotateKeyOnDemand", automatic: false, caller: caller)
+        let versions = try await store.backingKeys(of: key.id)
+        let onDemand = versions.filter { $0.rotationType == .onDemand }.count
         guard onDemand < Self.maximumOnDemandRotations else {
             throw KMSError(.limitExceeded, "\(arn(key)) has been rotated on demand \(onDemand) times, the most allowed.")
+        }
+        if key.origin == .external {
+            guard let staged = versions.last, staged.version > key.currentVersion else {
+                throw KMSError(
+                    .unsupportedOperation,
+                    "\(arn(key)) has no imported key material pending rotation; import new key material (ImportType NEW_KEY_MATERIAL) first.")
+            }
+            guard try await store.makeStagedMaterialCurrent(key.id, version: staged.version, on: clock.now(), if: .state(in: [.enabled])) != nil else {
+                try requireEnabled(try await currentKey(key))
+                throw KMSError(.invalidState, "\(arn(key)) changed while the request ran; try again.")
+            }
+            logger.info("rotated key on demand", metadata: ["kms.key.id": "\(key.id)", "kms.backing_key.version": "\(staged.version)"])
+            return key
         }
         let version = try await ledger.rotate(key.id, type: .onDemand)
         logger.info("rotated key on demand", metadata: ["kms.key.id": "\(key.id)", "kms.backing_key.version": "\(version.version)"])
         return key
     }
 
-    public func listKeyRotations(_ keyID: String, limit: Int?, marker: String?, caller: Caller) async throws -> Page<Rotation> {
+    /// The key's materials: by default those rotations made; with ALL_KEY_MATERIAL also the first and any staged.
+    public func listKeyRotations(
+        _ keyID: String, includeKeyMaterial: String? = nil, limit: Int?, marker: String?, caller: Caller
+    ) async throws -> Page<Rotation> {
+        let include = try includeKeyMaterial.map { text throws(KMSError) in
+            try validateEnum(text, "includeKeyMaterial", as: IncludeKeyMaterial.self)
+        } ?? .rotationsOnly
         let limit = limit ?? 100
         try validateRange(limit, "limit", min: 1, max: 1000)
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
         try await authorize("kms:ListKeyRotations", resolved, caller: caller)
-        try requireRotatableKind(resolved.record)
-        let keyARN = arn(resolved.record)
-        let rotations = try await store.backingKeys(of: resolved.record.id).compactMap { version in
-            version.rotationType.map { Rotation(keyARN: keyARN, version: version.version, date: version.creationDate, type: $0) }
+        let key = resolved.record
+        try requireRotatableKind(key, automatic: false)
+        let keyARN = arn(key)
+        let rotations = try await store.backingKeys(of: key.id).compactMap { version -> Rotation? in
+            let staged = version.version > key.currentVersion
+            guard include == .allKeyMaterial || (version.rotationType != nil && !staged) else { return nil }
+            let state: KeyMaterialState = staged ? .pendingRotation : version.version == key.currentVersion ? .current : .nonCurrent
+            let imported = key.origin == .external
+                ? ImportedMaterialView(
+                    importState: version.wrappedKey.isEmpty ? .pendingImport : .imported, expirationModel: version.expirationModel,
+                    validTo: version.validTo, description: version.materialDescription)
+                : nil
+            let rotated = staged ? nil : version.rotationType
+            return Rotation(
+                keyARN: keyARN, version: version.version, materialID: version.materialID, state: state,
+                date: rotated == nil ? nil : version.creationDate, type: rotated, imported: imported)
         }
         var start = 0
         if let marker {
@@ -69,6 +132,13 @@ extension KeyManagementService {
         let page = Array(rotations[start...].prefix(limit))
         let more = start + page.count < rotations.count
         return Page(items: page, nextMarker: more ? page.last.map { String($0.version) } : nil)
+    }
+
+    /// DescribeKey's `CurrentKeyMaterialId`: present, as in AWS, for symmetric encryption keys of origin AWS_KMS or
+    /// EXTERNAL that have (or had) material.
+    public func currentKeyMaterialID(of key: KeyRecord) async throws -> String? {
+        guard key.keySpec == .symmetricDefault, key.origin == .awsKMS || key.origin == .external else { return nil }
+        return try await store.backingKey(key.id, version: key.currentVersion)?.materialID
     }
 
     /// How long a scheduler holds a due rotation it claimed: should it stop before finishing (a crash), the key is
@@ -113,21 +183,22 @@ extension KeyManagementService {
     }
 
     /// Resolves, authorizes and checks a key whose rotation settings are about to change or which is rotating.
-    private func rotatableKey(_ keyID: String, action: String, caller: Caller) async throws -> KeyRecord {
+    private func rotatableKey(_ keyID: String, action: String, automatic: Bool, caller: Caller) async throws -> KeyRecord {
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
         try await authorize(action, resolved, caller: caller)
         let key = resolved.record
-        try requireRotatableKind(key)
+        try requireRotatableKind(key, automatic: automatic)
         try requireEnabled(key)
         return key
     }
 
-    /// Only symmetric encryption keys with material Trent generated rotate, as in AWS.
-    private func requireRotatableKind(_ key: KeyRecord) throws(KMSError) {
+    /// Only symmetric encryption keys rotate, as in AWS: on a schedule (`automatic`) only with material Trent
+    /// generated, on demand also with imported material.
+    private func requireRotatableKind(_ key: KeyRecord, automatic: Bool) throws(KMSError) {
         guard key.keySpec == .symmetricDefault, key.keyUsage == .encryptDecrypt else {
             throw KMSError(.unsupportedOperation, "\(arn(key)) is not a symmetric encryption key: its key material does not rotate.")
         }
-        guard key.origin == .awsKMS else {
+        guard key.origin == .awsKMS || (key.origin == .external && !automatic) else {
             throw KMSError(.unsupportedOperation, "\(arn(key)) has \(key.origin.rawValue) key material, which Trent does not rotate.")
         }
     }

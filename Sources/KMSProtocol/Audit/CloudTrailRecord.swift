@@ -34,7 +34,8 @@ struct CloudTrailRecord {
         "Marker", "GranteePrincipal", "RetiringPrincipal", "Operations", "Constraints", "Name", "GrantId", "PolicyName", "Policy",
         "BypassPolicyLockoutSafetyCheck", "DryRun", "MultiRegion", "MacAlgorithm", "RotationPeriodInDays",
         "SigningAlgorithm", "MessageType", "KeyAgreementAlgorithm", "KeyPairSpec",
-        "WrappingAlgorithm", "WrappingKeySpec", "ValidTo", "ExpirationModel", "ImportType",
+        "WrappingAlgorithm", "WrappingKeySpec", "ValidTo", "ExpirationModel", "ImportType", "KeyMaterialId", "KeyMaterialDescription",
+        "IncludeKeyMaterial",
         // Custom key stores; never KeyStorePassword.
         "CustomKeyStoreId", "CustomKeyStoreName", "NewCustomKeyStoreName", "CloudHsmClusterId", "CustomKeyStoreType",
         "TrustAnchorCertificate", "XksKeyId",
@@ -42,7 +43,13 @@ struct CloudTrailRecord {
 
     /// Response members that may appear in the trail (CloudTrail leaves most responses out).
     static let responseMembers: Set<String> = [
-        "KeyMetadata", "GrantId", "DeletionDate", "KeyState", "PendingWindowInDays", "CustomKeyStoreId",
+        "KeyMetadata", "GrantId", "DeletionDate", "KeyState", "PendingWindowInDays", "CustomKeyStoreId", "KeyMaterialId",
+    ]
+
+    /// Response members some operations' records add, as KMS's CloudTrail examples show them (ImportKeyMaterial:
+    /// `responseElements.keyId` and `keyMaterialId`).
+    static let operationResponseMembers: [String: Set<String>] = [
+        "ImportKeyMaterial": ["KeyId"], "DeleteImportedKeyMaterial": ["KeyId"],
     ]
 
     static let readOnlyPrefixes = ["Describe", "List", "Get"]
@@ -72,7 +79,8 @@ struct CloudTrailRecord {
         record.member("requestParameters", canonicalBytes: Self.boundedParameters(Self.filtered(request, allowing: Self.requestMembers)))
         record.member(
             "resources", .array(resources.map { ["ARN": .string($0.arn), "accountId": .string($0.accountID), "type": "AWS::KMS::Key"] }))
-        record.member("responseElements", error == nil ? Self.filtered(response, allowing: Self.responseMembers) : .null)
+        let responseMembers = Self.operationResponseMembers[operation].map { Self.responseMembers.union($0) } ?? Self.responseMembers
+        record.member("responseElements", error == nil ? Self.filtered(response, allowing: responseMembers) : .null)
         record.member("sourceIPAddress", caller?.viaService.map(JSONValue.string) ?? sourceIP.map(JSONValue.string) ?? .null)
         record.member("userAgent", userAgent.map { .string(Self.bounded($0)) } ?? .null)
         record.member("userIdentity", userIdentity)

@@ -125,6 +125,7 @@ extension KeyManagementService {
     /// state `Unavailable` while the store is not connected (as AWS shows it).
     func wireKeyMetadata(_ key: KeyRecord) async throws -> WireKeyMetadata {
         var metadata = WireKeyMetadata(key)
+        metadata.CurrentKeyMaterialId = try await currentKeyMaterialID(of: key)
         if let view = try await customKeyStoreView(of: key) {
             metadata.CustomKeyStoreId = view.storeID
             metadata.CloudHsmClusterId = view.clusterID

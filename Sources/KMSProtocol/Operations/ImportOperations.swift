@@ -21,7 +21,6 @@ struct ImportKeyMaterialRequest: Decodable, Sendable {
     /// Seconds since 1970, as AWS JSON carries timestamps.
     var ValidTo: Double?
     var ExpirationModel: String?
-    /// Trent keeps one material per key: NEW_KEY_MATERIAL and EXISTING_KEY_MATERIAL both import into it.
     var ImportType: String?
     var KeyMaterialDescription: String?
     var KeyMaterialId: String?
@@ -29,10 +28,16 @@ struct ImportKeyMaterialRequest: Decodable, Sendable {
 
 struct ImportKeyMaterialResponse: Encodable, Sendable {
     var KeyId: String
+    var KeyMaterialId: String
 }
 
 struct DeleteImportedKeyMaterialRequest: Decodable, Sendable {
     var KeyId: String?
+    var KeyMaterialId: String?
+}
+
+struct DeleteImportedKeyMaterialResponse: Encodable, Sendable {
+    var KeyId: String
     var KeyMaterialId: String?
 }
 
@@ -49,19 +54,18 @@ extension KeyManagementService {
                     ParametersValidTo: result.parametersValidTo)
             },
             "ImportKeyMaterial": .json(ImportKeyMaterialRequest.self) { request, caller in
-                if let type = request.ImportType, !["NEW_KEY_MATERIAL", "EXISTING_KEY_MATERIAL"].contains(type) {
-                    throw KMSError(.validation, "1 validation error detected: Value '\(type)' at 'importType' failed to satisfy constraint: Member must satisfy enum value set: [NEW_KEY_MATERIAL, EXISTING_KEY_MATERIAL]")
-                }
-                let keyARN = try await self.importKeyMaterial(
+                let result = try await self.importKeyMaterial(
                     keyID: try required(request.KeyId, "KeyId"), importToken: try required(request.ImportToken, "ImportToken").bytes,
                     encryptedKeyMaterial: try required(request.EncryptedKeyMaterial, "EncryptedKeyMaterial").bytes,
                     validTo: request.ValidTo.map(Date.init(timeIntervalSince1970:)), expirationModel: request.ExpirationModel,
+                    importType: request.ImportType, materialDescription: request.KeyMaterialDescription, materialID: request.KeyMaterialId,
                     caller: caller)
-                return ImportKeyMaterialResponse(KeyId: keyARN)
+                return ImportKeyMaterialResponse(KeyId: result.keyARN, KeyMaterialId: result.materialID)
             },
             "DeleteImportedKeyMaterial": .json(DeleteImportedKeyMaterialRequest.self) { request, caller in
-                try await self.deleteImportedKeyMaterial(keyID: try required(request.KeyId, "KeyId"), caller: caller)
-                return NoOutput()
+                let deleted = try await self.deleteImportedKeyMaterial(
+                    keyID: try required(request.KeyId, "KeyId"), materialID: request.KeyMaterialId, caller: caller)
+                return DeleteImportedKeyMaterialResponse(KeyId: deleted.keyARN, KeyMaterialId: deleted.materialID)
             },
         ]
     }

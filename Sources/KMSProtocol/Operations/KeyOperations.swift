@@ -23,6 +23,8 @@ struct WireKeyMetadata: Encodable, Sendable {
     var ExpirationModel: String?
     var ValidTo: Date?
     var MultiRegion: Bool
+    /// Symmetric encryption keys with material: the current backing-key version's key material id.
+    var CurrentKeyMaterialId: String?
     // Keys of custom key stores (CustomKeyStoreOperations.swift).
     var CustomKeyStoreId: String?
     var CloudHsmClusterId: String?

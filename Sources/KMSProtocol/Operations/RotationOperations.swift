@@ -25,8 +25,26 @@ struct ListKeyRotationsInput: Decodable, Sendable {
 struct ListKeyRotationsOutput: Encodable, Sendable {
     struct Entry: Encodable, Sendable {
         var KeyId: String
-        var RotationDate: Date
-        var RotationType: String
+        var KeyMaterialId: String
+        var KeyMaterialDescription: String?
+        var ImportState: String?
+        var KeyMaterialState: String
+        var ExpirationModel: String?
+        var ValidTo: Date?
+        var RotationDate: Date?
+        var RotationType: String?
+
+        init(_ rotation: KeyManagementService.Rotation) {
+            KeyId = rotation.keyARN
+            KeyMaterialId = rotation.materialID
+            KeyMaterialDescription = rotation.imported?.description
+            ImportState = rotation.imported?.importState.rawValue
+            KeyMaterialState = rotation.state.rawValue
+            ExpirationModel = rotation.imported?.expirationModel?.rawValue
+            ValidTo = rotation.imported?.validTo
+            RotationDate = rotation.date
+            RotationType = rotation.type?.rawValue
+        }
     }
     var Rotations: [Entry]
     var NextMarker: String?
@@ -55,14 +73,10 @@ extension KeyManagementService {
                 return RotateKeyOnDemandOutput(KeyId: key.arn)
             },
             "ListKeyRotations": .json(ListKeyRotationsInput.self) { request, caller in
-                if let include = request.IncludeKeyMaterial, !["ALL_KEY_MATERIAL", "ROTATIONS_ONLY"].contains(include) {
-                    throw KMSError(.validation, "1 validation error detected: Value '\(include)' at 'includeKeyMaterial' failed to satisfy constraint: Member must satisfy enum value set: [ALL_KEY_MATERIAL, ROTATIONS_ONLY]")
-                }
                 let page = try await self.listKeyRotations(
-                    try required(request.KeyId, "KeyId"), limit: request.Limit, marker: request.Marker, caller: caller)
-                return ListKeyRotationsOutput(
-                    Rotations: page.items.map { .init(KeyId: $0.keyARN, RotationDate: $0.date, RotationType: $0.type.rawValue) },
-                    NextMarker: page.nextMarker, Truncated: page.nextMarker != nil)
+                    try required(request.KeyId, "KeyId"), includeKeyMaterial: request.IncludeKeyMaterial, limit: request.Limit,
+                    marker: request.Marker, caller: caller)
+                return ListKeyRotationsOutput(Rotations: page.items.map(ListKeyRotationsOutput.Entry.init), NextMarker: page.nextMarker, Truncated: page.nextMarker != nil)
             },
         ]
     }
