@@ -197,7 +197,7 @@ extension PKCS11KeyProvider {
 
     public func decrypt(_ ciphertext: [UInt8], under key: BackingKeyRecord, spec: KeyPairSpec, algorithm: RSAEncryptionAlgorithm) async throws -> [UInt8] {
         let modulusLength = (spec.rsaModulusBits ?? 0) / 8
-        let invalid = KMSError(.invalidCiphertext, "The ciphertext is invalid for this key and encryption algorithm.")
+        let invalid = KMSError(.invalidCiphertext, "")
         guard ciphertext.count == modulusLength else { throw invalid }
         let inToken = configuration.profile.tokenDoesOAEP(with: algorithm.digest)
         let plaintext = try await withWorkingKey(key, kind: .keyPair(spec), "decrypt") { session, handle, _ throws -> [UInt8]? in
@@ -236,7 +236,8 @@ extension PKCS11KeyProvider {
         guard case .ec(let peerCurve, let point)? = try? AsymmetricEncoding.publicKey(fromSubjectPublicKeyInfo: peerPublicKey),
             peerCurve == curve.parameters, Self.isOnCurve(point, spec)
         else {
-            throw KMSError(.validation, "PublicKey must be a DER-encoded X.509 public key on the same curve as the KMS key (\(spec.rawValue)).")
+            // AWS says nothing more about a public key it cannot use.
+            throw KMSError(.validation, "")
         }
         return try await withWorkingKey(key, kind: .keyPair(spec), "derive a shared secret") { session, handle, _ in
             let secret = try session.deriveKey(

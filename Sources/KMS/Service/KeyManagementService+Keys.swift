@@ -44,10 +44,10 @@ extension KeyManagementService {
             throw KMSError(.unsupportedOperation, "KeySpec \(keySpec.rawValue) is not supported by Trent: it has no SM2, ML-DSA or Ed25519 keys.")
         }
         if request.keyUsage == nil && keySpec != .symmetricDefault {
-            throw KMSError(.validation, "KeyUsage is required for KeySpec \(keySpec.rawValue); valid values are \(keySpec.keyUsages.map(\.rawValue).joined(separator: ", ")).")
+            throw KMSError(.validation, "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys.")
         }
         guard keySpec.keyUsages.contains(keyUsage) else {
-            throw KMSError(.validation, "KeyUsage \(keyUsage.rawValue) is not compatible with KeySpec \(keySpec.rawValue).")
+            throw KMSError(.validation, "KeyUsage \(keyUsage.rawValue) is not compatible with KeySpec \(keySpec.rawValue)")
         }
         if origin == .external, keySpec != .symmetricDefault, keySpec.macAlgorithm == nil {
             throw KMSError(.unsupportedOperation, "Trent imports key material into SYMMETRIC_DEFAULT and HMAC keys only, not \(keySpec.rawValue).")

@@ -44,7 +44,9 @@ extension KeyManagementService {
         let key = try await rotatableKey(keyID, action: "kms:RotateKeyOnDemand", caller: caller)
         let onDemand = try await store.backingKeys(of: key.id).filter { $0.rotationType == .onDemand }.count
         guard onDemand < Self.maximumOnDemandRotations else {
-            throw KMSError(.limitExceeded, "\(arn(key)) has been rotated on demand \(onDemand) times, the most allowed.")
+            throw KMSError(
+                .limitExceeded,
+                "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations can be performed for this key: \(arn(key))")
         }
         let version = try await ledger.rotate(key.id, type: .onDemand)
         logger.info("rotated key on demand", metadata: ["kms.key.id": "\(key.id)", "kms.backing_key.version": "\(version.version)"])
@@ -117,18 +119,29 @@ extension KeyManagementService {
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
         try await authorize(action, resolved, caller: caller)
         let key = resolved.record
-        try requireRotatableKind(key)
+        // Imported material is refused first; then AWS tells a disabled key (DisabledException) whatever its spec.
+        try requireRotatableOrigin(key)
         try requireEnabled(key)
+        try requireRotatableSpec(key)
         return key
     }
 
-    /// Only symmetric encryption keys with material Trent generated rotate, as in AWS.
+    /// Only symmetric encryption keys with material Trent generated rotate, as in AWS, which refuses other kinds
+    /// with an empty message.
     private func requireRotatableKind(_ key: KeyRecord) throws(KMSError) {
+        try requireRotatableSpec(key)
+        try requireRotatableOrigin(key)
+    }
+
+    private func requireRotatableSpec(_ key: KeyRecord) throws(KMSError) {
         guard key.keySpec == .symmetricDefault, key.keyUsage == .encryptDecrypt else {
-            throw KMSError(.unsupportedOperation, "\(arn(key)) is not a symmetric encryption key: its key material does not rotate.")
+            throw KMSError(.unsupportedOperation, "")
         }
+    }
+
+    private func requireRotatableOrigin(_ key: KeyRecord) throws(KMSError) {
         guard key.origin == .awsKMS else {
-            throw KMSError(.unsupportedOperation, "\(arn(key)) has \(key.origin.rawValue) key material, which Trent does not rotate.")
+            throw KMSError(.unsupportedOperation, "\(arn(key)) origin is \(key.origin.rawValue) which is not valid for this operation.")
         }
     }
 }
