@@ -68,6 +68,12 @@ extension PKCS11KeyProvider {
         return try session.generateKeyPair(BackingKeyKind.keyPair(spec).generationMechanism, publicTemplate: publicTemplate, privateTemplate: privateTemplate)
     }
 
+    public func unavailability(of spec: KeySpec) -> String? {
+        guard spec == .eccNistEdwards25519 else { return nil }
+        let reason = configuration.profile.eddsaUnavailable ?? "its profile records no EdDSA"
+        return "This HSM (profile '\(configuration.profile.name)') holds no \(spec.rawValue) keys: \(reason)."
+    }
+
     /// Refuses a curve the profile's `ecCurves` leaves out before the token is asked.
     func requireCurve(of spec: KeyPairSpec, _ consequence: String) throws {
         guard configuration.profile.generatesCurve(of: spec) else {

@@ -1,4 +1,4 @@
-"""AWS's exact error messages, and three corner cases of the AWS API reference.
+"""AWS's exact error messages, three corner cases of the AWS API reference, and the refusal of Ed25519 keys.
 
 Each case makes the request an AWS-validated record made and asserts the exact `__type` and message. The record is
 LocalStack's snapshot suite, validated against real AWS (github.com/localstack/localstack,
@@ -17,7 +17,7 @@ import json
 import pytest
 from botocore.exceptions import ClientError
 
-from trent_e2e import expect_error, key_arn, policy_json, remember_plaintext, root_statement, ACCOUNT_ID
+from trent_e2e import ACCOUNT_ID, REPO, TOKEN, key_arn, policy_json, remember_plaintext, root_statement
 
 
 def error_of(call, *args, **kwargs) -> dict:
@@ -310,3 +310,37 @@ def test_key_policy_too_long(kms, keys):
     expect("LimitExceededException", message, kms.create_key, Policy=policy)
     expect("LimitExceededException", message, kms.put_key_policy, KeyId=keys["symmetric"], PolicyName="default", Policy=policy)
     assert json.loads(kms.get_key_policy(KeyId=keys["symmetric"], PolicyName="default")["Policy"])["Statement"]
+
+
+# --------------------------------------------------------------------------- Ed25519 (what this run's token lacks)
+
+def eddsa_unavailable() -> str:
+    """The reason this run's HSM profile records for holding no Ed25519 keys (measured on both tokens here)."""
+    profile = json.loads((REPO / "Config" / "hsm" / f"{TOKEN}.json").read_text())
+    return profile["eddsaUnavailable"]
+
+
+def test_ed25519_keys_are_refused_saying_what_the_token_lacks(kms, keys):
+    """SoftHSM 2.6.1 cannot wrap an Ed25519 private key (CKR_KEY_NOT_WRAPPABLE) and ignores Ed25519ph's phFlag;
+    NSS softoken 3.87 has no EdDSA: neither can keep an Ed25519 key the way Trent keeps private keys."""
+    message = f"This HSM (profile '{TOKEN}') holds no ECC_NIST_EDWARDS25519 keys: {eddsa_unavailable()}."
+    before = {k["KeyId"] for k in kms.list_keys(Limit=1000)["Keys"]}
+    expect("UnsupportedOperationException", message, kms.create_key, KeySpec="ECC_NIST_EDWARDS25519", KeyUsage="SIGN_VERIFY")
+    expect("UnsupportedOperationException", message,
+           kms.generate_data_key_pair, KeyId=keys["symmetric"], KeyPairSpec="ECC_NIST_EDWARDS25519")
+    assert {k["KeyId"] for k in kms.list_keys(Limit=1000)["Keys"]} == before
+
+
+@pytest.mark.parametrize("spec", ["SM2", "ML_DSA_44", "ML_DSA_65", "ML_DSA_87"])
+def test_sm2_and_ml_dsa_keys_are_refused(kms, spec):
+    expect("UnsupportedOperationException", f"KeySpec {spec} is not supported by Trent: it has no SM2 or ML-DSA keys.",
+           kms.create_key, KeySpec=spec, KeyUsage="SIGN_VERIFY")
+
+
+@pytest.mark.parametrize("algorithm", ["ED25519_SHA_512", "ED25519_PH_SHA_512"])
+def test_ed25519_algorithms_with_another_key(kms, keys, algorithm):
+    """An Ed25519 signing algorithm is a valid enum value: with a P-256 key it is the key's usage that refuses it."""
+    key = keys["p256-sign"]
+    expect("InvalidKeyUsageException",
+           f"The signing algorithm {algorithm} is not supported by {key_arn(key)}, whose key spec is ECC_NIST_P256.",
+           kms.sign, KeyId=key, Message=b"m", MessageType="RAW", SigningAlgorithm=algorithm)

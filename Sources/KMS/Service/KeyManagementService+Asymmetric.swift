@@ -101,6 +101,9 @@ extension KeyManagementService {
         keyID: String, keyPairSpec: String?, context: EncryptionContext, includePlaintext: Bool, dryRun: Bool?, caller: Caller
     ) async throws -> DataKeyPairResult {
         guard let keyPairSpec else { throw KMSError.missing("keyPairSpec") }
+        if KeyPairSpec(rawValue: keyPairSpec) == nil, let known = KeySpec(rawValue: keyPairSpec), let refusal = provider.unavailability(of: known) {
+            throw KMSError(.unsupportedOperation, refusal)
+        }
         let spec = try validateEnum(keyPairSpec, "keyPairSpec", as: KeyPairSpec.self)
         try context.validate(member: "encryptionContext")
         let resolved = try await resolveKey(keyID, allowAlias: true, caller: caller)

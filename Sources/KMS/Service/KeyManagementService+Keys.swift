@@ -41,7 +41,9 @@ extension KeyManagementService {
         try validateLength(description.utf8.count, "description", min: 0, max: 8192)
 
         guard keySpec.backingKeyKind != nil else {
-            throw KMSError(.unsupportedOperation, "KeySpec \(keySpec.rawValue) is not supported by Trent: it has no SM2, ML-DSA or Ed25519 keys.")
+            throw KMSError(
+                .unsupportedOperation,
+                provider.unavailability(of: keySpec) ?? "KeySpec \(keySpec.rawValue) is not supported by Trent: it has no SM2 or ML-DSA keys.")
         }
         if request.keyUsage == nil && keySpec != .symmetricDefault {
             throw KMSError(.validation, "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys.")
