@@ -341,6 +341,13 @@ def test_sm2_and_ml_dsa_keys_are_refused(kms, spec):
 def test_ed25519_algorithms_with_another_key(kms, keys, algorithm):
     """An Ed25519 signing algorithm is a valid enum value: with a P-256 key it is the key's usage that refuses it."""
     key = keys["p256-sign"]
-    expect("InvalidKeyUsageException",
-           f"The signing algorithm {algorithm} is not supported by {key_arn(key)}, whose key spec is ECC_NIST_P256.",
+    expect("InvalidKeyUsageException", f"Algorithm {algorithm} is incompatible with key spec ECC_NIST_P256.",
+           kms.sign, KeyId=key, Message=b"m", MessageType="RAW", SigningAlgorithm=algorithm)
+
+
+@pytest.mark.parametrize("spec, algorithm", [("ECC_NIST_P256", "ECDSA_SHA_384"), ("RSA_2048", "ECDSA_SHA_256")])
+def test_signing_algorithm_incompatible_with_key_spec(kms, keys, spec, algorithm):
+    """No record for signing keys: worded as AWS words the same refusal for HMAC keys (test_invalid_generate_mac)."""
+    key = keys["p256-sign" if spec == "ECC_NIST_P256" else "rsa-sign"]
+    expect("InvalidKeyUsageException", f"Algorithm {algorithm} is incompatible with key spec {spec}.",
            kms.sign, KeyId=key, Message=b"m", MessageType="RAW", SigningAlgorithm=algorithm)

@@ -153,7 +153,7 @@ extension KeyManagementService {
             throw invalidKeyUsage(key, for: String(action.dropFirst(4)))
         }
         guard pair.signingAlgorithms.contains(requested) else {
-            throw KMSError(.invalidKeyUsage, "The signing algorithm \(requested.rawValue) is not supported by \(arn(key)), whose key spec is \(pair.rawValue).")
+            throw KMSError(.invalidKeyUsage, "Algorithm \(requested.rawValue) is incompatible with key spec \(pair.rawValue).")
         }
         switch type {
         case .raw: break
