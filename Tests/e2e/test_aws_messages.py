@@ -302,6 +302,19 @@ def test_key_policy_of_the_largest_size(kms):
     kms.put_key_policy(KeyId=key, PolicyName="default", Policy=policy.rstrip() + " ")
 
 
+def test_key_policy_of_the_largest_size_fits_the_request_body_escaped(kms):
+    """Every character of such a policy outside ASCII (the model allows up to U+00FF) is sent as a 6-byte \\u00XX
+    escape: 786 KB of JSON, within the default 1 MiB request body."""
+    def document(sid: str) -> str:
+        return json.dumps({"Version": "2012-10-17", "Statement": [dict(root_statement(ACCOUNT_ID), Sid=sid)]}, ensure_ascii=False)
+
+    text = document("")
+    policy = document("\u00e9" * (POLICY_LIMIT - len(text)))
+    assert len(policy) == POLICY_LIMIT and len(json.dumps({"Policy": policy})) > 6 * (POLICY_LIMIT - len(text))
+    key = kms.create_key(Policy=policy)["KeyMetadata"]["KeyId"]
+    assert kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"] == policy
+
+
 def test_key_policy_too_long(kms, keys):
     """AWS API reference: a longer policy is LimitExceededException (a length constraint or quota was exceeded)."""
     policy = policy_of_length(POLICY_LIMIT + 1)
