@@ -101,7 +101,10 @@ extension KeyManagementService {
         keyID: String, keyPairSpec: String?, context: EncryptionContext, includePlaintext: Bool, dryRun: Bool?, caller: Caller
     ) async throws -> DataKeyPairResult {
         guard let keyPairSpec else { throw KMSError.missing("keyPairSpec") }
-        if KeyPairSpec(rawValue: keyPairSpec) == nil, let known = KeySpec(rawValue: keyPairSpec), let refusal = provider.unavailability(of: known) {
+        // A spec of the API that this token cannot hold (ECC_NIST_EDWARDS25519) says why, as CreateKey does.
+        if KeyPairSpec(rawValue: keyPairSpec) == nil, let known = KeySpec(rawValue: keyPairSpec),
+            let refusal = provider.unavailability(of: known)
+        {
             throw KMSError(.unsupportedOperation, refusal)
         }
         let spec = try validateEnum(keyPairSpec, "keyPairSpec", as: KeyPairSpec.self)
