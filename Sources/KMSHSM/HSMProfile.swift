@@ -108,6 +108,10 @@ public struct HSMProfile: Codable, Sendable, Equatable {
     public var ecCurves: [String]?
     /// Absent or null: the token unwraps private keys as the standard says, with the template Trent gives.
     public var privateKeyUnwrap: PrivateKeyUnwrap?
+    /// What the token lacks for ECC_NIST_EDWARDS25519 KMS keys (EdDSA), as measured: CreateKey's
+    /// UnsupportedOperationException says it. Trent keeps an Ed25519 key only in a token that wraps and unwraps its
+    /// private key under the domain key and signs both Ed25519 and Ed25519ph itself; no profile here has all of that.
+    public var eddsaUnavailable: String?
     /// The hashes the token's `CKM_RSA_PKCS_OAEP` takes (`SHA-1`, `SHA-256`). For an RSAES-OAEP algorithm whose hash is
     /// missing, the token does raw RSA (`CKM_RSA_X_509`) and Trent pads on the host; only then may RSA private keys
     /// do raw RSA at all (their `CKA_ALLOWED_MECHANISMS`).

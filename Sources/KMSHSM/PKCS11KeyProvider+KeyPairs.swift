@@ -68,6 +68,12 @@ extension PKCS11KeyProvider {
         return try session.generateKeyPair(BackingKeyKind.keyPair(spec).generationMechanism, publicTemplate: publicTemplate, privateTemplate: privateTemplate)
     }
 
+    public func unavailability(of spec: KeySpec) -> String? {
+        guard spec == .eccNistEdwards25519 else { return nil }
+        let reason = configuration.profile.eddsaUnavailable ?? "its profile records no EdDSA"
+        return "This HSM (profile '\(configuration.profile.name)') holds no \(spec.rawValue) keys: \(reason)."
+    }
+
     /// Refuses a curve the profile's `ecCurves` leaves out before the token is asked.
     func requireCurve(of spec: KeyPairSpec, _ consequence: String) throws {
         guard configuration.profile.generatesCurve(of: spec) else {
@@ -197,7 +203,7 @@ extension PKCS11KeyProvider {
 
     public func decrypt(_ ciphertext: [UInt8], under key: BackingKeyRecord, spec: KeyPairSpec, algorithm: RSAEncryptionAlgorithm) async throws -> [UInt8] {
         let modulusLength = (spec.rsaModulusBits ?? 0) / 8
-        let invalid = KMSError(.invalidCiphertext, "The ciphertext is invalid for this key and encryption algorithm.")
+        let invalid = KMSError(.invalidCiphertext, "")
         guard ciphertext.count == modulusLength else { throw invalid }
         let inToken = configuration.profile.tokenDoesOAEP(with: algorithm.digest)
         let plaintext = try await withWorkingKey(key, kind: .keyPair(spec), "decrypt") { session, handle, _ throws -> [UInt8]? in
@@ -236,7 +242,8 @@ extension PKCS11KeyProvider {
         guard case .ec(let peerCurve, let point)? = try? AsymmetricEncoding.publicKey(fromSubjectPublicKeyInfo: peerPublicKey),
             peerCurve == curve.parameters, Self.isOnCurve(point, spec)
         else {
-            throw KMSError(.validation, "PublicKey must be a DER-encoded X.509 public key on the same curve as the KMS key (\(spec.rawValue)).")
+            // AWS says nothing more about a public key it cannot use.
+            throw KMSError(.validation, "")
         }
         return try await withWorkingKey(key, kind: .keyPair(spec), "derive a shared secret") { session, handle, _ in
             let secret = try session.deriveKey(

@@ -115,7 +115,7 @@ public final class PKCS11KeyProvider: KeyProvider {
         // leave its operation active, and a session that fails is closed, never lent again; decryptOrNil's own are.
         try await withWorkingKey(key, kind: .aes256, "decrypt") { [self] _, handle, login in
             guard let plaintext = try decryptOrNil(sealed.ciphertextAndTag, key: handle, iv: sealed.iv, additionalData: additionalData, login) else {
-                throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
+                throw KMSError(.invalidCiphertext, "")
             }
             return plaintext
         }

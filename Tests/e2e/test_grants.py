@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from trent_e2e import (
     ADMIN_POLICY,
@@ -182,10 +183,33 @@ def test_constraints_apply_to_reencrypt_halves(g, key):
     assert g.admin.kms.decrypt(CiphertextBlob=out["CiphertextBlob"], EncryptionContext={"db": "2"})["KeyId"] == dest
 
 
-@pytest.mark.parametrize("operations", [["DescribeKey"], ["Decrypt", "DescribeKey"]])
-def test_constraints_with_describe_key_are_invalid(g, key, operations):
+@pytest.mark.parametrize("constraint", ["EncryptionContextEquals", "EncryptionContextSubset"])
+def test_constraints_do_not_bind_describe_key_and_retire_grant(g, key, constraint):
+    """AWS API reference (CreateGrant, Constraints): a constrained grant may include DescribeKey and RetireGrant,
+    and the constraint does not apply to them, which take no encryption context."""
+    created = grant(g, key, g.gus, ["Decrypt", "DescribeKey", "RetireGrant"], Constraints={constraint: {"a": "b"}})
+    assert g.gus.kms.describe_key(KeyId=key)["KeyMetadata"]["Arn"] == key
+    blob = ciphertext(g, key, {"a": "b"})
+    assert g.gus.kms.decrypt(CiphertextBlob=blob, EncryptionContext={"a": "b"})["KeyId"] == key
+    with expect_denied(g.gus.arn, "kms:Decrypt", key, "no-identity"):
+        g.gus.kms.decrypt(CiphertextBlob=ciphertext(g, key, {"a": "c"}), EncryptionContext={"a": "c"})
+    g.gus.kms.retire_grant(KeyId=key, GrantId=created["GrantId"])
+    assert g.admin.kms.list_grants(KeyId=key)["Grants"] == []
+
+
+@pytest.mark.parametrize("operations", [["Sign"], ["GetPublicKey"], ["Decrypt", "GenerateMac"]])
+def test_constraints_with_operations_without_encryption_context_are_invalid(g, key, operations):
     with expect_error("ValidationException"):
         grant(g, key, g.gus, operations, Constraints={"EncryptionContextSubset": {"a": "b"}})
+    assert g.admin.kms.list_grants(KeyId=key)["Grants"] == []
+
+
+def test_both_constraint_kinds_are_invalid(g, key):
+    with pytest.raises(ClientError) as excinfo:
+        grant(g, key, g.gus, ["Decrypt"], Constraints={"EncryptionContextEquals": {"a": "b"}, "EncryptionContextSubset": {"a": "b"}})
+    assert excinfo.value.response["Error"] == {
+        "Code": "ValidationException",
+        "Message": "You can specify only one type of encryption context constraint: EncryptionContextEquals or EncryptionContextSubset."}
     assert g.admin.kms.list_grants(KeyId=key)["Grants"] == []
 
 

@@ -167,10 +167,11 @@ def test_create_key_malformed_policy(admin, case):
 
 
 def test_put_key_policy_too_long(admin, acct, key):
-    statements = [allow("kms:DescribeKey", principal=root_arn(acct), sid=f"S{i:05d}") for i in range(400)]
+    """A key policy has at most 131,072 characters (AWS API reference); a longer one is LimitExceededException."""
+    statements = [allow("kms:DescribeKey", principal=root_arn(acct), sid=f"S{i:05d}") for i in range(1200)]
     text = policy_json(root_statement(acct), *statements)
-    assert len(text) > 32768
-    with expect_error("ValidationException"):
+    assert len(text) > 131_072
+    with expect_error("LimitExceededException"):
         admin.kms.put_key_policy(KeyId=key, PolicyName="default", Policy=text)
 
 

@@ -60,8 +60,9 @@ public enum SigningAlgorithm: String, Sendable, Codable, CaseIterable {
     case rsassaPKCS1SHA512 = "RSASSA_PKCS1_V1_5_SHA_512"
     case ecdsaSHA256 = "ECDSA_SHA_256", ecdsaSHA384 = "ECDSA_SHA_384", ecdsaSHA512 = "ECDSA_SHA_512"
     /// Listed so requests naming them get InvalidKeyUsageException rather than a validation error: Trent has
-    /// no SM2 or ML-DSA keys.
+    /// no SM2, ML-DSA or Ed25519 keys (``KeyProvider/unavailability(of:)`` says why for Ed25519).
     case sm2DSA = "SM2DSA", mlDSAShake256 = "ML_DSA_SHAKE_256"
+    case ed25519SHA512 = "ED25519_SHA_512", ed25519PHSHA512 = "ED25519_PH_SHA_512"
 
     public enum Scheme: Sendable { case pss, pkcs1v15, ecdsa, unsupported }
 
@@ -70,7 +71,7 @@ public enum SigningAlgorithm: String, Sendable, Codable, CaseIterable {
         case .rsassaPSSSHA256, .rsassaPSSSHA384, .rsassaPSSSHA512: .pss
         case .rsassaPKCS1SHA256, .rsassaPKCS1SHA384, .rsassaPKCS1SHA512: .pkcs1v15
         case .ecdsaSHA256, .ecdsaSHA384, .ecdsaSHA512: .ecdsa
-        case .sm2DSA, .mlDSAShake256: .unsupported
+        case .sm2DSA, .mlDSAShake256, .ed25519SHA512, .ed25519PHSHA512: .unsupported
         }
     }
 
@@ -78,7 +79,7 @@ public enum SigningAlgorithm: String, Sendable, Codable, CaseIterable {
         switch self {
         case .rsassaPSSSHA256, .rsassaPKCS1SHA256, .ecdsaSHA256, .sm2DSA, .mlDSAShake256: .sha256
         case .rsassaPSSSHA384, .rsassaPKCS1SHA384, .ecdsaSHA384: .sha384
-        case .rsassaPSSSHA512, .rsassaPKCS1SHA512, .ecdsaSHA512: .sha512
+        case .rsassaPSSSHA512, .rsassaPKCS1SHA512, .ecdsaSHA512, .ed25519SHA512, .ed25519PHSHA512: .sha512
         }
     }
 }

@@ -26,7 +26,7 @@ public struct CiphertextBlob: Sendable, Equatable {
     /// Parses a blob; anything malformed is InvalidCiphertextException, as AWS answers it.
     public init(parsing bytes: [UInt8]) throws(KMSError) {
         guard bytes.count >= Self.minimumLength, bytes[0] == Self.formatVersion else {
-            throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
+            throw KMSError(.invalidCiphertext, "")
         }
         keyID = KeyID(bytes: bytes[1..<17])
         backingKeyVersion = bytes[17..<21].reduce(0) { $0 << 8 | UInt32($1) }

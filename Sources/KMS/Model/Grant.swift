@@ -22,16 +22,22 @@ public enum GrantOperation: String, Sendable, Codable, CaseIterable, Comparable 
 
     public static func < (lhs: GrantOperation, rhs: GrantOperation) -> Bool { lhs.rawValue < rhs.rawValue }
 
-    /// Operations that take an encryption context, the only ones a constrained grant may allow.
+    /// The operations a grant with an encryption-context constraint may allow: those that take an encryption context,
+    /// CreateGrant (whose new grants must be as strict), and DescribeKey and RetireGrant, which the constraint does
+    /// not bind (``isBoundByConstraints``), as the AWS API reference says.
     public var acceptsEncryptionContext: Bool {
         switch self {
         case .decrypt, .encrypt, .generateDataKey, .generateDataKeyWithoutPlaintext, .reEncryptFrom, .reEncryptTo,
-            .generateDataKeyPair, .generateDataKeyPairWithoutPlaintext, .createGrant, .retireGrant:
+            .generateDataKeyPair, .generateDataKeyPairWithoutPlaintext, .createGrant, .retireGrant, .describeKey:
             return true
         default:
             return false
         }
     }
+
+    /// Whether a grant's encryption-context constraint applies to the operation: not to DescribeKey and RetireGrant,
+    /// which take no encryption context.
+    public var isBoundByConstraints: Bool { self != .describeKey && self != .retireGrant }
 }
 
 /// Limits a grant to requests whose encryption context equals, or includes, the given pairs.
@@ -100,6 +106,7 @@ public struct GrantRecord: Sendable, Equatable {
 
     /// Whether this grant lets `principal` perform `operation` with `context`.
     public func allows(_ operation: GrantOperation, for principal: String, context: EncryptionContext) -> Bool {
-        granteePrincipal == principal && operations.contains(operation) && (constraints?.allow(context) ?? true)
+        granteePrincipal == principal && operations.contains(operation)
+            && (!operation.isBoundByConstraints || (constraints?.allow(context) ?? true))
     }
 }

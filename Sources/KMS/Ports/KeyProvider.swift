@@ -54,6 +54,10 @@ public protocol KeyProvider: Sendable {
         kind: BackingKeyKind, previous: BackingKeyRecord?
     ) async throws -> BackingKeyMaterial
 
+    /// Why the token cannot hold KMS keys or data key pairs of `spec`, for the specs Trent knows but has no backing
+    /// key for (ECC_NIST_EDWARDS25519): the UnsupportedOperationException's message. Nil when nothing is recorded.
+    func unavailability(of spec: KeySpec) -> String?
+
     /// Bytes from the token's random number generator.
     func generateRandom(count: Int) async throws -> [UInt8]
 

@@ -116,22 +116,23 @@ extension KeyManagementService {
     static let maximumTagsPerKey = 50
 
     func validateTags(_ tags: [Tag]) throws(KMSError) {
-        for tag in tags {
-            try validateTagKey(tag.key)
-            try validateLength(tag.value.utf8.count, "tags.member.tagValue", min: 0, max: 256)
+        // AWS names a member of the list by its 1-based position: 'tags.1.member.tagValue'.
+        for (position, tag) in zip(1..., tags) {
+            try validateTagKey(tag.key, member: "tags.\(position).member.tagKey")
+            try validateLength(tag.value.utf8.count, "tags.\(position).member.tagValue", min: 0, max: 256, value: tag.value)
         }
         guard Set(tags.map(\.key)).count == tags.count else {
-            throw KMSError(.tag, "Duplicate tag keys in the request.")
+            throw KMSError(.tag, "Duplicate tag keys")
         }
         guard tags.count <= Self.maximumTagsPerKey else {
-            throw KMSError(.tag, "A key can have at most \(Self.maximumTagsPerKey) tags.")
+            throw KMSError(.tag, "Too many tags")
         }
     }
 
-    private func validateTagKey(_ key: String) throws(KMSError) {
-        try validateLength(key.utf8.count, "tags.member.tagKey", min: 1, max: 128)
+    private func validateTagKey(_ key: String, member: String) throws(KMSError) {
+        try validateLength(key.utf8.count, member, min: 1, max: 128, value: key)
         if key.lowercased().hasPrefix("aws:") {
-            throw KMSError(.tag, "Tag keys beginning with aws: are reserved for AWS use.")
+            throw KMSError(.tag, "Tags beginning with aws: are reserved")
         }
     }
 
@@ -152,7 +153,7 @@ extension KeyManagementService {
     }
 
     public func untagResource(_ keyID: String, tagKeys: [String], caller: Caller) async throws {
-        for tagKey in tagKeys { try validateTagKey(tagKey) }
+        for (position, tagKey) in zip(1..., tagKeys) { try validateTagKey(tagKey, member: "tagKeys.\(position).member") }
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
         var conditions = ConditionContext()
         conditions.set("aws:TagKeys", values: tagKeys)

@@ -43,9 +43,9 @@ extension KeyManagementService {
         let algorithm = try validateAlgorithm(algorithm, member: "encryptionAlgorithm")
         try await authorize(
             "kms:Encrypt", resolved, grant: .encrypt, encryptionContext: context, context: .algorithm(algorithm), caller: caller)
-        try requireAlgorithm(algorithm, supportedBy: key)
+        try requireAlgorithm(algorithm, supportedBy: key, for: "Encrypt")
         try requireEnabled(key)
-        try requireEncryption(key, context: context)
+        try requireContextSupported(by: key, context)
         try rejectDryRun(dryRun)
         let blob = try await seal(plaintext, under: key, context: context, algorithm: algorithm)
         recordUse(of: key, "Encrypt")
@@ -59,7 +59,7 @@ extension KeyManagementService {
         try context.validate(member: "encryptionContext")
         let (key, plaintext, algorithm) = try await open(
             ciphertext, context: context, keyID: keyID, algorithm: algorithm, members: ("keyId", "encryptionAlgorithm"),
-            action: ("kms:Decrypt", .decrypt), dryRun: dryRun, caller: caller)
+            action: ("kms:Decrypt", .decrypt, "Decrypt"), dryRun: dryRun, caller: caller)
         recordUse(of: key, "Decrypt")
         return DecryptResult(plaintext: plaintext, keyARN: arn(key), encryptionAlgorithm: algorithm)
     }
@@ -77,14 +77,14 @@ extension KeyManagementService {
         let destinationAlgorithm = try validateAlgorithm(destinationAlgorithm, member: "destinationEncryptionAlgorithm")
         let (source, plaintext, sourceAlgorithm) = try await open(
             ciphertext, context: sourceContext, keyID: sourceKeyID, algorithm: sourceAlgorithm,
-            members: ("sourceKeyId", "sourceEncryptionAlgorithm"), action: ("kms:ReEncryptFrom", .reEncryptFrom), dryRun: nil,
+            members: ("sourceKeyId", "sourceEncryptionAlgorithm"), action: ("kms:ReEncryptFrom", .reEncryptFrom, "ReEncrypt"), dryRun: nil,
             caller: caller)
         try await authorize(
             "kms:ReEncryptTo", resolvedDestination, grant: .reEncryptTo, encryptionContext: destinationContext,
             context: .algorithm(destinationAlgorithm), caller: caller)
-        try requireAlgorithm(destinationAlgorithm, supportedBy: destination)
+        try requireAlgorithm(destinationAlgorithm, supportedBy: destination, for: "ReEncrypt")
         try requireEnabled(destination)
-        try requireEncryption(destination, context: destinationContext)
+        try requireContextSupported(by: destination, destinationContext)
         try rejectDryRun(dryRun)
         let blob = try await seal(plaintext, under: destination, context: destinationContext, algorithm: destinationAlgorithm)
         recordUse(of: source, "ReEncrypt")
@@ -120,7 +120,7 @@ extension KeyManagementService {
             includePlaintext ? "kms:GenerateDataKey" : "kms:GenerateDataKeyWithoutPlaintext", resolved,
             grant: includePlaintext ? .generateDataKey : .generateDataKeyWithoutPlaintext, encryptionContext: context, caller: caller)
         try requireEnabled(key)
-        try requireSymmetricEncryption(key)
+        try requireSymmetricEncryption(key, for: includePlaintext ? "GenerateDataKey" : "GenerateDataKeyWithoutPlaintext")
         try rejectDryRun(dryRun)
         let dataKey = try await provider.generateRandom(count: length)
         let blob = try await seal(dataKey, under: key, context: context, algorithm: Self.symmetricAlgorithm)
@@ -129,7 +129,7 @@ extension KeyManagementService {
     }
 
     public func generateRandom(numberOfBytes: Int?, customKeyStoreID: String?, caller: Caller) async throws -> [UInt8] {
-        guard let count = numberOfBytes else { throw KMSError.missing("numberOfBytes") }
+        guard let count = numberOfBytes else { throw KMSError(.validation, "NumberOfBytes is required.") }
         try validateRange(count, "numberOfBytes", min: 1, max: 1024)
         try await authorizer.authorize(AuthorizationRequest("kms:GenerateRandom"), caller: caller)
         if let customKeyStoreID {
@@ -141,7 +141,7 @@ extension KeyManagementService {
     // MARK: Shared steps
 
     /// The request's encryption algorithm (SYMMETRIC_DEFAULT when absent), checked against the API's values only:
-    /// what a key supports is told only to a caller authorized to use it (``requireAlgorithm(_:supportedBy:)``).
+    /// what a key supports is told only to a caller authorized to use it (``requireAlgorithm(_:supportedBy:for:)``).
     private func validateAlgorithm(_ algorithm: String?, member: String) throws(KMSError) -> String {
         guard let algorithm else { return Self.symmetricAlgorithm }
         guard Self.encryptionAlgorithms.contains(algorithm) else {
@@ -151,27 +151,34 @@ extension KeyManagementService {
         return algorithm
     }
 
-    /// The key must support the algorithm; checked after authorization, as AWS does.
-    private func requireAlgorithm(_ algorithm: String, supportedBy key: KeyRecord) throws(KMSError) {
+    /// The key must encrypt (symmetric encryption keys, and RSA keys for ENCRYPT_DECRYPT) and support the algorithm;
+    /// checked after authorization, the usage first, as AWS does. `operation` is the API operation's name, which
+    /// AWS's message names.
+    private func requireAlgorithm(_ algorithm: String, supportedBy key: KeyRecord, for operation: String) throws(KMSError) {
+        guard key.keyUsage == .encryptDecrypt, key.keySpec == .symmetricDefault || key.keySpec.keyPairSpec?.isRSA == true else {
+            throw invalidKeyUsage(key, for: operation)
+        }
         guard key.encryptionAlgorithms.contains(algorithm) else {
             throw KMSError(.invalidKeyUsage, "The encryption algorithm \(algorithm) is not supported by \(arn(key)).")
         }
     }
 
-    /// Symmetric encryption keys, and RSA keys for ENCRYPT_DECRYPT, which take no encryption context.
-    private func requireEncryption(_ key: KeyRecord, context: EncryptionContext) throws(KMSError) {
-        guard key.keyUsage == .encryptDecrypt, key.keySpec == .symmetricDefault || key.keySpec.keyPairSpec?.isRSA == true else {
-            throw KMSError(.invalidKeyUsage, "\(arn(key)) key usage is \(key.keyUsage.rawValue) which is not valid for this operation.")
-        }
+    /// RSA keys take no encryption context.
+    private func requireContextSupported(by key: KeyRecord, _ context: EncryptionContext) throws(KMSError) {
         if key.keySpec != .symmetricDefault && !context.isEmpty {
             throw KMSError(.validation, "EncryptionContext is supported only with symmetric encryption KMS keys; \(arn(key)) is \(key.keySpec.rawValue).")
         }
     }
 
-    func requireSymmetricEncryption(_ key: KeyRecord) throws(KMSError) {
+    func requireSymmetricEncryption(_ key: KeyRecord, for operation: String) throws(KMSError) {
         guard key.keySpec == .symmetricDefault, key.keyUsage == .encryptDecrypt else {
-            throw KMSError(.invalidKeyUsage, "\(arn(key)) key usage is \(key.keyUsage.rawValue) which is not valid for this operation.")
+            throw invalidKeyUsage(key, for: operation)
         }
+    }
+
+    /// AWS's answer to a key used for what its usage does not allow, naming the API operation ("Encrypt").
+    func invalidKeyUsage(_ key: KeyRecord, for operation: String) -> KMSError {
+        KMSError(.invalidKeyUsage, "\(arn(key)) key usage is \(key.keyUsage.rawValue) which is not valid for \(operation).")
     }
 
     /// Encrypts under the key's current backing-key version, charging its nonce budget; RSA keys encrypt
@@ -183,7 +190,7 @@ extension KeyManagementService {
             }
             let limit = rsa.maximumPlaintextLength(modulusBits: bits)
             guard plaintext.count <= limit else {
-                throw KMSError(.validation, "Plaintext is \(plaintext.count) bytes; \(algorithm) with \(pair.rawValue) encrypts at most \(limit) bytes.")
+                throw KMSError(.validation, "Algorithm \(algorithm) and key spec \(pair.rawValue) cannot encrypt data larger than \(limit) bytes.")
             }
             return try await provider.encrypt(plaintext, under: try await currentBackingKey(of: key), spec: pair, algorithm: rsa)
         }
@@ -201,7 +208,8 @@ extension KeyManagementService {
     /// Decrypts a blob, checking the optional KeyId the caller named against the key the blob names.
     private func open(
         _ ciphertext: [UInt8], context: EncryptionContext, keyID: String?, algorithm: String?,
-        members: (keyID: String, algorithm: String), action: (name: String, grant: GrantOperation), dryRun: Bool?, caller: Caller
+        members: (keyID: String, algorithm: String), action: (name: String, grant: GrantOperation, operation: String), dryRun: Bool?,
+        caller: Caller
     ) async throws -> (KeyRecord, [UInt8], String) {
         let named = try await keyID.asyncMap { try await resolveKey($0, member: members.keyID, allowAlias: true, caller: caller) }
         // An RSA ciphertext is bare: it names no key, so the caller names the key and the algorithm; any
@@ -217,12 +225,12 @@ extension KeyManagementService {
         }
         if let named, let rsa = rsaAlgorithm {
             let key = named.record
-            try requireAlgorithm(algorithm, supportedBy: key)
+            try requireAlgorithm(algorithm, supportedBy: key, for: action.operation)
             guard let pair = key.keySpec.keyPairSpec else {
                 throw KMSError(.invalidKeyUsage, "The encryption algorithm \(algorithm) is not supported by \(arn(key)).")
             }
             try requireEnabled(key)
-            try requireEncryption(key, context: context)
+            try requireContextSupported(by: key, context)
             try rejectDryRun(dryRun)
             let plaintext = try await provider.decrypt(ciphertext, under: try await currentBackingKey(of: key), spec: pair, algorithm: rsa)
             return (key, plaintext, algorithm)
@@ -237,20 +245,20 @@ extension KeyManagementService {
         } else {
             // A key of another Region is not found there, as in AWS.
             guard let blobKey = try await store.key(blob.keyID), blobKey.region == location.region(of: caller) else {
-                throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
+                throw KMSError(.invalidCiphertext, "")
             }
             try await authorize(
                 action.name, ResolvedKey(record: blobKey, requestAlias: nil), grant: action.grant, encryptionContext: context,
                 context: .algorithm(algorithm), caller: caller)
             key = blobKey
         }
-        try requireAlgorithm(algorithm, supportedBy: key)
+        try requireAlgorithm(algorithm, supportedBy: key, for: action.operation)
         try requireEnabled(key)
-        try requireSymmetricEncryption(key)
+        try requireSymmetricEncryption(key, for: action.operation)
         try rejectDryRun(dryRun)
         let tokenObject = try await customKeyStoreObject(of: key)
         guard var backingKey = try await store.backingKey(key.id, version: blob.backingKeyVersion) else {
-            throw KMSError(.invalidCiphertext, "The ciphertext is invalid or was not produced by this service.")
+            throw KMSError(.invalidCiphertext, "")
         }
         backingKey.tokenObject = tokenObject
         let aad = try CiphertextBlob.additionalData(keyID: key.id, backingKeyVersion: blob.backingKeyVersion, context: context)

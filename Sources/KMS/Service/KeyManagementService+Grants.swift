@@ -42,6 +42,9 @@ extension KeyManagementService {
         guard !request.operations.isEmpty else { throw KMSError.constraint("operations", "Member must have length greater than or equal to 1") }
         let operations = try request.operations.map { text throws(KMSError) in try validateEnum(text, "operations", as: GrantOperation.self) }
         let constraints = request.constraints.flatMap { $0.isEmpty ? nil : $0 }
+        if constraints?.encryptionContextEquals != nil, constraints?.encryptionContextSubset != nil {
+            throw KMSError(.validation, "You can specify only one type of encryption context constraint: EncryptionContextEquals or EncryptionContextSubset.")
+        }
         // Constraints are encryption contexts, with their bounds and AWS's own for grants (8 pairs, values of at most 384
         // characters): a grant cannot carry a megabyte of them.
         for pairs in [constraints?.encryptionContextEquals, constraints?.encryptionContextSubset].compactMap({ $0 }) {

@@ -73,7 +73,7 @@ extension KeyManagementService {
         }
         switch (model, validTo) {
         case (.expires, nil):
-            throw KMSError(.validation, "ValidTo is required when ExpirationModel is KEY_MATERIAL_EXPIRES.")
+            throw KMSError(.validation, "A validTo date must be set if the ExpirationModel is KEY_MATERIAL_EXPIRES")
         case (.doesNotExpire, .some):
             throw KMSError(.validation, "ValidTo must be omitted when ExpirationModel is KEY_MATERIAL_DOES_NOT_EXPIRE.")
         case (.expires, let date?):
@@ -274,7 +274,7 @@ extension KeyManagementService {
 
     private func requireExternal(_ key: KeyRecord) throws(KMSError) {
         guard key.origin == .external else {
-            throw KMSError(.unsupportedOperation, "\(arn(key)) has origin \(key.origin.rawValue); key material can be imported only into keys of origin EXTERNAL.")
+            throw KMSError(.unsupportedOperation, "\(arn(key)) origin is \(key.origin.rawValue) which is not valid for this operation.")
         }
     }
 

@@ -47,13 +47,15 @@ extension KeyManagementService {
         try validateLength(description.utf8.count, "description", min: 0, max: 8192)
 
         guard keySpec.backingKeyKind != nil else {
-            throw KMSError(.unsupportedOperation, "KeySpec \(keySpec.rawValue) is not supported by Trent: it has no SM2, ML-DSA or Ed25519 keys.")
+            throw KMSError(
+                .unsupportedOperation,
+                provider.unavailability(of: keySpec) ?? "KeySpec \(keySpec.rawValue) is not supported by Trent: it has no SM2 or ML-DSA keys.")
         }
         if request.keyUsage == nil && keySpec != .symmetricDefault {
-            throw KMSError(.validation, "KeyUsage is required for KeySpec \(keySpec.rawValue); valid values are \(keySpec.keyUsages.map(\.rawValue).joined(separator: ", ")).")
+            throw KMSError(.validation, "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys.")
         }
         guard keySpec.keyUsages.contains(keyUsage) else {
-            throw KMSError(.validation, "KeyUsage \(keyUsage.rawValue) is not compatible with KeySpec \(keySpec.rawValue).")
+            throw KMSError(.validation, "KeyUsage \(keyUsage.rawValue) is not compatible with KeySpec \(keySpec.rawValue)")
         }
         if origin == .external, !Self.importableSpecs.contains(keySpec) {
             throw KMSError(.unsupportedOperation, "Trent imports no key material into \(keySpec.rawValue) keys.")

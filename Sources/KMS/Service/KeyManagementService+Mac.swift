@@ -20,7 +20,7 @@ extension KeyManagementService {
         let (key, backingKey, algorithm) = try await macKey(keyID, message: message, algorithm: algorithm, action: "kms:VerifyMac", grant: .verifyMac, caller: caller)
         try rejectDryRun(dryRun)
         guard try await provider.verifyMac(message, mac: mac, under: backingKey, algorithm: algorithm) else {
-            throw KMSError(.invalidMac, "The MAC is not valid for the given message and key.")
+            throw KMSError(.invalidMac, "")
         }
         recordUse(of: key, "VerifyMac")
         return MacResult(mac: mac, keyARN: arn(key), algorithm: algorithm)
@@ -37,10 +37,10 @@ extension KeyManagementService {
         let key = resolved.record
         try await authorize(action, resolved, grant: grant, caller: caller)
         guard key.keyUsage == .generateVerifyMAC, let keyAlgorithm = key.keySpec.macAlgorithm else {
-            throw KMSError(.invalidKeyUsage, "\(arn(key)) key usage is \(key.keyUsage.rawValue) which is not valid for \(action.dropFirst(4)).")
+            throw invalidKeyUsage(key, for: String(action.dropFirst(4)))
         }
         guard requested == keyAlgorithm else {
-            throw KMSError(.invalidKeyUsage, "The MAC algorithm \(requested.rawValue) is not supported by \(arn(key)), whose key spec is \(key.keySpec.rawValue).")
+            throw KMSError(.invalidKeyUsage, "Algorithm \(requested.rawValue) is incompatible with key spec \(key.keySpec.rawValue).")
         }
         try requireEnabled(key)
         guard let backingKey = try await store.backingKey(key.id, version: key.currentVersion) else {

@@ -49,10 +49,20 @@ extension KeyManagementService {
         return name
     }
 
+    /// AWS's quota on a key policy's length, in characters (a longer one is LimitExceededException, not a
+    /// validation error). Even with every character escaped as `\u00XX` it fits the default 1 MiB request body.
+    static let maximumKeyPolicyLength = 131_072
+
     /// Parses a new key policy and, unless bypassed, refuses one that would lock the caller out: the caller
     /// must still be allowed to change the policy afterwards, as AWS's policy lockout safety check requires.
     func checkedKeyPolicy(_ text: String, for key: KeyRecord, bypassLockoutCheck: Bool, caller: Caller) async throws -> String {
-        try validateLength(text.utf8.count, "policy", min: 1, max: 32768)
+        let length = text.unicodeScalars.count
+        if length == 0 { throw KMSError.constraint("policy", "Member must have length greater than or equal to 1") }
+        guard length <= Self.maximumKeyPolicyLength else {
+            throw KMSError(
+                .limitExceeded,
+                "The request was rejected because a length constraint or quota was exceeded: a key policy has at most \(Self.maximumKeyPolicyLength) characters.")
+        }
         let document: PolicyDocument
         do {
             document = try PolicyDocument(parsing: text, as: .resource)

@@ -76,7 +76,9 @@ extension KeyManagementService {
         let versions = try await store.backingKeys(of: key.id)
         let onDemand = versions.filter { $0.rotationType == .onDemand }.count
         guard onDemand < Self.maximumOnDemandRotations else {
-            throw KMSError(.limitExceeded, "\(arn(key)) has been rotated on demand \(onDemand) times, the most allowed.")
+            throw KMSError(
+                .limitExceeded,
+                "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations can be performed for this key: \(arn(key))")
         }
         if key.origin == .external {
             guard let staged = versions.last, staged.version > key.currentVersion else {
@@ -187,19 +189,30 @@ extension KeyManagementService {
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
         try await authorize(action, resolved, caller: caller)
         let key = resolved.record
-        try requireRotatableKind(key, automatic: automatic)
+        // Imported material is refused first; then AWS tells a disabled key (DisabledException) whatever its spec.
+        try requireRotatableOrigin(key, automatic: automatic)
         try requireEnabled(key)
+        try requireRotatableSpec(key)
         return key
     }
 
     /// Only symmetric encryption keys rotate, as in AWS: on a schedule (`automatic`) only with material Trent
     /// generated, on demand also with imported material.
     private func requireRotatableKind(_ key: KeyRecord, automatic: Bool) throws(KMSError) {
+        try requireRotatableSpec(key)
+        try requireRotatableOrigin(key, automatic: automatic)
+    }
+
+    /// AWS refuses the other kinds with an empty message.
+    private func requireRotatableSpec(_ key: KeyRecord) throws(KMSError) {
         guard key.keySpec == .symmetricDefault, key.keyUsage == .encryptDecrypt else {
-            throw KMSError(.unsupportedOperation, "\(arn(key)) is not a symmetric encryption key: its key material does not rotate.")
+            throw KMSError(.unsupportedOperation, "")
         }
+    }
+
+    private func requireRotatableOrigin(_ key: KeyRecord, automatic: Bool) throws(KMSError) {
         guard key.origin == .awsKMS || (key.origin == .external && !automatic) else {
-            throw KMSError(.unsupportedOperation, "\(arn(key)) has \(key.origin.rawValue) key material, which Trent does not rotate.")
+            throw KMSError(.unsupportedOperation, "\(arn(key)) origin is \(key.origin.rawValue) which is not valid for this operation.")
         }
     }
 }

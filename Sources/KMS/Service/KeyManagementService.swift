@@ -126,6 +126,7 @@ public final class KeyManagementService: Sendable {
         case .enabled: return
         case .disabled: throw KMSError(.disabled, "\(arn(key)) is disabled.")
         case .pendingDeletion: throw KMSError(.invalidState, "\(arn(key)) is pending deletion.")
+        case .pendingImport: throw KMSError(.invalidState, "\(arn(key)) is pending import.")
         default: throw KMSError(.invalidState, "\(arn(key)) is \(key.state.rawValue) and cannot be used.")
         }
     }
@@ -139,9 +140,10 @@ public final class KeyManagementService: Sendable {
 
     // MARK: Bounds
 
-    func validateLength(_ count: Int, _ member: String, min: Int, max: Int) throws(KMSError) {
-        if count < min { throw KMSError.constraint(member, "Member must have length greater than or equal to \(min)") }
-        if count > max { throw KMSError.constraint(member, "Member must have length less than or equal to \(max)") }
+    /// `value` is quoted in the message, as AWS quotes a string it refuses (tags); blobs and secrets are not.
+    func validateLength(_ count: Int, _ member: String, min: Int, max: Int, value: String? = nil) throws(KMSError) {
+        if count < min { throw KMSError.constraint(member, "Member must have length greater than or equal to \(min)", value: value) }
+        if count > max { throw KMSError.constraint(member, "Member must have length less than or equal to \(max)", value: value) }
     }
 
     func validateRange(_ value: Int, _ member: String, min: Int, max: Int) throws(KMSError) {

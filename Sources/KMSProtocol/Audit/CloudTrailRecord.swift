@@ -61,7 +61,10 @@ struct CloudTrailRecord {
         record.member("awsRegion", string: region)
         if let error {
             record.member("errorCode", string: error.code.rawValue)
-            record.member("errorMessage", string: Self.bounded(error.message, limit: 4 * Self.boundedMemberBytes))
+            // Left out when empty, as the response leaves out its message (InvalidCiphertextException, ...).
+            if !error.message.isEmpty {
+                record.member("errorMessage", string: Self.bounded(error.message, limit: 4 * Self.boundedMemberBytes))
+            }
         }
         record.member("eventCategory", string: "Management")
         record.member("eventID", string: eventID)

@@ -62,9 +62,12 @@ enum AWSJSON {
         }
     }
 
-    /// The body of an error response: `{"__type": ..., "message": ...}`.
+    /// The body of an error response: `{"__type": ..., "message": ...}`. An empty message is left out, as AWS
+    /// leaves it out (InvalidCiphertextException, KMSInvalidSignatureException, KMSInvalidMacException carry none).
     static func errorBody(_ error: KMSError) -> [UInt8] {
-        JSONValue.object(["__type": .string(error.code.rawValue), "message": .string(error.message)]).canonicalBytes
+        var body: [String: JSONValue] = ["__type": .string(error.code.rawValue)]
+        if !error.message.isEmpty { body["message"] = .string(error.message) }
+        return JSONValue.object(body).canonicalBytes
     }
 }
 
