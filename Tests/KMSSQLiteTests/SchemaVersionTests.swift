@@ -71,7 +71,7 @@ import TrentTestSupport
         let date = Date(timeIntervalSince1970: 1_800_000_000)
         let id = KeyID()
         let key = KeyRecord(
-            id: id, accountID: "111122223333", creationDate: date, description: "d", keySpec: .symmetricDefault,
+            id: id, accountID: "111122223333", region: "us-east-1", creationDate: date, description: "d", keySpec: .symmetricDefault,
             keyUsage: .encryptDecrypt, origin: .external, keyManager: .customer, state: .pendingImport, policy: "{}", currentVersion: 1)
         let backing = BackingKeyRecord(
             keyID: id, version: 1, wrappedKey: Array(repeating: 7, count: 40), binding: Array(repeating: 3, count: 40),
