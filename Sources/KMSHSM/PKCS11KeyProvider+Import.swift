@@ -111,13 +111,7 @@ extension PKCS11KeyProvider {
                 .unsupportedOperation,
                 "Trent imports \(spec.rawValue) key material only with RSA_AES_KEY_WRAP_SHA_1 or RSA_AES_KEY_WRAP_SHA_256, so that the token unwraps the private key itself.")
         }
-        let family: HSMProfile.KeyPairFamily = spec.isRSA ? .rsa : .ec
-        guard configuration.profile.keyPairFamilies.contains(family) else {
-            throw KMSError(
-                .unsupportedOperation,
-                "This HSM (profile '\(configuration.profile.name)') cannot keep \(family.rawValue) private keys wrapped and unwrap them again, so it imports no \(spec.rawValue) key material.")
-        }
-        try requireCurve(of: spec, "imports no \(spec.rawValue) key material")
+        try requireKeyPairSupport(spec, "imports no \(spec.rawValue) key material")
         guard spec.isRSA || (configuration.profile.privateKeyUnwrap?.ecTemplateAttribute == nil && Self.generator(of: spec) != nil) else {
             throw KMSError(
                 .unsupportedOperation,

@@ -10,13 +10,7 @@ extension PKCS11KeyProvider {
     // MARK: Key generation
 
     func createKeyPair(for keyID: KeyID, version: UInt32, spec: KeyPairSpec) async throws -> BackingKeyMaterial {
-        let family: HSMProfile.KeyPairFamily = spec.isRSA ? .rsa : .ec
-        guard configuration.profile.keyPairFamilies.contains(family) else {
-            throw KMSError(
-                .unsupportedOperation,
-                "This HSM (profile '\(configuration.profile.name)') cannot keep \(family.rawValue) private keys wrapped and unwrap them again, so it holds no \(spec.rawValue) KMS keys.")
-        }
-        try requireCurve(of: spec, "holds no \(spec.rawValue) KMS keys")
+        try requireKeyPairSupport(spec, "holds no \(spec.rawValue) KMS keys")
         let wrapMechanism = try wrapMechanism(for: .keyPair(spec))
         return try await onHSM("create a key pair", answers: { Self.unsupportedSpec($0, spec) }) { [self] login in
             try login.token.withSession { session throws(PKCS11Error) -> BackingKeyMaterial in
@@ -72,6 +66,18 @@ extension PKCS11KeyProvider {
         guard spec == .eccNistEdwards25519 else { return nil }
         let reason = configuration.profile.eddsaUnavailable ?? "its profile records no EdDSA"
         return "This HSM (profile '\(configuration.profile.name)') holds no \(spec.rawValue) keys: \(reason)."
+    }
+
+    /// Refuses a key pair the token cannot keep wrapped (the profile's `keyPairFamilies`) or whose curve it lacks,
+    /// before the token is asked; `consequence` ends the message ("holds no ECC_NIST_P256 KMS keys").
+    func requireKeyPairSupport(_ spec: KeyPairSpec, _ consequence: String) throws {
+        let family: HSMProfile.KeyPairFamily = spec.isRSA ? .rsa : .ec
+        guard configuration.profile.keyPairFamilies.contains(family) else {
+            throw KMSError(
+                .unsupportedOperation,
+                "This HSM (profile '\(configuration.profile.name)') cannot keep \(family.rawValue) private keys wrapped and unwrap them again, so it \(consequence).")
+        }
+        try requireCurve(of: spec, consequence)
     }
 
     /// Refuses a curve the profile's `ecCurves` leaves out before the token is asked.
