@@ -18,6 +18,8 @@ public protocol MetadataStore: Sendable {
     /// The keys of one account in one Region in creation order, starting after `marker` (an opaque value from a
     /// previous page).
     func listKeys(account: String, region: String, after marker: String?, limit: Int) async throws -> Page<KeyRecord>
+    /// A multi-Region key and its related keys (every key whose material `materialOwner` owns), in creation order.
+    func relatedKeys(of materialOwner: KeyID) async throws -> [KeyRecord]
     func keysPendingDeletion(dueBy date: Date) async throws -> [KeyRecord]
     /// Keys with automatic rotation enabled whose next rotation date has come.
     func keysDueForRotation(dueBy date: Date) async throws -> [KeyRecord]
@@ -34,14 +36,15 @@ public protocol MetadataStore: Sendable {
     /// deletion, which it stays. Atomic, and only if the row satisfies `condition` when written; returns the row
     /// as written, or nil (nothing erased).
     func deleteImportedMaterial(of keyID: KeyID, if condition: KeyCondition) async throws -> KeyRecord?
-    /// Removes the key with its backing keys, aliases and tags, and overwrites the freed bytes.
+    /// Removes the key with its backing keys, aliases and tags, and overwrites the freed bytes. The backing keys of
+    /// a multi-Region key that has related keys left move to the oldest of them instead.
     func destroyKey(_ id: KeyID) async throws
 
     // Backing keys
     func backingKey(_ keyID: KeyID, version: UInt32) async throws -> BackingKeyRecord?
     /// Every backing-key version of a key, oldest first.
     func backingKeys(of keyID: KeyID) async throws -> [BackingKeyRecord]
-    /// Adds a new backing-key version and makes it the key's current version and, in the same atomic step, applies
+    /// Adds a new backing-key version and makes it the current version of the key and of its related keys and, in the same atomic step, applies
     /// `change` to the key's row where `condition` holds for it (a scheduled rotation moves its schedule on: a crash
     /// can never leave the one without the other).
     func addBackingKey(_ backingKey: BackingKeyRecord, with change: KeyChange?, if condition: KeyCondition) async throws

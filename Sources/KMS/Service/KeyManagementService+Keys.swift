@@ -52,9 +52,6 @@ extension KeyManagementService {
         if origin == .external, keySpec != .symmetricDefault, keySpec.macAlgorithm == nil {
             throw KMSError(.unsupportedOperation, "Trent imports key material into SYMMETRIC_DEFAULT and HMAC keys only, not \(keySpec.rawValue).")
         }
-        if request.multiRegion == true, request.customKeyStoreID == nil {
-            throw KMSError(.unsupportedOperation, "Multi-Region keys are not supported by Trent yet.")
-        }
         try validateTags(request.tags)
         var conditions = ConditionContext()
         conditions.set("kms:KeySpec", keySpec.rawValue)
@@ -74,11 +71,13 @@ extension KeyManagementService {
             throw KMSError(.validation, "Origin \(origin.rawValue) needs a CustomKeyStoreId.")
         }
 
-        let id = KeyID()
+        let region = location.region(of: caller)
+        let multiRegion = request.multiRegion == true
+        let id = multiRegion ? KeyID(multiRegion: UUID(), region: region) : KeyID()
         var key = KeyRecord(
-            id: id, accountID: caller.accountID, region: location.region(of: caller), creationDate: clock.now(), description: description, keySpec: keySpec,
+            id: id, accountID: caller.accountID, region: region, creationDate: clock.now(), description: description, keySpec: keySpec,
             keyUsage: keyUsage, origin: origin, keyManager: .customer, state: origin == .external ? .pendingImport : .enabled,
-            policy: Self.defaultKeyPolicy(account: caller.accountID), currentVersion: 1)
+            policy: Self.defaultKeyPolicy(account: caller.accountID), currentVersion: 1, multiRegionKeyType: multiRegion ? .primary : nil)
         if let policy = request.policy {
             key.policy = try await checkedKeyPolicy(policy, for: key, bypassLockoutCheck: request.bypassPolicyLockoutSafetyCheck, caller: caller)
         }

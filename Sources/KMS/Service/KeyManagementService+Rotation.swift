@@ -42,11 +42,11 @@ extension KeyManagementService {
     /// Rotates now, whatever the schedule (which it leaves as it is), at most 25 times per key as in AWS.
     public func rotateKeyOnDemand(_ keyID: String, caller: Caller) async throws -> KeyRecord {
         let key = try await rotatableKey(keyID, action: "kms:RotateKeyOnDemand", caller: caller)
-        let onDemand = try await store.backingKeys(of: key.id).filter { $0.rotationType == .onDemand }.count
+        let onDemand = try await store.backingKeys(of: key.materialOwner).filter { $0.rotationType == .onDemand }.count
         guard onDemand < Self.maximumOnDemandRotations else {
             throw KMSError(.limitExceeded, "\(arn(key)) has been rotated on demand \(onDemand) times, the most allowed.")
         }
-        let version = try await ledger.rotate(key.id, type: .onDemand)
+        let version = try await ledger.rotate(key.materialOwner, type: .onDemand)
         logger.info("rotated key on demand", metadata: ["kms.key.id": "\(key.id)", "kms.backing_key.version": "\(version.version)"])
         return key
     }
@@ -58,7 +58,7 @@ extension KeyManagementService {
         try await authorize("kms:ListKeyRotations", resolved, caller: caller)
         try requireRotatableKind(resolved.record)
         let keyARN = arn(resolved.record)
-        let rotations = try await store.backingKeys(of: resolved.record.id).compactMap { version in
+        let rotations = try await store.backingKeys(of: resolved.record.materialOwner).compactMap { version in
             version.rotationType.map { Rotation(keyARN: keyARN, version: version.version, date: version.creationDate, type: $0) }
         }
         var start = 0
@@ -101,7 +101,7 @@ extension KeyManagementService {
                 // The next date is written with the new version, in one transaction: a crash between the two would
                 // leave the lease as the next date, and the key would rotate again when it ends.
                 _ = try await ledger.rotate(
-                    due.id, type: .automatic, with: .rotationSchedule(next), if: KeyCondition(rotationSchedule: lease))
+                    due.materialOwner, type: .automatic, with: .rotationSchedule(next), if: KeyCondition(rotationSchedule: lease))
             } catch {
                 _ = try? await store.updateKey(due.id, .rotationSchedule(current), if: KeyCondition(rotationSchedule: lease))
                 throw error

@@ -79,12 +79,12 @@ public final class KeyManagementService: Sendable {
             }
             let account = String(parts[4])
             let resource = String(parts[5])
-            if resource.hasPrefix("key/"), let id = KeyID(String(resource.dropFirst(4))) { return .keyID(id, account: account) }
+            if resource.hasPrefix("key/"), let id = KeyID(String(resource.dropFirst(4)), region: region) { return .keyID(id, account: account) }
             if resource.hasPrefix("alias/") { return .aliasName(resource, account: account) }
             throw KMSError(.notFound, "Invalid arn \(text)")
         }
         if text.hasPrefix("alias/") { return .aliasName(text, account: nil) }
-        if let id = KeyID(text) { return .keyID(id, account: nil) }
+        if let id = KeyID(text, region: region) { return .keyID(id, account: nil) }
         throw KMSError(.notFound, "Invalid keyId '\(text)'")
     }
 

@@ -1,0 +1,150 @@
+"""Multi-Region keys: related keys in several Regions share an `mrk-` id and one copy of key material (a ciphertext
+made in one Region decrypts in another); each has its own policy, aliases, grants, tags, description and state."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from trent_e2e import ACCOUNT_ID, REGION, expect_error, make_kms, tags_dict, unique_alias
+
+WEST = "us-west-2"
+EU = "eu-central-1"
+
+
+def arn(region: str, key_id: str) -> str:
+    return f"arn:aws:kms:{region}:{ACCOUNT_ID}:key/{key_id}"
+
+
+@pytest.fixture(scope="module")
+def east(server):
+    return make_kms(server, region=REGION)
+
+
+@pytest.fixture(scope="module")
+def west(server):
+    return make_kms(server, region=WEST)
+
+
+@pytest.fixture(scope="module")
+def eu(server):
+    return make_kms(server, region=EU)
+
+
+def test_create_key_multi_region_makes_a_primary_key(east):
+    key = east.create_key(MultiRegion=True, Description="primary")["KeyMetadata"]
+    assert re.fullmatch(r"mrk-[0-9a-f]{32}", key["KeyId"])
+    assert key["Arn"] == arn(REGION, key["KeyId"])
+    assert key["MultiRegion"] is True
+    assert key["MultiRegionConfiguration"] == {
+        "MultiRegionKeyType": "PRIMARY", "PrimaryKey": {"Arn": key["Arn"], "Region": REGION}, "ReplicaKeys": []}
+    described = east.describe_key(KeyId=key["KeyId"])["KeyMetadata"]
+    assert described["MultiRegionConfiguration"] == key["MultiRegionConfiguration"]
+    assert east.describe_key(KeyId=key["Arn"])["KeyMetadata"]["KeyId"] == key["KeyId"]
+    single = east.create_key()["KeyMetadata"]
+    assert single["MultiRegion"] is False and "MultiRegionConfiguration" not in single
+
+
+def test_replicate_key_shares_the_material(east, west, eu):
+    primary = east.create_key(MultiRegion=True, Description="primary", Tags=[{"TagKey": "side", "TagValue": "east"}])["KeyMetadata"]
+    key_id = primary["KeyId"]
+    with expect_error("NotFoundException"):
+        west.describe_key(KeyId=key_id)
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Sid": "root", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"}, "Action": "kms:*", "Resource": "*"}]})
+    answer = east.replicate_key(
+        KeyId=key_id, ReplicaRegion=WEST, Description="replica", Policy=policy, Tags=[{"TagKey": "side", "TagValue": "west"}])
+    replica = answer["ReplicaKeyMetadata"]
+    assert replica["KeyId"] == key_id and replica["Arn"] == arn(WEST, key_id)
+    assert replica["Description"] == "replica" and replica["KeyState"] == "Enabled" and replica["MultiRegion"] is True
+    assert replica["MultiRegionConfiguration"] == {
+        "MultiRegionKeyType": "REPLICA", "PrimaryKey": {"Arn": primary["Arn"], "Region": REGION},
+        "ReplicaKeys": [{"Arn": arn(WEST, key_id), "Region": WEST}]}
+    assert json.loads(answer["ReplicaPolicy"]) == json.loads(policy)
+    assert answer["ReplicaTags"] == [{"TagKey": "side", "TagValue": "west"}]
+    east.replicate_key(KeyId=primary["Arn"], ReplicaRegion=EU)
+    replicas = [{"Arn": arn(WEST, key_id), "Region": WEST}, {"Arn": arn(EU, key_id), "Region": EU}]
+    assert east.describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"]["ReplicaKeys"] == replicas
+    assert west.describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"]["ReplicaKeys"] == replicas
+    # Each one's own: description, tags, policy.
+    assert east.describe_key(KeyId=key_id)["KeyMetadata"]["Description"] == "primary"
+    assert tags_dict(west.list_resource_tags(KeyId=key_id)["Tags"]) == {"side": "west"}
+    assert tags_dict(east.list_resource_tags(KeyId=key_id)["Tags"]) == {"side": "east"}
+    assert eu.get_key_policy(KeyId=key_id)["Policy"] != answer["ReplicaPolicy"]
+
+    # A ciphertext of one Region decrypts in the others, by KeyId or without it.
+    blob = east.encrypt(KeyId=key_id, Plaintext=b"multi-region", EncryptionContext={"k": "v"})["CiphertextBlob"]
+    # Blob version 2 names the id the related keys share; a single-Region key's blobs stay version 1.
+    assert blob[0] == 2 and east.encrypt(KeyId=east.create_key()["KeyMetadata"]["KeyId"], Plaintext=b"1")["CiphertextBlob"][0] == 1
+    for client, region in ((west, WEST), (eu, EU)):
+        for named in ({}, {"KeyId": key_id}, {"KeyId": arn(region, key_id)}):
+            decrypted = client.decrypt(CiphertextBlob=blob, EncryptionContext={"k": "v"}, **named)
+            assert decrypted["Plaintext"] == b"multi-region" and decrypted["KeyId"] == arn(region, key_id)
+    back = west.encrypt(KeyId=key_id, Plaintext=b"from the west")["CiphertextBlob"]
+    assert east.decrypt(CiphertextBlob=back)["Plaintext"] == b"from the west"
+    with expect_error("InvalidCiphertextException"):
+        east.decrypt(CiphertextBlob=back, EncryptionContext={"k": "v"})
+    # A single-Region key of the same Region is not the key of the blob.
+    other = west.create_key()["KeyMetadata"]["KeyId"]
+    with expect_error("IncorrectKeyException"):
+        west.decrypt(CiphertextBlob=blob, EncryptionContext={"k": "v"}, KeyId=other)
+
+
+def test_related_keys_have_their_own_state_and_aliases(east, west):
+    key_id = east.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+    east.replicate_key(KeyId=key_id, ReplicaRegion=WEST)
+    alias = unique_alias("mrk")
+    west.create_alias(AliasName=alias, TargetKeyId=key_id)
+    assert west.describe_key(KeyId=alias)["KeyMetadata"]["Arn"] == arn(WEST, key_id)
+    with expect_error("NotFoundException"):
+        east.describe_key(KeyId=alias)
+    listed = [entry for entry in west.list_aliases(KeyId=key_id)["Aliases"]]
+    assert [(entry["AliasName"], entry["TargetKeyId"]) for entry in listed] == [(alias, key_id)]
+    west.disable_key(KeyId=key_id)
+    assert east.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Enabled"
+    blob = east.encrypt(KeyId=key_id, Plaintext=b"x")["CiphertextBlob"]
+    with expect_error("DisabledException"):
+        west.decrypt(CiphertextBlob=blob)
+    west.enable_key(KeyId=key_id)
+    assert west.decrypt(CiphertextBlob=blob)["Plaintext"] == b"x"
+
+
+def test_replicate_key_errors(east, west):
+    single = east.create_key()["KeyMetadata"]
+    with expect_error("UnsupportedOperationException") as error:
+        east.replicate_key(KeyId=single["KeyId"], ReplicaRegion=WEST)
+    assert error.value.response["Error"]["Message"] == f"{single['Arn']} is not a multi-Region key."
+    key_id = east.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+    east.replicate_key(KeyId=key_id, ReplicaRegion=WEST)
+    with expect_error("AlreadyExistsException") as error:
+        east.replicate_key(KeyId=key_id, ReplicaRegion=WEST)
+    assert error.value.response["Error"]["Message"] == f"{arn(WEST, key_id)} already exists in {WEST}."
+    with expect_error("AlreadyExistsException") as error:
+        east.replicate_key(KeyId=key_id, ReplicaRegion=REGION)
+    assert error.value.response["Error"]["Message"] == f"{arn(REGION, key_id)} already exists in {REGION}."
+    with expect_error("UnsupportedOperationException") as error:
+        west.replicate_key(KeyId=key_id, ReplicaRegion=EU)
+    assert error.value.response["Error"]["Message"] == f"{arn(WEST, key_id)} is not a multi-Region primary key."
+    with expect_error("NotFoundException"):
+        east.replicate_key(KeyId="mrk-" + "0" * 32, ReplicaRegion=WEST)
+    with expect_error("ValidationException") as error:
+        east.replicate_key(KeyId=key_id, ReplicaRegion="xx-nowhere-9")
+    assert error.value.response["Error"]["Message"] == "The replica Region xx-nowhere-9 is not a Region this service serves."
+    # A malformed mrk id is no key id.
+    with expect_error("NotFoundException") as error:
+        east.describe_key(KeyId="mrk-" + "A" * 32)
+    assert error.value.response["Error"]["Message"] == f"Invalid keyId 'mrk-{'A' * 32}'"
+
+
+def test_rotation_is_shared(east, west):
+    key_id = east.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+    east.replicate_key(KeyId=key_id, ReplicaRegion=WEST)
+    before = west.encrypt(KeyId=key_id, Plaintext=b"before")["CiphertextBlob"]
+    east.rotate_key_on_demand(KeyId=key_id)
+    after = west.encrypt(KeyId=key_id, Plaintext=b"after")["CiphertextBlob"]
+    assert before[17:21] == b"\0\0\0\1" and after[17:21] == b"\0\0\0\2"
+    assert east.decrypt(CiphertextBlob=before)["Plaintext"] == b"before"
+    assert east.decrypt(CiphertextBlob=after)["Plaintext"] == b"after"
+    assert [rotation["KeyId"] for rotation in east.list_key_rotations(KeyId=key_id)["Rotations"]] == [arn(REGION, key_id)]
