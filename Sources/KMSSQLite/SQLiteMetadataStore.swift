@@ -371,6 +371,29 @@ public final class SQLiteMetadataStore: MetadataStore {
         }
     }
 
+    public func updatePrimary(from primary: KeyID, to replica: KeyID) async throws -> Bool {
+        try await write { db in
+            let enabled = KeyState.enabled.rawValue
+            try db.execute(
+                sql: """
+                    UPDATE keys SET multi_region_key_type = ?,
+                    rotation_period_days = (SELECT rotation_period_days FROM keys WHERE key_id = ?),
+                    next_rotation_date = (SELECT next_rotation_date FROM keys WHERE key_id = ?)
+                    WHERE key_id = ? AND multi_region_key_type = ? AND state = ?
+                    AND EXISTS (SELECT 1 FROM keys WHERE key_id = ? AND multi_region_key_type = ? AND state = ?)
+                    """,
+                arguments: [
+                    MultiRegionKeyType.primary.rawValue, primary.storageKey, primary.storageKey, replica.storageKey,
+                    MultiRegionKeyType.replica.rawValue, enabled, primary.storageKey, MultiRegionKeyType.primary.rawValue, enabled,
+                ])
+            guard db.changesCount == 1 else { return false }
+            try db.execute(
+                sql: "UPDATE keys SET multi_region_key_type = ?, rotation_period_days = NULL, next_rotation_date = NULL WHERE key_id = ?",
+                arguments: [MultiRegionKeyType.replica.rawValue, primary.storageKey])
+            return true
+        }
+    }
+
     public func listKeys(account: String, region: String, after marker: String?, limit: Int) async throws -> Page<KeyRecord> {
         let start = try marker.map { text throws(MetadataStoreError) in try Self.decodeMarker(text, as: Int64.self) } ?? 0
         return try await read { db in

@@ -148,3 +148,66 @@ def test_rotation_is_shared(east, west):
     assert east.decrypt(CiphertextBlob=before)["Plaintext"] == b"before"
     assert east.decrypt(CiphertextBlob=after)["Plaintext"] == b"after"
     assert [rotation["KeyId"] for rotation in east.list_key_rotations(KeyId=key_id)["Rotations"]] == [arn(REGION, key_id)]
+
+
+def test_a_replica_rotates_with_its_primary(east, west):
+    key_id = east.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+    east.replicate_key(KeyId=key_id, ReplicaRegion=WEST)
+    east.enable_key_rotation(KeyId=key_id, RotationPeriodInDays=100)
+    assert west.get_key_rotation_status(KeyId=key_id)["KeyRotationEnabled"] is True
+    assert west.get_key_rotation_status(KeyId=key_id)["RotationPeriodInDays"] == 100
+    for call in (lambda: west.enable_key_rotation(KeyId=key_id), lambda: west.disable_key_rotation(KeyId=key_id),
+                 lambda: west.rotate_key_on_demand(KeyId=key_id)):
+        with expect_error("UnsupportedOperationException") as error:
+            call()
+        assert error.value.response["Error"]["Message"] == f"{arn(WEST, key_id)} is a multi-Region replica key: its rotation is its primary key's."
+
+
+def test_update_primary_region_swaps_the_roles(east, west, eu):
+    key_id = east.create_key(MultiRegion=True, Description="first primary")["KeyMetadata"]["KeyId"]
+    east.replicate_key(KeyId=key_id, ReplicaRegion=WEST)
+    east.replicate_key(KeyId=key_id, ReplicaRegion=EU)
+    east.enable_key_rotation(KeyId=key_id, RotationPeriodInDays=120)
+    blob = east.encrypt(KeyId=key_id, Plaintext=b"before the move")["CiphertextBlob"]
+    east.update_primary_region(KeyId=key_id, PrimaryRegion=WEST)
+    for client in (east, west, eu):
+        configuration = client.describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"]
+        assert configuration["PrimaryKey"] == {"Arn": arn(WEST, key_id), "Region": WEST}
+        assert configuration["ReplicaKeys"] == [{"Arn": arn(REGION, key_id), "Region": REGION}, {"Arn": arn(EU, key_id), "Region": EU}]
+    assert east.describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"]["MultiRegionKeyType"] == "REPLICA"
+    assert west.describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"]["MultiRegionKeyType"] == "PRIMARY"
+    assert east.describe_key(KeyId=key_id)["KeyMetadata"]["Description"] == "first primary"
+    # Rotation moved with the role; the new primary replicates and rotates, the old one does neither.
+    assert west.get_key_rotation_status(KeyId=key_id)["RotationPeriodInDays"] == 120
+    assert east.get_key_rotation_status(KeyId=key_id)["RotationPeriodInDays"] == 120
+    with expect_error("UnsupportedOperationException"):
+        east.replicate_key(KeyId=key_id, ReplicaRegion="ap-south-1")
+    west.rotate_key_on_demand(KeyId=key_id)
+    assert eu.decrypt(CiphertextBlob=blob)["Plaintext"] == b"before the move"
+    assert west.encrypt(KeyId=key_id, Plaintext=b"after")["CiphertextBlob"][17:21] == b"\0\0\0\2"
+    # The old primary's Region can be primary again.
+    west.update_primary_region(KeyId=arn(WEST, key_id), PrimaryRegion=REGION)
+    assert east.describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"]["MultiRegionKeyType"] == "PRIMARY"
+
+
+def test_update_primary_region_errors(east, west):
+    single = east.create_key()["KeyMetadata"]
+    with expect_error("UnsupportedOperationException") as error:
+        east.update_primary_region(KeyId=single["KeyId"], PrimaryRegion=WEST)
+    assert error.value.response["Error"]["Message"] == f"{single['Arn']} is not a multi-Region key."
+    key_id = east.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+    with expect_error("NotFoundException") as error:
+        east.update_primary_region(KeyId=key_id, PrimaryRegion=WEST)
+    assert error.value.response["Error"]["Message"] == f"Key '{arn(WEST, key_id)}' does not exist"
+    with expect_error("ValidationException") as error:
+        east.update_primary_region(KeyId=key_id, PrimaryRegion=REGION)
+    assert error.value.response["Error"]["Message"] == f"{arn(REGION, key_id)} is already the primary key in {REGION}."
+    east.replicate_key(KeyId=key_id, ReplicaRegion=WEST)
+    with expect_error("UnsupportedOperationException") as error:
+        west.update_primary_region(KeyId=key_id, PrimaryRegion=REGION)
+    assert error.value.response["Error"]["Message"] == f"{arn(WEST, key_id)} is not a multi-Region primary key."
+    west.disable_key(KeyId=key_id)
+    with expect_error("KMSInvalidStateException") as error:
+        east.update_primary_region(KeyId=key_id, PrimaryRegion=WEST)
+    assert error.value.response["Error"]["Message"] == (
+        f"{arn(WEST, key_id)} is Disabled; updating the primary Region needs both keys Enabled.")

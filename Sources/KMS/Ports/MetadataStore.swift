@@ -20,6 +20,9 @@ public protocol MetadataStore: Sendable {
     func listKeys(account: String, region: String, after marker: String?, limit: Int) async throws -> Page<KeyRecord>
     /// A multi-Region key and its related keys (every key whose material `materialOwner` owns), in creation order.
     func relatedKeys(of materialOwner: KeyID) async throws -> [KeyRecord]
+    /// Makes `replica` the primary key of its related keys and `primary` a replica, moving the rotation schedule with
+    /// the role, atomically and only if both are Enabled and in those roles when written. Returns whether it did.
+    func updatePrimary(from primary: KeyID, to replica: KeyID) async throws -> Bool
     func keysPendingDeletion(dueBy date: Date) async throws -> [KeyRecord]
     /// Keys with automatic rotation enabled whose next rotation date has come.
     func keysDueForRotation(dueBy date: Date) async throws -> [KeyRecord]

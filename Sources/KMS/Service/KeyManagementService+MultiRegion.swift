@@ -101,4 +101,42 @@ extension KeyManagementService {
         logger.info("replicated key", metadata: ["kms.key.id": "\(replica.id)", "kms.replica.region": "\(request.replicaRegion)"])
         return (replica, request.tags)
     }
+
+    /// Makes the related key in `primaryRegion` the primary key and this one, the primary, a replica. Both must be
+    /// Enabled, and both keys' policies must allow it, as in AWS. Automatic rotation moves with the role.
+    public func updatePrimaryRegion(_ keyID: String, primaryRegion: String, caller: Caller) async throws {
+        try validateLength(primaryRegion.utf8.count, "primaryRegion", min: 1, max: 32)
+        let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
+        try await authorize("kms:UpdatePrimaryRegion", resolved, caller: caller)
+        let primary = resolved.record
+        guard primary.isMultiRegion else {
+            throw KMSError(.unsupportedOperation, "\(arn(primary)) is not a multi-Region key.")
+        }
+        guard primary.multiRegionKeyType == .primary else {
+            throw KMSError(.unsupportedOperation, "\(arn(primary)) is not a multi-Region primary key.")
+        }
+        guard primaryRegion != primary.region else {
+            throw KMSError(.validation, "\(arn(primary)) is already the primary key in \(primaryRegion).")
+        }
+        guard let replica = try await store.relatedKeys(of: primary.materialOwner).first(where: { $0.region == primaryRegion }) else {
+            throw KMSError(
+                .notFound, "Key '\(ServiceLocation.keyARN(primary.id, account: primary.accountID, region: primaryRegion))' does not exist")
+        }
+        var replicaCaller = caller
+        replicaCaller.region = primaryRegion
+        try await authorize("kms:UpdatePrimaryRegion", ResolvedKey(record: replica, requestAlias: nil), caller: replicaCaller)
+        for key in [primary, replica] where key.state != .enabled {
+            throw KMSError(.invalidState, "\(arn(key)) is \(key.state.rawValue); updating the primary Region needs both keys Enabled.")
+        }
+        guard try await store.updatePrimary(from: primary.id, to: replica.id) else {
+            throw KMSError(.invalidState, "\(arn(primary)) or \(arn(replica)) changed while the primary Region was being updated; try again.")
+        }
+        logger.info("updated primary Region", metadata: ["kms.key.id": "\(primary.id)", "kms.primary.region": "\(primaryRegion)"])
+    }
+
+    /// A replica's rotation is its primary key's: the schedule (shown by GetKeyRotationStatus) lives on the primary.
+    func primaryKey(of key: KeyRecord) async throws -> KeyRecord? {
+        guard key.multiRegionKeyType == .replica else { return key }
+        return try await store.relatedKeys(of: key.materialOwner).first { $0.multiRegionKeyType == .primary }
+    }
 }

@@ -36,7 +36,8 @@ extension KeyManagementService {
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
         try await authorize("kms:GetKeyRotationStatus", resolved, caller: caller)
         try requireRotatableKind(resolved.record)
-        return RotationStatus(keyARN: arn(resolved.record), schedule: resolved.record.rotationSchedule)
+        let schedule = try await primaryKey(of: resolved.record)?.rotationSchedule
+        return RotationStatus(keyARN: arn(resolved.record), schedule: schedule)
     }
 
     /// Rotates now, whatever the schedule (which it leaves as it is), at most 25 times per key as in AWS.
@@ -118,6 +119,9 @@ extension KeyManagementService {
         try await authorize(action, resolved, caller: caller)
         let key = resolved.record
         try requireRotatableKind(key)
+        guard key.multiRegionKeyType != .replica else {
+            throw KMSError(.unsupportedOperation, "\(arn(key)) is a multi-Region replica key: its rotation is its primary key's.")
+        }
         try requireEnabled(key)
         return key
     }

@@ -79,6 +79,11 @@ struct ReplicateKeyInput: Decodable, Sendable {
     var Tags: [WireTag]?
 }
 
+struct UpdatePrimaryRegionInput: Decodable, Sendable {
+    var KeyId: String?
+    var PrimaryRegion: String?
+}
+
 struct ReplicateKeyResponse: Encodable, Sendable {
     var ReplicaKeyMetadata: WireKeyMetadata
     var ReplicaPolicy: String
@@ -152,6 +157,11 @@ extension KeyManagementService {
                 return ReplicateKeyResponse(
                     ReplicaKeyMetadata: try await self.wireKeyMetadata(replica), ReplicaPolicy: replica.policy,
                     ReplicaTags: tags.map(WireTag.init))
+            },
+            "UpdatePrimaryRegion": .json(UpdatePrimaryRegionInput.self) { request, caller in
+                try await self.updatePrimaryRegion(
+                    try required(request.KeyId, "KeyId"), primaryRegion: try required(request.PrimaryRegion, "PrimaryRegion"), caller: caller)
+                return NoOutput()
             },
             "CreateKey": .json(CreateKeyInput.self) { request, caller in
                 if let spec = request.KeySpec, let legacy = request.CustomerMasterKeySpec, spec != legacy {
