@@ -321,6 +321,9 @@ public final class SQLiteMetadataStore: MetadataStore {
         case .deletionScheduled(let date, let days):
             return KeyAssignments(
                 "state = ?, deletion_date = ?, pending_window_days = ?", [KeyState.pendingDeletion.rawValue, date.timeIntervalSince1970, days])
+        case .replicaDeletionScheduled(let days):
+            return KeyAssignments(
+                "state = ?, deletion_date = NULL, pending_window_days = ?", [KeyState.pendingReplicaDeletion.rawValue, days])
         case .deletionCancelled:
             // Whether the key holds material is decided in the same statement, on the rows as they are then.
             return KeyAssignments(

@@ -211,3 +211,24 @@ def test_update_primary_region_errors(east, west):
         east.update_primary_region(KeyId=key_id, PrimaryRegion=WEST)
     assert error.value.response["Error"]["Message"] == (
         f"{arn(WEST, key_id)} is Disabled; updating the primary Region needs both keys Enabled.")
+
+
+def test_a_primary_key_with_replicas_waits_for_them(east, west):
+    key_id = east.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+    east.replicate_key(KeyId=key_id, ReplicaRegion=WEST)
+    scheduled = east.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+    assert scheduled["KeyState"] == "PendingReplicaDeletion" and scheduled["PendingWindowInDays"] == 7
+    assert "DeletionDate" not in scheduled
+    described = east.describe_key(KeyId=key_id)["KeyMetadata"]
+    assert described["KeyState"] == "PendingReplicaDeletion" and described["Enabled"] is False and "DeletionDate" not in described
+    with expect_error("KMSInvalidStateException") as error:
+        east.encrypt(KeyId=key_id, Plaintext=b"x")
+    assert error.value.response["Error"]["Message"] == f"{arn(REGION, key_id)} is pending deletion."
+    # The replica is unaffected, and is deleted on its own schedule.
+    assert west.decrypt(CiphertextBlob=west.encrypt(KeyId=key_id, Plaintext=b"x")["CiphertextBlob"])["Plaintext"] == b"x"
+    assert west.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)["KeyState"] == "PendingDeletion"
+    assert east.cancel_key_deletion(KeyId=key_id)["KeyId"] == arn(REGION, key_id)
+    assert east.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Disabled"
+    # A key of a single Region, or a primary whose replicas are gone, is deleted as before.
+    single = east.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+    assert east.schedule_key_deletion(KeyId=single, PendingWindowInDays=7)["KeyState"] == "PendingDeletion"

@@ -6,6 +6,9 @@ public enum KeyState: String, Sendable, Codable, CaseIterable {
     case enabled = "Enabled"
     case disabled = "Disabled"
     case pendingDeletion = "PendingDeletion"
+    /// A multi-Region primary key scheduled for deletion while it has replicas: its waiting period starts when the
+    /// last of them is deleted.
+    case pendingReplicaDeletion = "PendingReplicaDeletion"
     case pendingImport = "PendingImport"
     case unavailable = "Unavailable"
     case updating = "Updating"

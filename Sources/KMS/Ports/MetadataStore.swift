@@ -124,6 +124,9 @@ public enum KeyChange: Sendable, Equatable {
     case state(KeyState)
     /// ScheduleKeyDeletion: PendingDeletion, with its deletion date and waiting period.
     case deletionScheduled(date: Date, pendingWindowInDays: Int)
+    /// ScheduleKeyDeletion of a multi-Region primary key with replicas: PendingReplicaDeletion, with its waiting
+    /// period and no deletion date yet.
+    case replicaDeletionScheduled(pendingWindowInDays: Int)
     /// CancelKeyDeletion: the deletion date and waiting period are cleared, and the key returns to Disabled, or to
     /// PendingImport when it is of origin EXTERNAL and holds no imported material at that moment.
     case deletionCancelled
@@ -155,8 +158,8 @@ public struct KeyCondition: Sendable, Equatable {
     }
 
     public static let any = KeyCondition()
-    /// Management operations other than the deletion ones: every state but PendingDeletion.
-    public static let notPendingDeletion = KeyCondition(states: Set(KeyState.allCases).subtracting([.pendingDeletion]))
+    /// Management operations other than the deletion ones: every state but PendingDeletion and PendingReplicaDeletion.
+    public static let notPendingDeletion = KeyCondition(states: Set(KeyState.allCases).subtracting([.pendingDeletion, .pendingReplicaDeletion]))
 
     public static func state(in states: Set<KeyState>) -> KeyCondition { KeyCondition(states: states) }
 

@@ -116,6 +116,19 @@ extension KeyManagementService {
         """
     }
 
+    /// When the last replica of a primary key in PendingReplicaDeletion is gone, the primary's own waiting period
+    /// starts. `related` are the destroyed key's related keys as they were before.
+    private func startPrimaryDeletion(after destroyed: KeyRecord, related: [KeyRecord]) async throws {
+        guard destroyed.multiRegionKeyType == .replica, let named = related.first(where: { $0.multiRegionKeyType == .primary }),
+            let primary = try await store.key(named.id), primary.state == .pendingReplicaDeletion, let days = primary.pendingWindowInDays,
+            try await !store.relatedKeys(of: primary.materialOwner).contains(where: { $0.multiRegionKeyType == .replica })
+        else { return }
+        _ = try await store.updateKey(
+            primary.id, .deletionScheduled(date: clock.now().addingTimeInterval(TimeInterval(days) * 86_400), pendingWindowInDays: days),
+            if: .state(in: [.pendingReplicaDeletion]))
+        logger.info("scheduled key deletion after its replicas'", metadata: ["kms.key.id": "\(primary.id)", "kms.deletion.days": "\(days)"])
+    }
+
     public func describeKey(_ keyID: String, caller: Caller) async throws -> KeyRecord {
         let resolved = try await resolveKey(keyID, allowAlias: true, caller: caller)
         try await authorize("kms:DescribeKey", resolved, grant: .describeKey, caller: caller)
@@ -174,6 +187,15 @@ extension KeyManagementService {
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
         try await authorize("kms:ScheduleKeyDeletion", resolved, caller: caller)
         try requireNotPendingDeletion(resolved.record)
+        // A multi-Region primary key outlives its replicas, as in AWS: its waiting period starts after theirs.
+        if resolved.record.multiRegionKeyType == .primary,
+            try await store.relatedKeys(of: resolved.record.materialOwner).contains(where: { $0.multiRegionKeyType == .replica })
+        {
+            let key = try await update(
+                resolved.record, .replicaDeletionScheduled(pendingWindowInDays: days), if: .notPendingDeletion, check: requireNotPendingDeletion)
+            logger.info("scheduled key deletion after its replicas'", metadata: ["kms.key.id": "\(key.id)", "kms.deletion.days": "\(days)"])
+            return key
+        }
         let key = try await update(
             resolved.record, .deletionScheduled(date: clock.now().addingTimeInterval(TimeInterval(days) * 86_400), pendingWindowInDays: days),
             if: .notPendingDeletion, check: requireNotPendingDeletion)
@@ -187,12 +209,12 @@ extension KeyManagementService {
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
         try await authorize("kms:CancelKeyDeletion", resolved, caller: caller)
         let check = { (key: KeyRecord) throws(KMSError) in
-            guard key.state == .pendingDeletion else {
+            guard key.state == .pendingDeletion || key.state == .pendingReplicaDeletion else {
                 throw KMSError(.invalidState, "\(self.arn(key)) is not pending deletion.")
             }
         }
         try check(resolved.record)
-        return try await update(resolved.record, .deletionCancelled, if: .state(in: [.pendingDeletion]), check: check)
+        return try await update(resolved.record, .deletionCancelled, if: .state(in: [.pendingDeletion, .pendingReplicaDeletion]), check: check)
     }
 
     /// Destroys every key whose deletion date has passed: its metadata, wrapped backing keys, aliases and
@@ -202,11 +224,13 @@ extension KeyManagementService {
         let due = try await store.keysPendingDeletion(dueBy: clock.now())
         for key in due {
             await releaseCustomKeyStoreObject(of: key)
+            let related = key.isMultiRegion ? try await store.relatedKeys(of: key.materialOwner).filter { $0.id != key.id } : []
             try await store.destroyKey(key.id)
             await provider.forget(key.id)
             ledger.forget(key.id)
             usage.forget(key.id)
             logger.info("destroyed key at the end of its deletion window", metadata: ["kms.key.id": "\(key.id)"])
+            try await startPrimaryDeletion(after: key, related: related)
         }
         return due.map(\.id)
     }

@@ -125,14 +125,14 @@ public final class KeyManagementService: Sendable {
         switch key.state {
         case .enabled: return
         case .disabled: throw KMSError(.disabled, "\(arn(key)) is disabled.")
-        case .pendingDeletion: throw KMSError(.invalidState, "\(arn(key)) is pending deletion.")
+        case .pendingDeletion, .pendingReplicaDeletion: throw KMSError(.invalidState, "\(arn(key)) is pending deletion.")
         default: throw KMSError(.invalidState, "\(arn(key)) is \(key.state.rawValue) and cannot be used.")
         }
     }
 
     /// Management operations refuse keys that are on their way out.
     func requireNotPendingDeletion(_ key: KeyRecord) throws(KMSError) {
-        if key.state == .pendingDeletion {
+        if key.state == .pendingDeletion || key.state == .pendingReplicaDeletion {
             throw KMSError(.invalidState, "\(arn(key)) is pending deletion.")
         }
     }
