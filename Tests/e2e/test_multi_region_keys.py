@@ -232,3 +232,38 @@ def test_a_primary_key_with_replicas_waits_for_them(east, west):
     # A key of a single Region, or a primary whose replicas are gone, is deleted as before.
     single = east.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
     assert east.schedule_key_deletion(KeyId=single, PendingWindowInDays=7)["KeyState"] == "PendingDeletion"
+
+
+def test_hmac_and_signing_keys_replicate_too(east, west):
+    mac_key = east.create_key(MultiRegion=True, KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["KeyId"]
+    east.replicate_key(KeyId=mac_key, ReplicaRegion=WEST)
+    mac = east.generate_mac(KeyId=mac_key, Message=b"m", MacAlgorithm="HMAC_SHA_256")["Mac"]
+    assert west.verify_mac(KeyId=mac_key, Message=b"m", MacAlgorithm="HMAC_SHA_256", Mac=mac)["MacValid"] is True
+    signing_key = east.create_key(MultiRegion=True, KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    east.replicate_key(KeyId=signing_key, ReplicaRegion=WEST)
+    assert west.get_public_key(KeyId=signing_key)["PublicKey"] == east.get_public_key(KeyId=signing_key)["PublicKey"]
+    signature = west.sign(KeyId=signing_key, Message=b"m", SigningAlgorithm="ECDSA_SHA_256")["Signature"]
+    assert east.verify(KeyId=signing_key, Message=b"m", Signature=signature, SigningAlgorithm="ECDSA_SHA_256")["SignatureValid"] is True
+
+
+def test_multi_region_condition_keys(east, west):
+    root = {"Sid": "root", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"}, "Action": "kms:*", "Resource": "*"}
+    no_eu = {"Sid": "no-eu", "Effect": "Deny", "Principal": "*", "Action": "kms:ReplicateKey", "Resource": "*",
+             "Condition": {"StringEquals": {"kms:ReplicaRegion": EU}}}
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [root, no_eu]})
+    key_id = east.create_key(MultiRegion=True, Policy=policy)["KeyMetadata"]["KeyId"]
+    with expect_error("AccessDeniedException"):
+        east.replicate_key(KeyId=key_id, ReplicaRegion=EU)
+    no_replica_encrypt = {"Sid": "no-replica-encrypt", "Effect": "Deny", "Principal": "*", "Action": "kms:Encrypt", "Resource": "*",
+                          "Condition": {"StringEquals": {"kms:MultiRegionKeyType": "REPLICA"}, "Bool": {"kms:MultiRegion": "true"}}}
+    replica_policy = json.dumps({"Version": "2012-10-17", "Statement": [root, no_replica_encrypt]})
+    east.replicate_key(KeyId=key_id, ReplicaRegion=WEST, Policy=replica_policy)
+    with expect_error("AccessDeniedException"):
+        west.encrypt(KeyId=key_id, Plaintext=b"x")
+    blob = east.encrypt(KeyId=key_id, Plaintext=b"x")["CiphertextBlob"]
+    assert west.decrypt(CiphertextBlob=blob)["Plaintext"] == b"x"
+    no_move = {"Sid": "no-move", "Effect": "Deny", "Principal": "*", "Action": "kms:UpdatePrimaryRegion", "Resource": "*",
+               "Condition": {"StringEquals": {"kms:PrimaryRegion": WEST}}}
+    east.put_key_policy(KeyId=key_id, PolicyName="default", Policy=json.dumps({"Version": "2012-10-17", "Statement": [root, no_move]}))
+    with expect_error("AccessDeniedException"):
+        east.update_primary_region(KeyId=key_id, PrimaryRegion=WEST)

@@ -57,6 +57,8 @@ extension KeyManagementService {
         conditions.set("kms:KeySpec", keySpec.rawValue)
         conditions.set("kms:KeyUsage", keyUsage.rawValue)
         conditions.set("kms:KeyOrigin", origin.rawValue)
+        conditions.set("kms:MultiRegion", request.multiRegion == true ? "true" : "false")
+        if request.multiRegion == true { conditions.set("kms:MultiRegionKeyType", MultiRegionKeyType.primary.rawValue) }
         conditions.addRequestTags(request.tags)
         try await authorizer.authorize(AuthorizationRequest("kms:CreateKey", context: conditions), caller: caller)
         guard !caller.accountID.isEmpty else {

@@ -56,13 +56,20 @@ extension KeyManagementService {
         let description = request.description ?? ""
         try validateLength(description.utf8.count, "description", min: 0, max: 8192)
         try validateTags(request.tags)
+        guard location.regions.contains(request.replicaRegion) else {
+            throw KMSError(.validation, "The replica Region \(request.replicaRegion) is not a Region this service serves.")
+        }
         let resolved = try await resolveKey(request.keyID, allowAlias: false, caller: caller)
-        try await authorize("kms:ReplicateKey", resolved, caller: caller)
+        var replication = ConditionContext()
+        replication.set("kms:ReplicaRegion", request.replicaRegion)
+        try await authorize("kms:ReplicateKey", resolved, context: replication, caller: caller)
         // The replica is created in its own Region, by the same caller.
         var replicaCaller = caller
         replicaCaller.region = request.replicaRegion
         var conditions = ConditionContext()
         conditions.addRequestTags(request.tags)
+        conditions.set("kms:MultiRegion", "true")
+        conditions.set("kms:MultiRegionKeyType", MultiRegionKeyType.replica.rawValue)
         try await authorizer.authorize(AuthorizationRequest("kms:CreateKey", context: conditions), caller: replicaCaller)
 
         let primary = resolved.record
@@ -76,9 +83,6 @@ extension KeyManagementService {
             throw KMSError(.unsupportedOperation, "Trent replicates multi-Region keys of origin AWS_KMS only, not \(primary.origin.rawValue).")
         }
         try requireNotPendingDeletion(primary)
-        guard location.regions.contains(request.replicaRegion) else {
-            throw KMSError(.validation, "The replica Region \(request.replicaRegion) is not a Region this service serves.")
-        }
         let related = try await store.relatedKeys(of: primary.materialOwner)
         if let existing = related.first(where: { $0.region == request.replicaRegion }) {
             throw KMSError(.alreadyExists, "\(arn(existing)) already exists in \(request.replicaRegion).")
@@ -107,7 +111,9 @@ extension KeyManagementService {
     public func updatePrimaryRegion(_ keyID: String, primaryRegion: String, caller: Caller) async throws {
         try validateLength(primaryRegion.utf8.count, "primaryRegion", min: 1, max: 32)
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
-        try await authorize("kms:UpdatePrimaryRegion", resolved, caller: caller)
+        var update = ConditionContext()
+        update.set("kms:PrimaryRegion", primaryRegion)
+        try await authorize("kms:UpdatePrimaryRegion", resolved, context: update, caller: caller)
         let primary = resolved.record
         guard primary.isMultiRegion else {
             throw KMSError(.unsupportedOperation, "\(arn(primary)) is not a multi-Region key.")
@@ -124,7 +130,7 @@ extension KeyManagementService {
         }
         var replicaCaller = caller
         replicaCaller.region = primaryRegion
-        try await authorize("kms:UpdatePrimaryRegion", ResolvedKey(record: replica, requestAlias: nil), caller: replicaCaller)
+        try await authorize("kms:UpdatePrimaryRegion", ResolvedKey(record: replica, requestAlias: nil), context: update, caller: replicaCaller)
         for key in [primary, replica] where key.state != .enabled {
             throw KMSError(.invalidState, "\(arn(key)) is \(key.state.rawValue); updating the primary Region needs both keys Enabled.")
         }
