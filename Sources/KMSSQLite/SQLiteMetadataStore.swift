@@ -285,6 +285,12 @@ public final class SQLiteMetadataStore: MetadataStore {
             try Self.insert(key, into: db)
             if let backingKey { try Self.insert(backingKey, into: db) }
             for tag in tags { try Self.put(tag, on: key.id, into: db) }
+            // A replica starts at its material's current version as it is now, even if a rotation came after the read.
+            if key.materialOwner != key.id {
+                try db.execute(
+                    sql: "UPDATE keys SET current_version = MAX(current_version, (SELECT current_version FROM keys WHERE key_id = ?)) WHERE key_id = ?",
+                    arguments: [key.materialOwner.storageKey, key.id.storageKey])
+            }
         }
     }
 

@@ -53,22 +53,27 @@ import TrentTestSupport
         (replica.id, replica.region, replica.multiRegionKeyType) = (KeyID(multiRegion: primary.id.uuid, region: "us-west-2"), "us-west-2", .replica)
         try await store.insertKey(single, backingKey: singleBacking, tags: [])
         try await store.insertKey(primary, backingKey: backing, tags: [])
+        var early = backing
+        early.version = 2
+        try await store.addBackingKey(early)
+        // Made from a read of the primary before that rotation: it starts at the current version all the same.
         try await store.insertKey(replica, backingKey: nil, tags: [Tag(key: "side", value: "west")])
+        (primary.currentVersion, replica.currentVersion) = (2, 2)
         #expect(try await store.key(replica.id) == replica)
         #expect(try await store.relatedKeys(of: primary.id) == [primary, replica])
         #expect(try await store.relatedKeys(of: single.id) == [])
 
         var second = backing
-        (second.version, second.rotationType) = (2, .onDemand)
+        (second.version, second.rotationType) = (3, .onDemand)
         try await store.addBackingKey(second)
-        #expect(try await store.key(replica.id)?.currentVersion == 2)
+        #expect(try await store.key(replica.id)?.currentVersion == 3)
         #expect(try await store.key(single.id)?.currentVersion == 1)
 
         try await store.destroyKey(primary.id)
         #expect(try await store.key(primary.id) == nil)
         let left = try #require(try await store.key(replica.id))
         #expect(left.materialOwner == replica.id)
-        #expect(try await store.backingKeys(of: replica.id).map(\.version) == [1, 2])
+        #expect(try await store.backingKeys(of: replica.id).map(\.version) == [1, 2, 3])
         #expect(try await store.backingKeys(of: replica.id).first?.wrappedKey == backing.wrappedKey)
         #expect(try await store.tags(of: replica.id) == [Tag(key: "side", value: "west")])
         try await store.destroyKey(replica.id)
