@@ -113,13 +113,13 @@ extension SQLiteMetadataStore: CustomKeyStoreMetadata {
                 }
             try db.execute(
                 sql: "INSERT INTO custom_key_store_keys (key_id, store_id, object_label, object_id, xks_key_id) VALUES (?, ?, ?, ?, ?)",
-                arguments: [link.keyID.description, link.storeID, label, id, link.xksKeyID])
+                arguments: [link.keyID.storageKey, link.storeID, label, id, link.xksKeyID])
         }
     }
 
     public func customKeyStoreKey(_ keyID: KeyID) async throws -> CustomKeyStoreKeyRecord? {
         try await read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM custom_key_store_keys WHERE key_id = ?", arguments: [keyID.description])
+            try Row.fetchOne(db, sql: "SELECT * FROM custom_key_store_keys WHERE key_id = ?", arguments: [keyID.storageKey])
                 .map(Self.customKeyStoreKeyRecord)
         }
     }
@@ -147,7 +147,7 @@ extension SQLiteMetadataStore: CustomKeyStoreMetadata {
     }
 
     private static func customKeyStoreKeyRecord(_ row: Row) throws -> CustomKeyStoreKeyRecord {
-        guard let id = KeyID(row["key_id"] as String) else {
+        guard let id = KeyID(storageKey: row["key_id"] as String) else {
             throw KMSError(.internalFailure, "The metadata store holds a custom key store key row it cannot read.")
         }
         let object: TokenObjectSelector

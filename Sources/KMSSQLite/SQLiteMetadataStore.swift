@@ -270,6 +270,15 @@ public final class SQLiteMetadataStore: MetadataStore {
                     CREATE INDEX backing_keys_valid_to ON backing_keys(valid_to) WHERE valid_to IS NOT NULL;
                     """)
         }
+        // Multi-Region keys: a replica's backing keys are those of the related key its material was made for.
+        migrator.registerMigration("multi-Region keys") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE keys ADD COLUMN material_owner TEXT;
+                    ALTER TABLE keys ADD COLUMN multi_region_key_type TEXT;
+                    CREATE INDEX keys_material_owner ON keys(material_owner) WHERE material_owner IS NOT NULL;
+                    """)
+        }
         return migrator
     }
 
@@ -292,6 +301,12 @@ public final class SQLiteMetadataStore: MetadataStore {
             try Self.insert(key, into: db)
             if let backingKey { try Self.insert(backingKey, into: db) }
             for tag in tags { try Self.put(tag, on: key.id, into: db) }
+            // A replica starts at its material's current version as it is now, even if a rotation came after the read.
+            if key.materialOwner != key.id {
+                try db.execute(
+                    sql: "UPDATE keys SET current_version = MAX(current_version, (SELECT current_version FROM keys WHERE key_id = ?)) WHERE key_id = ?",
+                    arguments: [key.materialOwner.storageKey, key.id.storageKey])
+            }
         }
     }
 
@@ -308,7 +323,7 @@ public final class SQLiteMetadataStore: MetadataStore {
 
     public func key(_ id: KeyID) async throws -> KeyRecord? {
         try await cached(\.keys, id) { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM keys WHERE key_id = ?", arguments: [id.description]).map(Self.keyRecord)
+            try Row.fetchOne(db, sql: "SELECT * FROM keys WHERE key_id = ?", arguments: [id.storageKey]).map(Self.keyRecord)
         }
     }
 
@@ -328,6 +343,9 @@ public final class SQLiteMetadataStore: MetadataStore {
         case .deletionScheduled(let date, let days):
             return KeyAssignments(
                 "state = ?, deletion_date = ?, pending_window_days = ?", [KeyState.pendingDeletion.rawValue, date.timeIntervalSince1970, days])
+        case .replicaDeletionScheduled(let days):
+            return KeyAssignments(
+                "state = ?, deletion_date = NULL, pending_window_days = ?", [KeyState.pendingReplicaDeletion.rawValue, days])
         case .deletionCancelled:
             // Whether the key holds material is decided in the same statement, on the rows as they are then.
             return KeyAssignments(
@@ -349,7 +367,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     /// on the row version it locks, so the same statement is safe there with many nodes). Returns the row written.
     private static func updateKey(_ id: KeyID, set assignments: KeyAssignments, if condition: KeyCondition, in db: Database) throws -> KeyRecord? {
         var sql = "UPDATE keys SET \(assignments.sql) WHERE key_id = ?"
-        var arguments = assignments.arguments + [id.description]
+        var arguments = assignments.arguments + [id.storageKey]
         if let states = condition.states {
             let sorted = states.map(\.rawValue).sorted()
             sql += sorted.isEmpty ? " AND 0" : " AND state IN (\(databaseQuestionMarks(count: sorted.count)))"
@@ -374,7 +392,37 @@ public final class SQLiteMetadataStore: MetadataStore {
         }
         try db.execute(sql: sql, arguments: arguments)
         guard db.changesCount > 0 else { return nil }
-        return try Row.fetchOne(db, sql: "SELECT * FROM keys WHERE key_id = ?", arguments: [id.description]).map(Self.keyRecord)
+        return try Row.fetchOne(db, sql: "SELECT * FROM keys WHERE key_id = ?", arguments: [id.storageKey]).map(Self.keyRecord)
+    }
+
+    public func relatedKeys(of materialOwner: KeyID) async throws -> [KeyRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM keys WHERE material_owner = ? ORDER BY seq", arguments: [materialOwner.storageKey])
+                .map(Self.keyRecord)
+        }
+    }
+
+    public func updatePrimary(from primary: KeyID, to replica: KeyID) async throws -> Bool {
+        try await write { db in
+            let enabled = KeyState.enabled.rawValue
+            try db.execute(
+                sql: """
+                    UPDATE keys SET multi_region_key_type = ?,
+                    rotation_period_days = (SELECT rotation_period_days FROM keys WHERE key_id = ?),
+                    next_rotation_date = (SELECT next_rotation_date FROM keys WHERE key_id = ?)
+                    WHERE key_id = ? AND multi_region_key_type = ? AND state = ?
+                    AND EXISTS (SELECT 1 FROM keys WHERE key_id = ? AND multi_region_key_type = ? AND state = ?)
+                    """,
+                arguments: [
+                    MultiRegionKeyType.primary.rawValue, primary.storageKey, primary.storageKey, replica.storageKey,
+                    MultiRegionKeyType.replica.rawValue, enabled, primary.storageKey, MultiRegionKeyType.primary.rawValue, enabled,
+                ])
+            guard db.changesCount == 1 else { return false }
+            try db.execute(
+                sql: "UPDATE keys SET multi_region_key_type = ?, rotation_period_days = NULL, next_rotation_date = NULL WHERE key_id = ?",
+                arguments: [MultiRegionKeyType.replica.rawValue, primary.storageKey])
+            return true
+        }
     }
 
     public func listKeys(account: String, region: String, after marker: String?, limit: Int) async throws -> Page<KeyRecord> {
@@ -451,7 +499,7 @@ public final class SQLiteMetadataStore: MetadataStore {
                     expiration_model = excluded.expiration_model, valid_to = excluded.valid_to
                     """,
                 arguments: [
-                    backingKey.keyID.description, version, Data(backingKey.wrappedKey), Data(backingKey.binding),
+                    backingKey.keyID.storageKey, version, Data(backingKey.wrappedKey), Data(backingKey.binding),
                     backingKey.wrappingKeyLabel, backingKey.creationDate.timeIntervalSince1970, backingKey.materialID,
                     backingKey.materialDescription, model, until, backingKey.publicKey.map { Data($0) },
                 ])
@@ -473,7 +521,7 @@ public final class SQLiteMetadataStore: MetadataStore {
                         SELECT 1 FROM backing_keys WHERE key_id = ? AND version = ? AND valid_to IS NOT NULL AND valid_to <= ?
                         AND length(wrapped_key) > 0
                         """,
-                    arguments: [keyID.description, version, expiry.timeIntervalSince1970])
+                    arguments: [keyID.storageKey, version, expiry.timeIntervalSince1970])
                 guard due != nil else { return nil }
             }
             // A staged version leaves the key as it is; otherwise a key pending deletion stays so and any other becomes
@@ -488,11 +536,11 @@ public final class SQLiteMetadataStore: MetadataStore {
             guard let key = try Self.updateKey(keyID, set: assignments, if: keyCondition, in: db) else { return nil }
             if version > Int64(key.currentVersion) {
                 // Staged material was never used: it goes, and other material may be staged in its place.
-                try db.execute(sql: "DELETE FROM backing_keys WHERE key_id = ? AND version = ?", arguments: [keyID.description, version])
+                try db.execute(sql: "DELETE FROM backing_keys WHERE key_id = ? AND version = ?", arguments: [keyID.storageKey, version])
             } else {
                 try db.execute(
                     sql: "UPDATE backing_keys SET wrapped_key = X'', expiration_model = NULL, valid_to = NULL WHERE key_id = ? AND version = ?",
-                    arguments: [keyID.description, version])
+                    arguments: [keyID.storageKey, version])
             }
             return key
         }
@@ -514,15 +562,24 @@ public final class SQLiteMetadataStore: MetadataStore {
             guard let key = try Self.updateKey(keyID, set: assignments, if: staging, in: db) else { return nil }
             try db.execute(
                 sql: "UPDATE backing_keys SET rotation_type = ?, creation_date = ? WHERE key_id = ? AND version = ?",
-                arguments: [RotationType.onDemand.rawValue, date.timeIntervalSince1970, keyID.description, version])
+                arguments: [RotationType.onDemand.rawValue, date.timeIntervalSince1970, keyID.storageKey, version])
             return key
         }
     }
 
     public func destroyKey(_ id: KeyID) async throws {
         try await write { db in
+            // The material of related multi-Region keys outlives any one of them: it moves to the oldest one left.
+            // Its binding names the id the related keys share, so it still verifies there.
+            if let successor = try String.fetchOne(
+                db, sql: "SELECT key_id FROM keys WHERE material_owner = ? AND key_id != ? ORDER BY seq LIMIT 1",
+                arguments: [id.storageKey, id.storageKey])
+            {
+                try db.execute(sql: "UPDATE backing_keys SET key_id = ? WHERE key_id = ?", arguments: [successor, id.storageKey])
+                try db.execute(sql: "UPDATE keys SET material_owner = ? WHERE material_owner = ?", arguments: [successor, id.storageKey])
+            }
             for table in ["tags", "aliases", "grants", "key_last_usage", "custom_key_store_keys", "backing_keys", "keys"] {
-                try db.execute(sql: "DELETE FROM \(table) WHERE key_id = ?", arguments: [id.description])
+                try db.execute(sql: "DELETE FROM \(table) WHERE key_id = ?", arguments: [id.storageKey])
             }
         }
         // Move the overwritten pages out of the write-ahead log too, so no copy of the EKTs stays behind.
@@ -537,14 +594,14 @@ public final class SQLiteMetadataStore: MetadataStore {
         try await cached(\.backingKeys, ReadCache.BackingKeyID(keyID: keyID, version: version)) { db in
             try Row.fetchOne(
                 db, sql: "SELECT * FROM backing_keys WHERE key_id = ? AND version = ?",
-                arguments: [keyID.description, Int64(version)]
+                arguments: [keyID.storageKey, Int64(version)]
             ).map(Self.backingKeyRecord)
         }
     }
 
     public func backingKeys(of keyID: KeyID) async throws -> [BackingKeyRecord] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM backing_keys WHERE key_id = ? ORDER BY version", arguments: [keyID.description])
+            try Row.fetchAll(db, sql: "SELECT * FROM backing_keys WHERE key_id = ? ORDER BY version", arguments: [keyID.storageKey])
                 .map(Self.backingKeyRecord)
         }
     }
@@ -566,9 +623,9 @@ public final class SQLiteMetadataStore: MetadataStore {
             if let binding {
                 try db.execute(
                     sql: "UPDATE backing_keys SET binding = ? WHERE key_id = ? AND version = ?",
-                    arguments: [Data(binding), keyID.description, Int64(version)])
+                    arguments: [Data(binding), keyID.storageKey, Int64(version)])
             }
-            try db.execute(sql: "DELETE FROM legacy_bindings WHERE key_id = ? AND version = ?", arguments: [keyID.description, Int64(version)])
+            try db.execute(sql: "DELETE FROM legacy_bindings WHERE key_id = ? AND version = ?", arguments: [keyID.storageKey, Int64(version)])
         }
     }
 
@@ -576,10 +633,17 @@ public final class SQLiteMetadataStore: MetadataStore {
         try await write { db in
             try Self.insert(backingKey, into: db)
             try db.execute(
-                sql: "UPDATE keys SET current_version = MAX(current_version, ?) WHERE key_id = ?",
-                arguments: [Int64(backingKey.version), backingKey.keyID.description])
+                sql: "UPDATE keys SET current_version = MAX(current_version, ?) WHERE key_id = ? OR material_owner = ?",
+                arguments: [Int64(backingKey.version), backingKey.keyID.storageKey, backingKey.keyID.storageKey])
             if let change {
-                _ = try Self.updateKey(backingKey.keyID, set: Self.assignments(change), if: condition, in: db)
+                // The change is the rotating key's: the owner or, for related multi-Region keys, the one the condition holds for.
+                let related = try String.fetchAll(
+                    db, sql: "SELECT key_id FROM keys WHERE material_owner = ? AND key_id != ?",
+                    arguments: [backingKey.keyID.storageKey, backingKey.keyID.storageKey]
+                ).compactMap(KeyID.init(storageKey:))
+                for id in [backingKey.keyID] + related {
+                    _ = try Self.updateKey(id, set: Self.assignments(change), if: condition, in: db)
+                }
             }
         }
     }
@@ -593,7 +657,7 @@ public final class SQLiteMetadataStore: MetadataStore {
                 for item in batch {
                     try db.execute(
                         sql: "UPDATE backing_keys SET nonces_reserved = MAX(nonces_reserved, ?) WHERE key_id = ? AND version = ?",
-                        arguments: [Int64(clamping: item.reserved), item.keyID.description, Int64(item.version)])
+                        arguments: [Int64(clamping: item.reserved), item.keyID.storageKey, Int64(item.version)])
                 }
             }
             // Only the reserved counts of these backing keys change: forget just those rows.
@@ -616,7 +680,7 @@ public final class SQLiteMetadataStore: MetadataStore {
             try db.execute(
                 sql: "INSERT INTO aliases (account_id, region, name, key_id, creation_date, last_updated_date) VALUES (?, ?, ?, ?, ?, ?)",
                 arguments: [
-                    alias.accountID, alias.region, alias.name, alias.targetKeyID.description, alias.creationDate.timeIntervalSince1970,
+                    alias.accountID, alias.region, alias.name, alias.targetKeyID.storageKey, alias.creationDate.timeIntervalSince1970,
                     alias.lastUpdatedDate.timeIntervalSince1970,
                 ])
         }
@@ -626,7 +690,7 @@ public final class SQLiteMetadataStore: MetadataStore {
         try await write { db in
             try db.execute(
                 sql: "UPDATE aliases SET key_id = ?, last_updated_date = ? WHERE account_id = ? AND region = ? AND name = ?",
-                arguments: [alias.targetKeyID.description, alias.lastUpdatedDate.timeIntervalSince1970, alias.accountID, alias.region, alias.name])
+                arguments: [alias.targetKeyID.storageKey, alias.lastUpdatedDate.timeIntervalSince1970, alias.accountID, alias.region, alias.name])
         }
     }
 
@@ -643,7 +707,7 @@ public final class SQLiteMetadataStore: MetadataStore {
             if let keyID {
                 rows = try Row.fetchAll(
                     db, sql: "SELECT * FROM aliases WHERE account_id = ? AND region = ? AND key_id = ? AND name > ? ORDER BY name LIMIT ?",
-                    arguments: [account, region, keyID.description, start, limit + 1])
+                    arguments: [account, region, keyID.storageKey, start, limit + 1])
             } else {
                 rows = try Row.fetchAll(
                     db, sql: "SELECT * FROM aliases WHERE account_id = ? AND region = ? AND name > ? ORDER BY name LIMIT ?",
@@ -657,7 +721,7 @@ public final class SQLiteMetadataStore: MetadataStore {
 
     public func aliases(of keyID: KeyID) async throws -> [AliasRecord] {
         try await cached(\.aliasesOfKey, keyID) { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM aliases WHERE key_id = ? ORDER BY name", arguments: [keyID.description]).map(Self.aliasRecord)
+            try Row.fetchAll(db, sql: "SELECT * FROM aliases WHERE key_id = ? ORDER BY name", arguments: [keyID.storageKey]).map(Self.aliasRecord)
         }
     }
 
@@ -666,7 +730,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     public func tags(of keyID: KeyID) async throws -> [Tag] {
         try await cached(\.tags, keyID) { db in
             try Row.fetchAll(
-                db, sql: "SELECT tag_key, tag_value FROM tags WHERE key_id = ? ORDER BY tag_key", arguments: [keyID.description]
+                db, sql: "SELECT tag_key, tag_value FROM tags WHERE key_id = ? ORDER BY tag_key", arguments: [keyID.storageKey]
             ).map { Tag(key: $0["tag_key"], value: $0["tag_value"]) }
         }
     }
@@ -680,7 +744,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     public func removeTags(_ tagKeys: [String], from keyID: KeyID) async throws {
         try await write { db in
             for tagKey in tagKeys {
-                try db.execute(sql: "DELETE FROM tags WHERE key_id = ? AND tag_key = ?", arguments: [keyID.description, tagKey])
+                try db.execute(sql: "DELETE FROM tags WHERE key_id = ? AND tag_key = ?", arguments: [keyID.storageKey, tagKey])
             }
         }
     }
@@ -693,21 +757,21 @@ public final class SQLiteMetadataStore: MetadataStore {
         try await writeOnWatch(invalidating: []) { db in
             for (keyID, entry) in usage {
                 // A key destroyed meanwhile has no row to update: skip it rather than fail the batch.
-                guard try Bool.fetchOne(db, sql: "SELECT 1 FROM keys WHERE key_id = ?", arguments: [keyID.description]) != nil else { continue }
+                guard try Bool.fetchOne(db, sql: "SELECT 1 FROM keys WHERE key_id = ?", arguments: [keyID.storageKey]) != nil else { continue }
                 try db.execute(
                     sql: """
                         INSERT INTO key_last_usage (key_id, operation, timestamp, request_id, event_id) VALUES (?, ?, ?, ?, ?)
                         ON CONFLICT (key_id) DO UPDATE SET operation = excluded.operation, timestamp = excluded.timestamp,
                         request_id = excluded.request_id, event_id = excluded.event_id WHERE excluded.timestamp >= key_last_usage.timestamp
                         """,
-                    arguments: [keyID.description, entry.operation, entry.timestamp.timeIntervalSince1970, entry.requestID, entry.eventID])
+                    arguments: [keyID.storageKey, entry.operation, entry.timestamp.timeIntervalSince1970, entry.requestID, entry.eventID])
             }
         }
     }
 
     public func lastUsage(of keyID: KeyID) async throws -> KeyLastUsage? {
         try await read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM key_last_usage WHERE key_id = ?", arguments: [keyID.description]).map {
+            try Row.fetchOne(db, sql: "SELECT * FROM key_last_usage WHERE key_id = ?", arguments: [keyID.storageKey]).map {
                 KeyLastUsage(
                     operation: $0["operation"], timestamp: Date(timeIntervalSince1970: $0["timestamp"]), requestID: $0["request_id"],
                     eventID: $0["event_id"])
@@ -727,7 +791,7 @@ public final class SQLiteMetadataStore: MetadataStore {
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
-                    grant.id, grant.keyID.description, grant.name, grant.granteePrincipal, grant.retiringPrincipal, operations,
+                    grant.id, grant.keyID.storageKey, grant.name, grant.granteePrincipal, grant.retiringPrincipal, operations,
                     constraints, grant.issuingAccount, grant.creationDate.timeIntervalSince1970,
                 ])
         }
@@ -739,7 +803,7 @@ public final class SQLiteMetadataStore: MetadataStore {
 
     public func grants(of keyID: KeyID) async throws -> [GrantRecord] {
         try await cached(\.grants, keyID) { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM grants WHERE key_id = ? ORDER BY seq", arguments: [keyID.description]).map(Self.grantRecord)
+            try Row.fetchAll(db, sql: "SELECT * FROM grants WHERE key_id = ? ORDER BY seq", arguments: [keyID.storageKey]).map(Self.grantRecord)
         }
     }
 
@@ -873,15 +937,16 @@ public final class SQLiteMetadataStore: MetadataStore {
             sql: """
                 INSERT INTO keys (key_id, account_id, region, creation_date, description, key_spec, key_usage, origin, key_manager,
                 state, deletion_date, pending_window_days, policy, current_version, rotation_period_days, next_rotation_date,
-                expiration_model, valid_to)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                expiration_model, valid_to, material_owner, multi_region_key_type)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [
-                key.id.description, key.accountID, key.region, key.creationDate.timeIntervalSince1970, key.description,
+                key.id.storageKey, key.accountID, key.region, key.creationDate.timeIntervalSince1970, key.description,
                 key.keySpec.rawValue, key.keyUsage.rawValue, key.origin.rawValue, key.keyManager.rawValue,
                 key.state.rawValue, key.deletionDate?.timeIntervalSince1970, key.pendingWindowInDays, key.policy,
                 Int64(key.currentVersion), key.rotationSchedule?.periodInDays, key.rotationSchedule?.nextRotationDate.timeIntervalSince1970,
                 key.expirationModel?.rawValue, key.validTo?.timeIntervalSince1970,
+                key.isMultiRegion ? key.materialOwner.storageKey : nil, key.multiRegionKeyType?.rawValue,
             ])
     }
 
@@ -893,7 +958,7 @@ public final class SQLiteMetadataStore: MetadataStore {
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [
-                backingKey.keyID.description, Int64(backingKey.version), Data(backingKey.wrappedKey), Data(backingKey.binding),
+                backingKey.keyID.storageKey, Int64(backingKey.version), Data(backingKey.wrappedKey), Data(backingKey.binding),
                 backingKey.wrappingKeyLabel, backingKey.creationDate.timeIntervalSince1970, Int64(clamping: backingKey.noncesReserved),
                 backingKey.rotationType?.rawValue, backingKey.publicKey.map { Data($0) }, backingKey.materialID, backingKey.materialDescription,
             ])
@@ -902,11 +967,11 @@ public final class SQLiteMetadataStore: MetadataStore {
     static func put(_ tag: Tag, on keyID: KeyID, into db: Database) throws {
         try db.execute(
             sql: "INSERT INTO tags (key_id, tag_key, tag_value) VALUES (?, ?, ?) ON CONFLICT (key_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value",
-            arguments: [keyID.description, tag.key, tag.value])
+            arguments: [keyID.storageKey, tag.key, tag.value])
     }
 
     static func keyRecord(_ row: Row) throws -> KeyRecord {
-        guard let id = KeyID(row["key_id"] as String),
+        guard let id = KeyID(storageKey: row["key_id"] as String),
             let keySpec = KeySpec(rawValue: row["key_spec"]), let keyUsage = KeyUsage(rawValue: row["key_usage"]),
             let origin = KeyOrigin(rawValue: row["origin"]), let keyManager = KeyManager(rawValue: row["key_manager"]),
             let state = KeyState(rawValue: row["state"])
@@ -923,11 +988,18 @@ public final class SQLiteMetadataStore: MetadataStore {
                 (row["next_rotation_date"] as Double?).map { RotationSchedule(periodInDays: days, nextRotationDate: Date(timeIntervalSince1970: $0)) }
             },
             expirationModel: (row["expiration_model"] as String?).flatMap(ExpirationModel.init(rawValue:)),
-            validTo: (row["valid_to"] as Double?).map(Date.init(timeIntervalSince1970:)))
+            validTo: (row["valid_to"] as Double?).map(Date.init(timeIntervalSince1970:)),
+            materialOwner: try (row["material_owner"] as String?).map { text throws(KMSError) in
+                guard let owner = KeyID(storageKey: text) else {
+                    throw KMSError(.internalFailure, "The metadata store holds a key row it cannot read.")
+                }
+                return owner
+            },
+            multiRegionKeyType: (row["multi_region_key_type"] as String?).flatMap(MultiRegionKeyType.init(rawValue:)))
     }
 
     private static func backingKeyRecord(_ row: Row) throws -> BackingKeyRecord {
-        guard let id = KeyID(row["key_id"] as String), let materialID = row["material_id"] as String? else {
+        guard let id = KeyID(storageKey: row["key_id"] as String), let materialID = row["material_id"] as String? else {
             throw KMSError(.internalFailure, "The metadata store holds a backing-key row it cannot read.")
         }
         return BackingKeyRecord(
@@ -943,7 +1015,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     private static func aliasRecord(_ row: Row) throws -> AliasRecord {
-        guard let id = KeyID(row["key_id"] as String) else {
+        guard let id = KeyID(storageKey: row["key_id"] as String) else {
             throw KMSError(.internalFailure, "The metadata store holds an alias row it cannot read.")
         }
         return AliasRecord(
@@ -952,7 +1024,7 @@ public final class SQLiteMetadataStore: MetadataStore {
     }
 
     private static func grantRecord(_ row: Row) throws -> GrantRecord {
-        guard let keyID = KeyID(row["key_id"] as String),
+        guard let keyID = KeyID(storageKey: row["key_id"] as String),
             let operations = try? JSONDecoder().decode([String].self, from: Data((row["operations"] as String).utf8))
         else {
             throw KMSError(.internalFailure, "The metadata store holds a grant row it cannot read.")

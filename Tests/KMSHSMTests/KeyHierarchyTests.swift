@@ -256,7 +256,7 @@ import TrentTestSupport
                 algorithm: nil, dryRun: nil, caller: caller)
             blobs.append(result.ciphertextBlob)
         }
-        let versions = try blobs.map { try CiphertextBlob(parsing: $0).backingKeyVersion }
+        let versions = try blobs.map { try CiphertextBlob(parsing: $0, region: "us-east-1").backingKeyVersion }
         let uses = Dictionary(grouping: versions, by: { $0 }).mapValues(\.count)
         #expect(uses.values.allSatisfy { UInt64($0) <= budget }, "no backing key exceeds its budget: \(uses)")
         #expect(uses.keys.sorted() == [1, 2, 3, 4, 5])
@@ -281,7 +281,7 @@ import TrentTestSupport
         let restarted = try await hsm.makeService(nonceBudget: 4, reservationBlock: 3, databasePath: fixture.databasePath)
         let versions = try await (0..<3).asyncMap { _ in
             try CiphertextBlob(parsing: try await restarted.service.encrypt(
-                keyID: key.id.description, plaintext: [1], context: .init(), algorithm: nil, dryRun: nil, caller: caller).ciphertextBlob).backingKeyVersion
+                keyID: key.id.description, plaintext: [1], context: .init(), algorithm: nil, dryRun: nil, caller: caller).ciphertextBlob, region: "us-east-1").backingKeyVersion
         }
         // Version 1 had 3 of 4 reserved before the restart: one encryption left, then version 2.
         #expect(versions == [1, 2, 2])

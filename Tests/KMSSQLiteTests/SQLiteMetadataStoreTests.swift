@@ -39,6 +39,48 @@ import TrentTestSupport
         #expect(try await reopened.alias(named: "alias/one", account: "111122223333", region: "us-east-1")?.targetKeyID == key.id)
     }
 
+    /// Related multi-Region keys keep one copy of the material, under the key it was made for: a new version is every
+    /// related key's current one, and destroying the owner moves the material to the oldest related key left.
+    @Test func relatedMultiRegionKeysShareTheirMaterial() async throws {
+        let store = try SQLiteMetadataStore(path: path)
+        let (single, singleBacking) = makeKey()
+        var (primary, backing) = makeKey()
+        primary.id = KeyID(multiRegion: UUID(), region: "us-east-1")
+        primary.materialOwner = primary.id
+        primary.multiRegionKeyType = .primary
+        backing.keyID = primary.id
+        var replica = primary
+        (replica.id, replica.region, replica.multiRegionKeyType) = (KeyID(multiRegion: primary.id.uuid, region: "us-west-2"), "us-west-2", .replica)
+        try await store.insertKey(single, backingKey: singleBacking, tags: [])
+        try await store.insertKey(primary, backingKey: backing, tags: [])
+        var early = backing
+        early.version = 2
+        try await store.addBackingKey(early)
+        // Made from a read of the primary before that rotation: it starts at the current version all the same.
+        try await store.insertKey(replica, backingKey: nil, tags: [Tag(key: "side", value: "west")])
+        (primary.currentVersion, replica.currentVersion) = (2, 2)
+        #expect(try await store.key(replica.id) == replica)
+        #expect(try await store.relatedKeys(of: primary.id) == [primary, replica])
+        #expect(try await store.relatedKeys(of: single.id) == [])
+
+        var second = backing
+        (second.version, second.rotationType) = (3, .onDemand)
+        try await store.addBackingKey(second)
+        #expect(try await store.key(replica.id)?.currentVersion == 3)
+        #expect(try await store.key(single.id)?.currentVersion == 1)
+
+        try await store.destroyKey(primary.id)
+        #expect(try await store.key(primary.id) == nil)
+        let left = try #require(try await store.key(replica.id))
+        #expect(left.materialOwner == replica.id)
+        #expect(try await store.backingKeys(of: replica.id).map(\.version) == [1, 2, 3])
+        #expect(try await store.backingKeys(of: replica.id).first?.wrappedKey == backing.wrappedKey)
+        #expect(try await store.tags(of: replica.id) == [Tag(key: "side", value: "west")])
+        try await store.destroyKey(replica.id)
+        #expect(try await store.backingKeys(of: replica.id).isEmpty)
+        #expect(try await store.key(single.id) != nil)
+    }
+
     /// A scheduled rotation stores its new version and its next date in one transaction (issue #12: a kill between two
     /// writes left the claim's lease as the next date, and the key rotated a second time when it ended); the date is
     /// written only where the condition holds, the version in any case.

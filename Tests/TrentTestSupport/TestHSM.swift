@@ -80,7 +80,7 @@ public final class TestHSM: Sendable {
     public func makeService(
         clock: any KMSClock = SystemClock(), nonceBudget: UInt64 = 1 << 32, reservationBlock: UInt64 = 1 << 16,
         databasePath: String? = nil, provider: PKCS11KeyProvider? = nil,
-        customKeyStoreTokens: any CustomKeyStoreTokens = NoCustomKeyStoreTokens()
+        customKeyStoreTokens: any CustomKeyStoreTokens = NoCustomKeyStoreTokens(), regions: Set<String> = []
     ) async throws -> ServiceFixture {
         // A restart (a second service on the same file) starts with nothing unwrapped, as `trent serve` does.
         let provider = try provider ?? makeProvider(ownConnection: databasePath != nil, customKeyStores: customKeyStoreTokens as? PKCS11CustomKeyStoreTokens)
@@ -88,7 +88,7 @@ public final class TestHSM: Sendable {
         let store = try SQLiteMetadataStore(path: path)
         let service = KeyManagementService(
             configuration: .init(
-                location: ServiceLocation(region: "us-east-1", accountID: "111122223333"), nonceBudget: nonceBudget,
+                location: ServiceLocation(region: "us-east-1", regions: regions, accountID: "111122223333"), nonceBudget: nonceBudget,
                 nonceReservationBlock: reservationBlock),
             provider: provider, store: store, clock: clock, logger: Logger(label: "trent.tests"), customKeyStoreTokens: customKeyStoreTokens)
         let directory = IdentityDirectory(store: store, provider: provider, clock: clock)

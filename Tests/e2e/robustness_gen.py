@@ -37,7 +37,7 @@ PARSER_DEPTH = 64  # Trent's JSON parser refuses deeper documents with Serializa
 
 # Operations of the model Trent answers with UnsupportedOperationException (README, "Operations"): it reads their
 # bodies as JSON only, so members of the wrong shape in them are not SerializationException.
-NOT_IMPLEMENTED = frozenset({"ReplicateKey", "UpdatePrimaryRegion", "Encapsulate", "Decapsulate"})
+NOT_IMPLEMENTED = frozenset({"Encapsulate", "Decapsulate"})
 
 # Errors AWS's JSON 1.1 protocol and SigV4 answer for any operation, beside the model's own error shapes.
 PROTOCOL_ERRORS = frozenset({

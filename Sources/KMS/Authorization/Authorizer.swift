@@ -139,6 +139,8 @@ struct Authorizer: Sendable {
             context.set("kms:KeySpec", key.keySpec.rawValue)
             context.set("kms:KeyUsage", key.keyUsage.rawValue)
             context.set("kms:KeyOrigin", key.origin.rawValue)
+            context.set("kms:MultiRegion", key.isMultiRegion ? "true" : "false")
+            if let type = key.multiRegionKeyType { context.set("kms:MultiRegionKeyType", type.rawValue) }
             for tag in try await store.tags(of: key.id) { context.set("aws:ResourceTag/\(tag.key)", tag.value) }
             context.set("kms:ResourceAliases", values: try await store.aliases(of: key.id).map(\.name))
         }

@@ -6,6 +6,9 @@ public enum KeyState: String, Sendable, Codable, CaseIterable {
     case enabled = "Enabled"
     case disabled = "Disabled"
     case pendingDeletion = "PendingDeletion"
+    /// A multi-Region primary key scheduled for deletion while it has replicas: its waiting period starts when the
+    /// last of them is deleted.
+    case pendingReplicaDeletion = "PendingReplicaDeletion"
     case pendingImport = "PendingImport"
     case unavailable = "Unavailable"
     case updating = "Updating"
@@ -94,6 +97,12 @@ public enum KeyOrigin: String, Sendable, Codable, CaseIterable {
     case externalKeyStore = "EXTERNAL_KEY_STORE"
 }
 
+/// A multi-Region key's role: the primary, whose Region replicas are made from, or a replica.
+public enum MultiRegionKeyType: String, Sendable, Codable {
+    case primary = "PRIMARY"
+    case replica = "REPLICA"
+}
+
 public enum KeyManager: String, Sendable, Codable {
     case customer = "CUSTOMER"
     case aws = "AWS"
@@ -123,13 +132,21 @@ public struct KeyRecord: Sendable, Equatable {
     public var expirationModel: ExpirationModel?
     /// When imported key material expires and is deleted.
     public var validTo: Date?
+    /// The key whose backing keys (and their nonce counts) this key uses: itself, or, for a replica of a
+    /// multi-Region key, the related key the material was made for, so that related keys share one copy of it.
+    public var materialOwner: KeyID
+    /// A multi-Region key's role among its related keys; nil for a single-Region key.
+    public var multiRegionKeyType: MultiRegionKeyType?
 
     public init(
         id: KeyID, accountID: String, region: String, creationDate: Date, description: String, keySpec: KeySpec, keyUsage: KeyUsage,
         origin: KeyOrigin, keyManager: KeyManager, state: KeyState, deletionDate: Date? = nil,
         pendingWindowInDays: Int? = nil, policy: String, currentVersion: UInt32, rotationSchedule: RotationSchedule? = nil,
-        expirationModel: ExpirationModel? = nil, validTo: Date? = nil
+        expirationModel: ExpirationModel? = nil, validTo: Date? = nil, materialOwner: KeyID? = nil,
+        multiRegionKeyType: MultiRegionKeyType? = nil
     ) {
+        self.materialOwner = materialOwner ?? id
+        self.multiRegionKeyType = multiRegionKeyType
         self.expirationModel = expirationModel
         self.validTo = validTo
         self.rotationSchedule = rotationSchedule
@@ -150,6 +167,7 @@ public struct KeyRecord: Sendable, Equatable {
     }
 
     public var isEnabled: Bool { state == .enabled }
+    public var isMultiRegion: Bool { id.multiRegion != nil }
 
     public var encryptionAlgorithms: [String] {
         guard keyUsage == .encryptDecrypt else { return [] }

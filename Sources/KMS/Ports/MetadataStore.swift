@@ -18,6 +18,11 @@ public protocol MetadataStore: Sendable {
     /// The keys of one account in one Region in creation order, starting after `marker` (an opaque value from a
     /// previous page).
     func listKeys(account: String, region: String, after marker: String?, limit: Int) async throws -> Page<KeyRecord>
+    /// A multi-Region key and its related keys (every key whose material `materialOwner` owns), in creation order.
+    func relatedKeys(of materialOwner: KeyID) async throws -> [KeyRecord]
+    /// Makes `replica` the primary key of its related keys and `primary` a replica, moving the rotation schedule with
+    /// the role, atomically and only if both are Enabled and in those roles when written. Returns whether it did.
+    func updatePrimary(from primary: KeyID, to replica: KeyID) async throws -> Bool
     func keysPendingDeletion(dueBy date: Date) async throws -> [KeyRecord]
     /// Keys with automatic rotation enabled whose next rotation date has come.
     func keysDueForRotation(dueBy date: Date) async throws -> [KeyRecord]
@@ -41,14 +46,15 @@ public protocol MetadataStore: Sendable {
     /// rotation type and date are set, and the key takes its expiry), atomically, where `condition` holds and the
     /// version is still after the current one. Returns the row as written, or nil.
     func makeStagedMaterialCurrent(_ keyID: KeyID, version: UInt32, on date: Date, if condition: KeyCondition) async throws -> KeyRecord?
-    /// Removes the key with its backing keys, aliases and tags, and overwrites the freed bytes.
+    /// Removes the key with its backing keys, aliases and tags, and overwrites the freed bytes. The backing keys of
+    /// a multi-Region key that has related keys left move to the oldest of them instead.
     func destroyKey(_ id: KeyID) async throws
 
     // Backing keys
     func backingKey(_ keyID: KeyID, version: UInt32) async throws -> BackingKeyRecord?
     /// Every backing-key version of a key, oldest first.
     func backingKeys(of keyID: KeyID) async throws -> [BackingKeyRecord]
-    /// Adds a new backing-key version and makes it the key's current version and, in the same atomic step, applies
+    /// Adds a new backing-key version and makes it the current version of the key and of its related keys and, in the same atomic step, applies
     /// `change` to the key's row where `condition` holds for it (a scheduled rotation moves its schedule on: a crash
     /// can never leave the one without the other).
     func addBackingKey(_ backingKey: BackingKeyRecord, with change: KeyChange?, if condition: KeyCondition) async throws
@@ -125,6 +131,9 @@ public enum KeyChange: Sendable, Equatable {
     case state(KeyState)
     /// ScheduleKeyDeletion: PendingDeletion, with its deletion date and waiting period.
     case deletionScheduled(date: Date, pendingWindowInDays: Int)
+    /// ScheduleKeyDeletion of a multi-Region primary key with replicas: PendingReplicaDeletion, with its waiting
+    /// period and no deletion date yet.
+    case replicaDeletionScheduled(pendingWindowInDays: Int)
     /// CancelKeyDeletion: the deletion date and waiting period are cleared, and the key returns to Disabled, or to
     /// PendingImport when it is of origin EXTERNAL and holds no imported material at that moment.
     case deletionCancelled
@@ -159,8 +168,8 @@ public struct KeyCondition: Sendable, Equatable {
     }
 
     public static let any = KeyCondition()
-    /// Management operations other than the deletion ones: every state but PendingDeletion.
-    public static let notPendingDeletion = KeyCondition(states: Set(KeyState.allCases).subtracting([.pendingDeletion]))
+    /// Management operations other than the deletion ones: every state but PendingDeletion and PendingReplicaDeletion.
+    public static let notPendingDeletion = KeyCondition(states: Set(KeyState.allCases).subtracting([.pendingDeletion, .pendingReplicaDeletion]))
 
     public static func state(in states: Set<KeyState>) -> KeyCondition { KeyCondition(states: states) }
 

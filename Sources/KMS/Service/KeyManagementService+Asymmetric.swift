@@ -132,7 +132,7 @@ extension KeyManagementService {
 
     /// Asymmetric keys never rotate, so their one backing key is the current one.
     func currentBackingKey(of key: KeyRecord) async throws -> BackingKeyRecord {
-        guard let backingKey = try await store.backingKey(key.id, version: key.currentVersion) else {
+        guard let backingKey = try await store.backingKey(key.materialOwner, version: key.currentVersion) else {
             throw KMSError(.internalFailure, "The backing key of \(arn(key)) is missing.")
         }
         return backingKey

@@ -196,7 +196,7 @@ extension KeyManagementService {
         }
         let tokenObject = try await customKeyStoreObject(of: key)
         let version = try await ledger.claimEncryption(for: key)
-        guard var backingKey = try await store.backingKey(key.id, version: version) else {
+        guard var backingKey = try await store.backingKey(key.materialOwner, version: version) else {
             throw KMSError(.internalFailure, "Backing key version \(version) of \(arn(key)) is missing.")
         }
         backingKey.tokenObject = tokenObject
@@ -235,7 +235,7 @@ extension KeyManagementService {
             let plaintext = try await provider.decrypt(ciphertext, under: try await currentBackingKey(of: key), spec: pair, algorithm: rsa)
             return (key, plaintext, algorithm)
         }
-        let blob = try CiphertextBlob(parsing: ciphertext)
+        let blob = try CiphertextBlob(parsing: ciphertext, region: location.region(of: caller))
         let key: KeyRecord
         if let named {
             guard named.record.id == blob.keyID else {
@@ -257,7 +257,7 @@ extension KeyManagementService {
         try requireSymmetricEncryption(key, for: action.operation)
         try rejectDryRun(dryRun)
         let tokenObject = try await customKeyStoreObject(of: key)
-        guard var backingKey = try await store.backingKey(key.id, version: blob.backingKeyVersion) else {
+        guard var backingKey = try await store.backingKey(key.materialOwner, version: blob.backingKeyVersion) else {
             throw KMSError(.invalidCiphertext, "")
         }
         backingKey.tokenObject = tokenObject

@@ -60,14 +60,13 @@ extension KeyManagementService {
         if origin == .external, !Self.importableSpecs.contains(keySpec) {
             throw KMSError(.unsupportedOperation, "Trent imports no key material into \(keySpec.rawValue) keys.")
         }
-        if request.multiRegion == true, request.customKeyStoreID == nil {
-            throw KMSError(.unsupportedOperation, "Multi-Region keys are not supported by Trent yet.")
-        }
         try validateTags(request.tags)
         var conditions = ConditionContext()
         conditions.set("kms:KeySpec", keySpec.rawValue)
         conditions.set("kms:KeyUsage", keyUsage.rawValue)
         conditions.set("kms:KeyOrigin", origin.rawValue)
+        conditions.set("kms:MultiRegion", request.multiRegion == true ? "true" : "false")
+        if request.multiRegion == true { conditions.set("kms:MultiRegionKeyType", MultiRegionKeyType.primary.rawValue) }
         conditions.addRequestTags(request.tags)
         try await authorizer.authorize(AuthorizationRequest("kms:CreateKey", context: conditions), caller: caller)
         guard !caller.accountID.isEmpty else {
@@ -82,11 +81,13 @@ extension KeyManagementService {
             throw KMSError(.validation, "Origin \(origin.rawValue) needs a CustomKeyStoreId.")
         }
 
-        let id = KeyID()
+        let region = location.region(of: caller)
+        let multiRegion = request.multiRegion == true
+        let id = multiRegion ? KeyID(multiRegion: UUID(), region: region) : KeyID()
         var key = KeyRecord(
-            id: id, accountID: caller.accountID, region: location.region(of: caller), creationDate: clock.now(), description: description, keySpec: keySpec,
+            id: id, accountID: caller.accountID, region: region, creationDate: clock.now(), description: description, keySpec: keySpec,
             keyUsage: keyUsage, origin: origin, keyManager: .customer, state: origin == .external ? .pendingImport : .enabled,
-            policy: Self.defaultKeyPolicy(account: caller.accountID), currentVersion: 1)
+            policy: Self.defaultKeyPolicy(account: caller.accountID), currentVersion: 1, multiRegionKeyType: multiRegion ? .primary : nil)
         if let policy = request.policy {
             key.policy = try await checkedKeyPolicy(policy, for: key, bypassLockoutCheck: request.bypassPolicyLockoutSafetyCheck, caller: caller)
         }
@@ -123,6 +124,19 @@ extension KeyManagementService {
         {"Version":"2012-10-17","Id":"key-default-1","Statement":[{"Sid":"Enable IAM User Permissions",\
         "Effect":"Allow","Principal":{"AWS":"arn:aws:iam::\(account):root"},"Action":"kms:*","Resource":"*"}]}
         """
+    }
+
+    /// When the last replica of a primary key in PendingReplicaDeletion is gone, the primary's own waiting period
+    /// starts. `related` are the destroyed key's related keys as they were before.
+    private func startPrimaryDeletion(after destroyed: KeyRecord, related: [KeyRecord]) async throws {
+        guard destroyed.multiRegionKeyType == .replica, let named = related.first(where: { $0.multiRegionKeyType == .primary }),
+            let primary = try await store.key(named.id), primary.state == .pendingReplicaDeletion, let days = primary.pendingWindowInDays,
+            try await !store.relatedKeys(of: primary.materialOwner).contains(where: { $0.multiRegionKeyType == .replica })
+        else { return }
+        _ = try await store.updateKey(
+            primary.id, .deletionScheduled(date: clock.now().addingTimeInterval(TimeInterval(days) * 86_400), pendingWindowInDays: days),
+            if: .state(in: [.pendingReplicaDeletion]))
+        logger.info("scheduled key deletion after its replicas'", metadata: ["kms.key.id": "\(primary.id)", "kms.deletion.days": "\(days)"])
     }
 
     public func describeKey(_ keyID: String, caller: Caller) async throws -> KeyRecord {
@@ -183,6 +197,15 @@ extension KeyManagementService {
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
         try await authorize("kms:ScheduleKeyDeletion", resolved, caller: caller)
         try requireNotPendingDeletion(resolved.record)
+        // A multi-Region primary key outlives its replicas, as in AWS: its waiting period starts after theirs.
+        if resolved.record.multiRegionKeyType == .primary,
+            try await store.relatedKeys(of: resolved.record.materialOwner).contains(where: { $0.multiRegionKeyType == .replica })
+        {
+            let key = try await update(
+                resolved.record, .replicaDeletionScheduled(pendingWindowInDays: days), if: .notPendingDeletion, check: requireNotPendingDeletion)
+            logger.info("scheduled key deletion after its replicas'", metadata: ["kms.key.id": "\(key.id)", "kms.deletion.days": "\(days)"])
+            return key
+        }
         let key = try await update(
             resolved.record, .deletionScheduled(date: clock.now().addingTimeInterval(TimeInterval(days) * 86_400), pendingWindowInDays: days),
             if: .notPendingDeletion, check: requireNotPendingDeletion)
@@ -196,12 +219,12 @@ extension KeyManagementService {
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
         try await authorize("kms:CancelKeyDeletion", resolved, caller: caller)
         let check = { (key: KeyRecord) throws(KMSError) in
-            guard key.state == .pendingDeletion else {
+            guard key.state == .pendingDeletion || key.state == .pendingReplicaDeletion else {
                 throw KMSError(.invalidState, "\(self.arn(key)) is not pending deletion.")
             }
         }
         try check(resolved.record)
-        return try await update(resolved.record, .deletionCancelled, if: .state(in: [.pendingDeletion]), check: check)
+        return try await update(resolved.record, .deletionCancelled, if: .state(in: [.pendingDeletion, .pendingReplicaDeletion]), check: check)
     }
 
     /// Destroys every key whose deletion date has passed: its metadata, wrapped backing keys, aliases and
@@ -211,11 +234,13 @@ extension KeyManagementService {
         let due = try await store.keysPendingDeletion(dueBy: clock.now())
         for key in due {
             await releaseCustomKeyStoreObject(of: key)
+            let related = key.isMultiRegion ? try await store.relatedKeys(of: key.materialOwner).filter { $0.id != key.id } : []
             try await store.destroyKey(key.id)
             await provider.forget(key.id)
             ledger.forget(key.id)
             usage.forget(key.id)
             logger.info("destroyed key at the end of its deletion window", metadata: ["kms.key.id": "\(key.id)"])
+            try await startPrimaryDeletion(after: key, related: related)
         }
         return due.map(\.id)
     }

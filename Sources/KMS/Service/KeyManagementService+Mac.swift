@@ -43,7 +43,7 @@ extension KeyManagementService {
             throw KMSError(.invalidKeyUsage, "Algorithm \(requested.rawValue) is incompatible with key spec \(key.keySpec.rawValue).")
         }
         try requireEnabled(key)
-        guard let backingKey = try await store.backingKey(key.id, version: key.currentVersion) else {
+        guard let backingKey = try await store.backingKey(key.materialOwner, version: key.currentVersion) else {
             throw KMSError(.internalFailure, "The backing key of \(arn(key)) is missing.")
         }
         return (key, backingKey, requested)

@@ -66,14 +66,15 @@ extension KeyManagementService {
         let resolved = try await resolveKey(keyID, allowAlias: false, caller: caller)
         try await authorize("kms:GetKeyRotationStatus", resolved, caller: caller)
         try requireRotatableKind(resolved.record, automatic: true)
-        return RotationStatus(keyARN: arn(resolved.record), schedule: resolved.record.rotationSchedule)
+        let schedule = try await primaryKey(of: resolved.record)?.rotationSchedule
+        return RotationStatus(keyARN: arn(resolved.record), schedule: schedule)
     }
 
     /// Rotates now, whatever the schedule (which it leaves as it is), at most 25 times per key as in AWS. A key of
     /// imported material rotates to the new material staged for it (ImportKeyMaterial with NEW_KEY_MATERIAL).
     public func rotateKeyOnDemand(_ keyID: String, caller: Caller) async throws -> KeyRecord {
         let key = try await rotatableKey(keyID, action: "kms:RotateKeyOnDemand", automatic: false, caller: caller)
-        let versions = try await store.backingKeys(of: key.id)
+        let versions = try await store.backingKeys(of: key.materialOwner)
         let onDemand = versions.filter { $0.rotationType == .onDemand }.count
         guard onDemand < Self.maximumOnDemandRotations else {
             throw KMSError(
@@ -93,7 +94,7 @@ extension KeyManagementService {
             logger.info("rotated key on demand", metadata: ["kms.key.id": "\(key.id)", "kms.backing_key.version": "\(staged.version)"])
             return key
         }
-        let version = try await ledger.rotate(key.id, type: .onDemand)
+        let version = try await ledger.rotate(key.materialOwner, type: .onDemand)
         logger.info("rotated key on demand", metadata: ["kms.key.id": "\(key.id)", "kms.backing_key.version": "\(version.version)"])
         return key
     }
@@ -112,7 +113,7 @@ extension KeyManagementService {
         let key = resolved.record
         try requireRotatableKind(key, automatic: false)
         let keyARN = arn(key)
-        let rotations = try await store.backingKeys(of: key.id).compactMap { version -> Rotation? in
+        let rotations = try await store.backingKeys(of: key.materialOwner).compactMap { version -> Rotation? in
             let staged = version.version > key.currentVersion
             guard include == .allKeyMaterial || (version.rotationType != nil && !staged) else { return nil }
             let state: KeyMaterialState = staged ? .pendingRotation : version.version == key.currentVersion ? .current : .nonCurrent
@@ -173,7 +174,7 @@ extension KeyManagementService {
                 // The next date is written with the new version, in one transaction: a crash between the two would
                 // leave the lease as the next date, and the key would rotate again when it ends.
                 _ = try await ledger.rotate(
-                    due.id, type: .automatic, with: .rotationSchedule(next), if: KeyCondition(rotationSchedule: lease))
+                    due.materialOwner, type: .automatic, with: .rotationSchedule(next), if: KeyCondition(rotationSchedule: lease))
             } catch {
                 _ = try? await store.updateKey(due.id, .rotationSchedule(current), if: KeyCondition(rotationSchedule: lease))
                 throw error
@@ -191,6 +192,9 @@ extension KeyManagementService {
         let key = resolved.record
         // Imported material is refused first; then AWS tells a disabled key (DisabledException) whatever its spec.
         try requireRotatableOrigin(key, automatic: automatic)
+        guard key.multiRegionKeyType != .replica else {
+            throw KMSError(.unsupportedOperation, "\(arn(key)) is a multi-Region replica key: its rotation is its primary key's.")
+        }
         try requireEnabled(key)
         try requireRotatableSpec(key)
         return key

@@ -79,12 +79,12 @@ public final class KeyManagementService: Sendable {
             }
             let account = String(parts[4])
             let resource = String(parts[5])
-            if resource.hasPrefix("key/"), let id = KeyID(String(resource.dropFirst(4))) { return .keyID(id, account: account) }
+            if resource.hasPrefix("key/"), let id = KeyID(String(resource.dropFirst(4)), region: region) { return .keyID(id, account: account) }
             if resource.hasPrefix("alias/") { return .aliasName(resource, account: account) }
             throw KMSError(.notFound, "Invalid arn \(text)")
         }
         if text.hasPrefix("alias/") { return .aliasName(text, account: nil) }
-        if let id = KeyID(text) { return .keyID(id, account: nil) }
+        if let id = KeyID(text, region: region) { return .keyID(id, account: nil) }
         throw KMSError(.notFound, "Invalid keyId '\(text)'")
     }
 
@@ -125,7 +125,7 @@ public final class KeyManagementService: Sendable {
         switch key.state {
         case .enabled: return
         case .disabled: throw KMSError(.disabled, "\(arn(key)) is disabled.")
-        case .pendingDeletion: throw KMSError(.invalidState, "\(arn(key)) is pending deletion.")
+        case .pendingDeletion, .pendingReplicaDeletion: throw KMSError(.invalidState, "\(arn(key)) is pending deletion.")
         case .pendingImport: throw KMSError(.invalidState, "\(arn(key)) is pending import.")
         default: throw KMSError(.invalidState, "\(arn(key)) is \(key.state.rawValue) and cannot be used.")
         }
@@ -133,7 +133,7 @@ public final class KeyManagementService: Sendable {
 
     /// Management operations refuse keys that are on their way out.
     func requireNotPendingDeletion(_ key: KeyRecord) throws(KMSError) {
-        if key.state == .pendingDeletion {
+        if key.state == .pendingDeletion || key.state == .pendingReplicaDeletion {
             throw KMSError(.invalidState, "\(arn(key)) is pending deletion.")
         }
     }

@@ -66,8 +66,8 @@ actor NonceLedger {
     /// One encryption from the current version's reserved block, if any is left.
     private nonisolated func claimReserved(for key: KeyRecord) -> Claim {
         counts.withLock { counts in
-            let version = max(counts.currentVersions[key.id] ?? 0, key.currentVersion)
-            let id = VersionID(keyID: key.id, version: version)
+            let version = max(counts.currentVersions[key.materialOwner] ?? 0, key.currentVersion)
+            let id = VersionID(keyID: key.materialOwner, version: version)
             guard var slot = counts.slots[id], slot.used < slot.reserved else { return .refillNeeded }
             slot.used += 1
             counts.slots[id] = slot
@@ -78,16 +78,16 @@ actor NonceLedger {
     private func claimRefilling(for key: KeyRecord) async throws -> UInt32 {
         while true {
             if case .claimed(let version) = claimReserved(for: key) { return version }
-            let version = max(counts.withLock { $0.currentVersions[key.id] } ?? 0, key.currentVersion)
-            let id = VersionID(keyID: key.id, version: version)
-            if let refill = refills[key.id] {
+            let version = max(counts.withLock { $0.currentVersions[key.materialOwner] } ?? 0, key.currentVersion)
+            let id = VersionID(keyID: key.materialOwner, version: version)
+            if let refill = refills[key.materialOwner] {
                 try await refill.value
                 continue
             }
             let renewable = key.origin == .awsKMS
             let refill = Task { try await self.refill(id, renewable: renewable) }
-            refills[key.id] = refill
-            defer { refills[key.id] = nil }
+            refills[key.materialOwner] = refill
+            defer { refills[key.materialOwner] = nil }
             try await refill.value
         }
     }

@@ -121,11 +121,13 @@ extension KeyManagementService {
         ]
     }
 
-    /// KeyMetadata with what a key of a custom key store adds: its store, its cluster or external key, and the
-    /// state `Unavailable` while the store is not connected (as AWS shows it).
+    /// KeyMetadata with where a multi-Region key's related keys are, and with what a key of a custom key store adds:
+    /// its store, its cluster or external key, and the state `Unavailable` while the store is not connected (as AWS
+    /// shows it).
     func wireKeyMetadata(_ key: KeyRecord) async throws -> WireKeyMetadata {
         var metadata = WireKeyMetadata(key)
         metadata.CurrentKeyMaterialId = try await currentKeyMaterialID(of: key)
+        metadata.MultiRegionConfiguration = try await multiRegionConfiguration(of: key).map(WireMultiRegionConfiguration.init)
         if let view = try await customKeyStoreView(of: key) {
             metadata.CustomKeyStoreId = view.storeID
             metadata.CloudHsmClusterId = view.clusterID

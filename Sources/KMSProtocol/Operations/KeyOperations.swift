@@ -25,6 +25,7 @@ struct WireKeyMetadata: Encodable, Sendable {
     var MultiRegion: Bool
     /// Symmetric encryption keys with material: the current backing-key version's key material id.
     var CurrentKeyMaterialId: String?
+    var MultiRegionConfiguration: WireMultiRegionConfiguration?
     // Keys of custom key stores (CustomKeyStoreOperations.swift).
     var CustomKeyStoreId: String?
     var CloudHsmClusterId: String?
@@ -50,8 +51,45 @@ struct WireKeyMetadata: Encodable, Sendable {
         KeyAgreementAlgorithms = key.keyAgreementAlgorithms.isEmpty ? nil : key.keyAgreementAlgorithms
         ExpirationModel = key.expirationModel?.rawValue
         ValidTo = key.validTo
-        MultiRegion = false
+        MultiRegion = key.isMultiRegion
     }
+}
+
+/// `MultiRegionConfiguration` of a multi-Region key's metadata.
+struct WireMultiRegionConfiguration: Encodable, Sendable {
+    struct Key: Encodable, Sendable {
+        var Arn: String
+        var Region: String
+    }
+    var MultiRegionKeyType: String
+    var PrimaryKey: Key?
+    var ReplicaKeys: [Key]
+
+    init(_ configuration: KeyManagementService.MultiRegionConfiguration) {
+        MultiRegionKeyType = configuration.keyType.rawValue
+        PrimaryKey = configuration.primaryKey.map { Key(Arn: $0.arn, Region: $0.region) }
+        ReplicaKeys = configuration.replicaKeys.map { Key(Arn: $0.arn, Region: $0.region) }
+    }
+}
+
+struct ReplicateKeyInput: Decodable, Sendable {
+    var KeyId: String?
+    var ReplicaRegion: String?
+    var Policy: String?
+    var BypassPolicyLockoutSafetyCheck: Bool?
+    var Description: String?
+    var Tags: [WireTag]?
+}
+
+struct UpdatePrimaryRegionInput: Decodable, Sendable {
+    var KeyId: String?
+    var PrimaryRegion: String?
+}
+
+struct ReplicateKeyResponse: Encodable, Sendable {
+    var ReplicaKeyMetadata: WireKeyMetadata
+    var ReplicaPolicy: String
+    var ReplicaTags: [WireTag]
 }
 
 struct KeyMetadataResponse: Encodable, Sendable { var KeyMetadata: WireKeyMetadata }
@@ -111,6 +149,22 @@ struct CancelKeyDeletionResponse: Encodable, Sendable { var KeyId: String }
 extension KeyManagementService {
     func keyOperations() -> [String: Operation] {
         return [
+            "ReplicateKey": .json(ReplicateKeyInput.self) { request, caller in
+                let (replica, tags) = try await self.replicateKey(
+                    .init(
+                        keyID: try required(request.KeyId, "KeyId"), replicaRegion: try required(request.ReplicaRegion, "ReplicaRegion"),
+                        policy: request.Policy, bypassPolicyLockoutSafetyCheck: request.BypassPolicyLockoutSafetyCheck ?? false,
+                        description: request.Description, tags: try (request.Tags ?? []).map { try $0.domain() }),
+                    caller: caller)
+                return ReplicateKeyResponse(
+                    ReplicaKeyMetadata: try await self.wireKeyMetadata(replica), ReplicaPolicy: replica.policy,
+                    ReplicaTags: tags.map(WireTag.init))
+            },
+            "UpdatePrimaryRegion": .json(UpdatePrimaryRegionInput.self) { request, caller in
+                try await self.updatePrimaryRegion(
+                    try required(request.KeyId, "KeyId"), primaryRegion: try required(request.PrimaryRegion, "PrimaryRegion"), caller: caller)
+                return NoOutput()
+            },
             "CreateKey": .json(CreateKeyInput.self) { request, caller in
                 if let spec = request.KeySpec, let legacy = request.CustomerMasterKeySpec, spec != legacy {
                     throw KMSError(.validation, "You cannot specify KeySpec and CustomerMasterKeySpec in the same request.")
