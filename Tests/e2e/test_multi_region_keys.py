@@ -141,8 +141,13 @@ def test_replicate_key_errors(east, west):
 def test_rotation_is_shared(east, west):
     key_id = east.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
     east.replicate_key(KeyId=key_id, ReplicaRegion=WEST)
+    first_material = east.describe_key(KeyId=key_id)["KeyMetadata"]["CurrentKeyMaterialId"]
+    assert west.describe_key(KeyId=key_id)["KeyMetadata"]["CurrentKeyMaterialId"] == first_material
     before = west.encrypt(KeyId=key_id, Plaintext=b"before")["CiphertextBlob"]
     east.rotate_key_on_demand(KeyId=key_id)
+    rotated_material = west.describe_key(KeyId=key_id)["KeyMetadata"]["CurrentKeyMaterialId"]
+    assert rotated_material != first_material
+    assert east.describe_key(KeyId=key_id)["KeyMetadata"]["CurrentKeyMaterialId"] == rotated_material
     after = west.encrypt(KeyId=key_id, Plaintext=b"after")["CiphertextBlob"]
     assert before[17:21] == b"\0\0\0\1" and after[17:21] == b"\0\0\0\2"
     assert east.decrypt(CiphertextBlob=before)["Plaintext"] == b"before"

@@ -141,7 +141,7 @@ extension KeyManagementService {
     /// EXTERNAL that have (or had) material.
     public func currentKeyMaterialID(of key: KeyRecord) async throws -> String? {
         guard key.keySpec == .symmetricDefault, key.origin == .awsKMS || key.origin == .external else { return nil }
-        return try await store.backingKey(key.id, version: key.currentVersion)?.materialID
+        return try await store.backingKey(key.materialOwner, version: key.currentVersion)?.materialID
     }
 
     /// How long a scheduler holds a due rotation it claimed: should it stop before finishing (a crash), the key is
