@@ -19,7 +19,7 @@ import subprocess
 
 import pytest
 
-from trent_e2e import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, Identities, RawClient, TrentServer, make_kms, unique_alias
+from trent_e2e import ACCESS_KEY_ID, EU, REGION, SECRET_ACCESS_KEY, WEST, Identities, RawClient, TrentServer, make_kms, unique_alias
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +49,22 @@ def make_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def kms(server):
     return make_kms(server)
+
+
+@pytest.fixture(scope="session")
+def east(server):
+    """A client of the session server in the default Region (as `kms`), beside `west` and `eu`."""
+    return make_kms(server, region=REGION)
+
+
+@pytest.fixture(scope="session")
+def west(server):
+    return make_kms(server, region=WEST)
+
+
+@pytest.fixture(scope="session")
+def eu(server):
+    return make_kms(server, region=EU)
 
 
 @pytest.fixture(scope="session")

@@ -6,37 +6,13 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
-
-from trent_e2e import ACCOUNT_ID, REGION, expect_error, make_kms, tags_dict, unique_alias
-
-WEST = "us-west-2"
-EU = "eu-central-1"
-
-
-def arn(region: str, key_id: str) -> str:
-    return f"arn:aws:kms:{region}:{ACCOUNT_ID}:key/{key_id}"
-
-
-@pytest.fixture(scope="module")
-def east(server):
-    return make_kms(server, region=REGION)
-
-
-@pytest.fixture(scope="module")
-def west(server):
-    return make_kms(server, region=WEST)
-
-
-@pytest.fixture(scope="module")
-def eu(server):
-    return make_kms(server, region=EU)
+from trent_e2e import ACCOUNT_ID, EU, REGION, WEST, expect_error, key_arn, tags_dict, unique_alias
 
 
 def test_create_key_multi_region_makes_a_primary_key(east):
     key = east.create_key(MultiRegion=True, Description="primary")["KeyMetadata"]
     assert re.fullmatch(r"mrk-[0-9a-f]{32}", key["KeyId"])
-    assert key["Arn"] == arn(REGION, key["KeyId"])
+    assert key["Arn"] == key_arn(key["KeyId"], REGION)
     assert key["MultiRegion"] is True
     assert key["MultiRegionConfiguration"] == {
         "MultiRegionKeyType": "PRIMARY", "PrimaryKey": {"Arn": key["Arn"], "Region": REGION}, "ReplicaKeys": []}
@@ -57,15 +33,15 @@ def test_replicate_key_shares_the_material(east, west, eu):
     answer = east.replicate_key(
         KeyId=key_id, ReplicaRegion=WEST, Description="replica", Policy=policy, Tags=[{"TagKey": "side", "TagValue": "west"}])
     replica = answer["ReplicaKeyMetadata"]
-    assert replica["KeyId"] == key_id and replica["Arn"] == arn(WEST, key_id)
+    assert replica["KeyId"] == key_id and replica["Arn"] == key_arn(key_id, WEST)
     assert replica["Description"] == "replica" and replica["KeyState"] == "Enabled" and replica["MultiRegion"] is True
     assert replica["MultiRegionConfiguration"] == {
         "MultiRegionKeyType": "REPLICA", "PrimaryKey": {"Arn": primary["Arn"], "Region": REGION},
-        "ReplicaKeys": [{"Arn": arn(WEST, key_id), "Region": WEST}]}
+        "ReplicaKeys": [{"Arn": key_arn(key_id, WEST), "Region": WEST}]}
     assert json.loads(answer["ReplicaPolicy"]) == json.loads(policy)
     assert answer["ReplicaTags"] == [{"TagKey": "side", "TagValue": "west"}]
     east.replicate_key(KeyId=primary["Arn"], ReplicaRegion=EU)
-    replicas = [{"Arn": arn(WEST, key_id), "Region": WEST}, {"Arn": arn(EU, key_id), "Region": EU}]
+    replicas = [{"Arn": key_arn(key_id, WEST), "Region": WEST}, {"Arn": key_arn(key_id, EU), "Region": EU}]
     assert east.describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"]["ReplicaKeys"] == replicas
     assert west.describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"]["ReplicaKeys"] == replicas
     # Each one's own: description, tags, policy.
@@ -79,9 +55,9 @@ def test_replicate_key_shares_the_material(east, west, eu):
     # Blob version 2 names the id the related keys share; a single-Region key's blobs stay version 1.
     assert blob[0] == 2 and east.encrypt(KeyId=east.create_key()["KeyMetadata"]["KeyId"], Plaintext=b"1")["CiphertextBlob"][0] == 1
     for client, region in ((west, WEST), (eu, EU)):
-        for named in ({}, {"KeyId": key_id}, {"KeyId": arn(region, key_id)}):
+        for named in ({}, {"KeyId": key_id}, {"KeyId": key_arn(key_id, region)}):
             decrypted = client.decrypt(CiphertextBlob=blob, EncryptionContext={"k": "v"}, **named)
-            assert decrypted["Plaintext"] == b"multi-region" and decrypted["KeyId"] == arn(region, key_id)
+            assert decrypted["Plaintext"] == b"multi-region" and decrypted["KeyId"] == key_arn(key_id, region)
     back = west.encrypt(KeyId=key_id, Plaintext=b"from the west")["CiphertextBlob"]
     assert east.decrypt(CiphertextBlob=back)["Plaintext"] == b"from the west"
     with expect_error("InvalidCiphertextException"):
@@ -97,7 +73,7 @@ def test_related_keys_have_their_own_state_and_aliases(east, west):
     east.replicate_key(KeyId=key_id, ReplicaRegion=WEST)
     alias = unique_alias("mrk")
     west.create_alias(AliasName=alias, TargetKeyId=key_id)
-    assert west.describe_key(KeyId=alias)["KeyMetadata"]["Arn"] == arn(WEST, key_id)
+    assert west.describe_key(KeyId=alias)["KeyMetadata"]["Arn"] == key_arn(key_id, WEST)
     with expect_error("NotFoundException"):
         east.describe_key(KeyId=alias)
     listed = [entry for entry in west.list_aliases(KeyId=key_id)["Aliases"]]
@@ -120,13 +96,13 @@ def test_replicate_key_errors(east, west):
     east.replicate_key(KeyId=key_id, ReplicaRegion=WEST)
     with expect_error("AlreadyExistsException") as error:
         east.replicate_key(KeyId=key_id, ReplicaRegion=WEST)
-    assert error.value.response["Error"]["Message"] == f"{arn(WEST, key_id)} already exists in {WEST}."
+    assert error.value.response["Error"]["Message"] == f"{key_arn(key_id, WEST)} already exists in {WEST}."
     with expect_error("AlreadyExistsException") as error:
         east.replicate_key(KeyId=key_id, ReplicaRegion=REGION)
-    assert error.value.response["Error"]["Message"] == f"{arn(REGION, key_id)} already exists in {REGION}."
+    assert error.value.response["Error"]["Message"] == f"{key_arn(key_id, REGION)} already exists in {REGION}."
     with expect_error("UnsupportedOperationException") as error:
         west.replicate_key(KeyId=key_id, ReplicaRegion=EU)
-    assert error.value.response["Error"]["Message"] == f"{arn(WEST, key_id)} is not a multi-Region primary key."
+    assert error.value.response["Error"]["Message"] == f"{key_arn(key_id, WEST)} is not a multi-Region primary key."
     with expect_error("NotFoundException"):
         east.replicate_key(KeyId="mrk-" + "0" * 32, ReplicaRegion=WEST)
     with expect_error("ValidationException") as error:
@@ -152,7 +128,7 @@ def test_rotation_is_shared(east, west):
     assert before[17:21] == b"\0\0\0\1" and after[17:21] == b"\0\0\0\2"
     assert east.decrypt(CiphertextBlob=before)["Plaintext"] == b"before"
     assert east.decrypt(CiphertextBlob=after)["Plaintext"] == b"after"
-    assert [rotation["KeyId"] for rotation in east.list_key_rotations(KeyId=key_id)["Rotations"]] == [arn(REGION, key_id)]
+    assert [rotation["KeyId"] for rotation in east.list_key_rotations(KeyId=key_id)["Rotations"]] == [key_arn(key_id, REGION)]
 
 
 def test_a_replica_rotates_with_its_primary(east, west):
@@ -165,7 +141,7 @@ def test_a_replica_rotates_with_its_primary(east, west):
                  lambda: west.rotate_key_on_demand(KeyId=key_id)):
         with expect_error("UnsupportedOperationException") as error:
             call()
-        assert error.value.response["Error"]["Message"] == f"{arn(WEST, key_id)} is a multi-Region replica key: its rotation is its primary key's."
+        assert error.value.response["Error"]["Message"] == f"{key_arn(key_id, WEST)} is a multi-Region replica key: its rotation is its primary key's."
 
 
 def test_update_primary_region_swaps_the_roles(east, west, eu):
@@ -177,8 +153,8 @@ def test_update_primary_region_swaps_the_roles(east, west, eu):
     east.update_primary_region(KeyId=key_id, PrimaryRegion=WEST)
     for client in (east, west, eu):
         configuration = client.describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"]
-        assert configuration["PrimaryKey"] == {"Arn": arn(WEST, key_id), "Region": WEST}
-        assert configuration["ReplicaKeys"] == [{"Arn": arn(REGION, key_id), "Region": REGION}, {"Arn": arn(EU, key_id), "Region": EU}]
+        assert configuration["PrimaryKey"] == {"Arn": key_arn(key_id, WEST), "Region": WEST}
+        assert configuration["ReplicaKeys"] == [{"Arn": key_arn(key_id, REGION), "Region": REGION}, {"Arn": key_arn(key_id, EU), "Region": EU}]
     assert east.describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"]["MultiRegionKeyType"] == "REPLICA"
     assert west.describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"]["MultiRegionKeyType"] == "PRIMARY"
     assert east.describe_key(KeyId=key_id)["KeyMetadata"]["Description"] == "first primary"
@@ -191,7 +167,7 @@ def test_update_primary_region_swaps_the_roles(east, west, eu):
     assert eu.decrypt(CiphertextBlob=blob)["Plaintext"] == b"before the move"
     assert west.encrypt(KeyId=key_id, Plaintext=b"after")["CiphertextBlob"][17:21] == b"\0\0\0\2"
     # The old primary's Region can be primary again.
-    west.update_primary_region(KeyId=arn(WEST, key_id), PrimaryRegion=REGION)
+    west.update_primary_region(KeyId=key_arn(key_id, WEST), PrimaryRegion=REGION)
     assert east.describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"]["MultiRegionKeyType"] == "PRIMARY"
 
 
@@ -203,19 +179,19 @@ def test_update_primary_region_errors(east, west):
     key_id = east.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
     with expect_error("NotFoundException") as error:
         east.update_primary_region(KeyId=key_id, PrimaryRegion=WEST)
-    assert error.value.response["Error"]["Message"] == f"Key '{arn(WEST, key_id)}' does not exist"
+    assert error.value.response["Error"]["Message"] == f"Key '{key_arn(key_id, WEST)}' does not exist"
     with expect_error("ValidationException") as error:
         east.update_primary_region(KeyId=key_id, PrimaryRegion=REGION)
-    assert error.value.response["Error"]["Message"] == f"{arn(REGION, key_id)} is already the primary key in {REGION}."
+    assert error.value.response["Error"]["Message"] == f"{key_arn(key_id, REGION)} is already the primary key in {REGION}."
     east.replicate_key(KeyId=key_id, ReplicaRegion=WEST)
     with expect_error("UnsupportedOperationException") as error:
         west.update_primary_region(KeyId=key_id, PrimaryRegion=REGION)
-    assert error.value.response["Error"]["Message"] == f"{arn(WEST, key_id)} is not a multi-Region primary key."
+    assert error.value.response["Error"]["Message"] == f"{key_arn(key_id, WEST)} is not a multi-Region primary key."
     west.disable_key(KeyId=key_id)
     with expect_error("KMSInvalidStateException") as error:
         east.update_primary_region(KeyId=key_id, PrimaryRegion=WEST)
     assert error.value.response["Error"]["Message"] == (
-        f"{arn(WEST, key_id)} is Disabled; updating the primary Region needs both keys Enabled.")
+        f"{key_arn(key_id, WEST)} is Disabled; updating the primary Region needs both keys Enabled.")
 
 
 def test_a_primary_key_with_replicas_waits_for_them(east, west):
@@ -228,11 +204,11 @@ def test_a_primary_key_with_replicas_waits_for_them(east, west):
     assert described["KeyState"] == "PendingReplicaDeletion" and described["Enabled"] is False and "DeletionDate" not in described
     with expect_error("KMSInvalidStateException") as error:
         east.encrypt(KeyId=key_id, Plaintext=b"x")
-    assert error.value.response["Error"]["Message"] == f"{arn(REGION, key_id)} is pending deletion."
+    assert error.value.response["Error"]["Message"] == f"{key_arn(key_id, REGION)} is pending deletion."
     # The replica is unaffected, and is deleted on its own schedule.
     assert west.decrypt(CiphertextBlob=west.encrypt(KeyId=key_id, Plaintext=b"x")["CiphertextBlob"])["Plaintext"] == b"x"
     assert west.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)["KeyState"] == "PendingDeletion"
-    assert east.cancel_key_deletion(KeyId=key_id)["KeyId"] == arn(REGION, key_id)
+    assert east.cancel_key_deletion(KeyId=key_id)["KeyId"] == key_arn(key_id, REGION)
     assert east.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Disabled"
     # A key of a single Region, or a primary whose replicas are gone, is deleted as before.
     single = east.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]

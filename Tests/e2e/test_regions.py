@@ -5,42 +5,23 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from trent_e2e import ACCOUNT_ID, REGION, audit_record_files, expect_error, make_kms, unique_alias
-
-WEST = "us-west-2"
-EU = "eu-central-1"
-
-
-def arn(region: str, key_id: str) -> str:
-    return f"arn:aws:kms:{region}:{ACCOUNT_ID}:key/{key_id}"
-
-
-@pytest.fixture(scope="module")
-def east(server):
-    return make_kms(server, region=REGION)
-
-
-@pytest.fixture(scope="module")
-def west(server):
-    return make_kms(server, region=WEST)
+from trent_e2e import ACCOUNT_ID, EU, REGION, WEST, audit_record_files, expect_error, key_arn, make_kms, unique_alias
 
 
 def test_a_key_lives_in_the_region_of_its_request(east, west):
     key = west.create_key(Description="west")["KeyMetadata"]
-    assert key["Arn"] == arn(WEST, key["KeyId"])
-    assert west.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["Arn"] == arn(WEST, key["KeyId"])
-    assert west.describe_key(KeyId=arn(WEST, key["KeyId"]))["KeyMetadata"]["KeyId"] == key["KeyId"]
+    assert key["Arn"] == key_arn(key["KeyId"], WEST)
+    assert west.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["Arn"] == key_arn(key["KeyId"], WEST)
+    assert west.describe_key(KeyId=key_arn(key["KeyId"], WEST))["KeyMetadata"]["KeyId"] == key["KeyId"]
     # In another Region it does not exist, by id or by an ARN naming that Region.
-    for named in (key["KeyId"], arn(REGION, key["KeyId"])):
+    for named in (key["KeyId"], key_arn(key["KeyId"], REGION)):
         with expect_error("NotFoundException") as error:
             east.describe_key(KeyId=named)
-        assert error.value.response["Error"]["Message"] == f"Key '{arn(REGION, key['KeyId'])}' does not exist"
+        assert error.value.response["Error"]["Message"] == f"Key '{key_arn(key['KeyId'], REGION)}' does not exist"
     # An ARN of the other Region names no key of this one.
     with expect_error("NotFoundException") as error:
-        east.describe_key(KeyId=arn(WEST, key["KeyId"]))
-    assert error.value.response["Error"]["Message"] == f"Key '{arn(WEST, key['KeyId'])}' does not exist"
+        east.describe_key(KeyId=key_arn(key["KeyId"], WEST))
+    assert error.value.response["Error"]["Message"] == f"Key '{key_arn(key['KeyId'], WEST)}' does not exist"
     with expect_error("NotFoundException"):
         east.encrypt(KeyId=key["KeyId"], Plaintext=b"regional")
 
@@ -50,8 +31,8 @@ def test_list_keys_lists_the_requests_region_only(east, west):
     east_key = east.create_key()["KeyMetadata"]["KeyId"]
     west_listed = {entry["KeyId"]: entry["KeyArn"] for entry in west.get_paginator("list_keys").paginate().build_full_result()["Keys"]}
     east_listed = {entry["KeyId"]: entry["KeyArn"] for entry in east.get_paginator("list_keys").paginate().build_full_result()["Keys"]}
-    assert west_listed[west_key] == arn(WEST, west_key) and east_key not in west_listed
-    assert east_listed[east_key] == arn(REGION, east_key) and west_key not in east_listed
+    assert west_listed[west_key] == key_arn(west_key, WEST) and east_key not in west_listed
+    assert east_listed[east_key] == key_arn(east_key, REGION) and west_key not in east_listed
     assert all(value.startswith(f"arn:aws:kms:{WEST}:") for value in west_listed.values())
 
 
@@ -82,7 +63,7 @@ def test_an_alias_name_is_unique_per_region(east, west):
 def test_a_ciphertext_of_a_single_region_key_does_not_decrypt_in_another_region(east, west):
     key_id = west.create_key()["KeyMetadata"]["KeyId"]
     blob = west.encrypt(KeyId=key_id, Plaintext=b"stays in us-west-2")["CiphertextBlob"]
-    assert west.decrypt(CiphertextBlob=blob)["KeyId"] == arn(WEST, key_id)
+    assert west.decrypt(CiphertextBlob=blob)["KeyId"] == key_arn(key_id, WEST)
     with expect_error("InvalidCiphertextException"):
         east.decrypt(CiphertextBlob=blob)
 
@@ -92,7 +73,7 @@ def test_grants_are_regional(east, west):
     grantee = f"arn:aws:iam::{ACCOUNT_ID}:user/regional-grantee"
     grant = west.create_grant(KeyId=key_id, GranteePrincipal=grantee, RetiringPrincipal=grantee, Operations=["Decrypt"])
     listed = west.list_grants(KeyId=key_id)["Grants"]
-    assert [g["GrantId"] for g in listed] == [grant["GrantId"]] and listed[0]["KeyId"] == arn(WEST, key_id)
+    assert [g["GrantId"] for g in listed] == [grant["GrantId"]] and listed[0]["KeyId"] == key_arn(key_id, WEST)
     with expect_error("NotFoundException"):
         east.list_grants(KeyId=key_id)
     assert grant["GrantId"] in [g["GrantId"] for g in west.list_retirable_grants(RetiringPrincipal=grantee)["Grants"]]
@@ -103,7 +84,7 @@ def test_aws_managed_keys_are_per_region(east, west, ids):
     """alias/aws/<service> comes into being in a Region for the service principal of that Region."""
     ids.service(f"sqs.{WEST}.amazonaws.com")
     managed = west.describe_key(KeyId="alias/aws/sqs")["KeyMetadata"]
-    assert managed["KeyManager"] == "AWS" and managed["Arn"] == arn(WEST, managed["KeyId"])
+    assert managed["KeyManager"] == "AWS" and managed["Arn"] == key_arn(managed["KeyId"], WEST)
     assert "alias/aws/sqs" in [a["AliasName"] for a in west.list_aliases(KeyId=managed["KeyId"])["Aliases"]]
     # sqs.us-east-1.amazonaws.com is not registered: us-east-1 has no such key, and the us-west-2 one is not found there.
     with expect_error("NotFoundException") as error:
@@ -134,5 +115,5 @@ def test_the_audit_record_names_the_requests_region(make_server):
     assert next(r for r in trail if r["eventName"] == "CreateKey")["awsRegion"] == EU
     describe = next(r for r in trail if r["eventName"] == "DescribeKey")
     assert describe["awsRegion"] == EU
-    assert describe["resources"] == [{"accountId": ACCOUNT_ID, "type": "AWS::KMS::Key", "ARN": arn(EU, key_id)}]
+    assert describe["resources"] == [{"accountId": ACCOUNT_ID, "type": "AWS::KMS::Key", "ARN": key_arn(key_id, EU)}]
     assert next(r for r in trail if r["eventName"] == "ListKeys")["awsRegion"] == REGION

@@ -56,6 +56,10 @@ def require_key_pair_spec(spec: str) -> None:
 
 REGION = "us-east-1"
 ACCOUNT_ID = "111122223333"
+# Two more Regions the default configuration serves, for tests of regional and multi-Region keys.
+WEST = "us-west-2"
+EU = "eu-central-1"
+
 ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 SECRET_ACCESS_KEY = "tRentE2eSecretKey0123456789abcdefGHIJKLM"  # 40 characters, distinctive for the log grep
 assert len(SECRET_ACCESS_KEY) == 40
@@ -73,8 +77,8 @@ ALL_SERVERS: list["TrentServer"] = []
 
 # --------------------------------------------------------------------------- identifiers
 
-def key_arn(key_id: str) -> str:
-    return f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/{key_id}"
+def key_arn(key_id: str, region: str = REGION) -> str:
+    return f"arn:aws:kms:{region}:{ACCOUNT_ID}:key/{key_id}"
 
 
 def alias_arn(alias_name: str) -> str:

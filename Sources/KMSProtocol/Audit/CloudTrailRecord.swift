@@ -52,6 +52,11 @@ struct CloudTrailRecord {
         "ImportKeyMaterial": ["KeyId"], "DeleteImportedKeyMaterial": ["KeyId"],
     ]
 
+    /// Every response member `operation`'s record may carry.
+    static func responseMembers(of operation: String) -> Set<String> {
+        operationResponseMembers[operation].map { responseMembers.union($0) } ?? responseMembers
+    }
+
     static let readOnlyPrefixes = ["Describe", "List", "Get"]
 
     /// The record's canonical bytes, what the audit trail stores and hashes, written member by member in sorted
@@ -82,8 +87,7 @@ struct CloudTrailRecord {
         record.member("requestParameters", canonicalBytes: Self.boundedParameters(Self.filtered(request, allowing: Self.requestMembers)))
         record.member(
             "resources", .array(resources.map { ["ARN": .string($0.arn), "accountId": .string($0.accountID), "type": "AWS::KMS::Key"] }))
-        let responseMembers = Self.operationResponseMembers[operation].map { Self.responseMembers.union($0) } ?? Self.responseMembers
-        record.member("responseElements", error == nil ? Self.filtered(response, allowing: responseMembers) : .null)
+        record.member("responseElements", error == nil ? Self.filtered(response, allowing: Self.responseMembers(of: operation)) : .null)
         record.member("sourceIPAddress", caller?.viaService.map(JSONValue.string) ?? sourceIP.map(JSONValue.string) ?? .null)
         record.member("userAgent", userAgent.map { .string(Self.bounded($0)) } ?? .null)
         record.member("userIdentity", userIdentity)
