@@ -178,7 +178,7 @@ def image_process(tmp_path: Path, certificates: Path | None) -> tuple[TrentServe
     server.env.update(TRENT_PORT=str(server.port), TRENT_HSM_EMBEDDED_TOKEN=TOKEN,
                       TRENT_ACCESS_KEY_ID=ACCESS_KEY_ID, TRENT_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY)
     if "TRENT_ADMIN_PORT" in server.env:
-        server.env["TRENT_ADMIN_PORT"] = str(free_port())
+        server.env["TRENT_ADMIN_PORT"] = str(free_port(other_than=server.port))
     command = [str(server.binary) if part == "/usr/local/bin/trent" else part
                for part in exec_form(only("ENTRYPOINT")) + exec_form(only("CMD"))]
     assert command[1:] == ["serve"]

@@ -131,10 +131,15 @@ def expect_error(code: str, what: str = ""):
 
 # --------------------------------------------------------------------------- server process
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(other_than: int | None = None) -> int:
+    """A port nothing listens on now; `other_than` keeps a second pick from returning the first (the kernel may hand
+    the same free port out twice in a row)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port != other_than:
+            return port
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -158,7 +163,7 @@ class TrentServer:
         self.port = port or free_port()
         self.endpoint = f"http://{self.host}:{self.port}"
         # The admin listener (/metrics, /health, /ready) on a free port of its own, so servers run side by side.
-        self.admin_port = admin_port or free_port()
+        self.admin_port = admin_port or free_port(other_than=self.port)
         self.admin_url = f"http://{self.host}:{self.admin_port}"
         self.log_path = self.data_dir / "trent.log"
         self.access_key_id = ACCESS_KEY_ID
